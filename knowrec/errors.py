@@ -1,0 +1,62 @@
+"""Exceptions raised by knowrec. Everything derives from :class:`KnowrecError`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["KnowrecError", "InvalidInput", "StoreUnavailable", "LLMError", "NotFound", "ConfigError"]
+
+
+class KnowrecError(Exception):
+    """Root of every error knowrec raises on purpose."""
+
+
+class ConfigError(KnowrecError):
+    """Settings are inconsistent or name something that does not exist."""
+
+
+class InvalidInput(KnowrecError):
+    """Input data is malformed. Names the file, the line and (where known) the field.
+
+    Example:
+        >>> str(InvalidInput("rating is not a number", path="ratings.csv", line=3, field="rating"))
+        'ratings.csv:3: field rating: rating is not a number'
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        where = ""
+        if self.path is not None:
+            where = self.path if line is None else f"{self.path}:{line}"
+            where += ": "
+        elif line is not None:
+            where = f"line {line}: "
+        if field is not None:
+            where += f"field {field}: "
+        super().__init__(f"{where}{message}")
+
+
+class StoreUnavailable(KnowrecError):
+    """A graph or vector store cannot be reached or opened."""
+
+
+class NotFound(KnowrecError):
+    """A requested item, user or session does not exist."""
+
+
+class LLMError(KnowrecError):
+    """The LLM failed to answer. ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)

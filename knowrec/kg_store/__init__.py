@@ -1,0 +1,1 @@
+"""Graph store, vector index, embedder and ingest."""

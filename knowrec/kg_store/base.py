@@ -1,0 +1,157 @@
+"""Protocols of the stores: what the pipeline consumes. Backends live beside this module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from knowrec.types import Candidate, Fact, Interaction, Item, KGPath
+
+__all__ = ["GraphBatch", "WriteStats", "GraphStore", "Embedder", "ItemIndex", "Progress"]
+
+Progress = Callable[[str, int], None]
+"""Progress callback: ``progress(stage, n_done_since_last_call)``."""
+
+
+@dataclass
+class GraphBatch:
+    """Everything one ingest writes to the graph store. Validated before it gets here.
+
+    Entities are implied by facts (their ``tail``/``head`` ids and labels); users by interactions.
+    """
+
+    items: list[Item] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+    interactions: list[Interaction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WriteStats:
+    """How many rows of each kind were new (not already stored) in a write."""
+
+    items: int = 0
+    facts: int = 0
+    interactions: int = 0
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """Items, entities, facts, users and interactions.
+
+    Writes are atomic (a whole :class:`GraphBatch` or nothing) and idempotent (writing the same batch twice changes
+    nothing). Interactions are keyed by ``(user_id, item_id)``; a later write replaces rating and timestamp.
+    """
+
+    def write(self, batch: GraphBatch, progress: Progress | None = None) -> WriteStats:
+        """Upsert a batch in one transaction. Facts whose head is an item id are item facts."""
+        ...
+
+    def has_items(self, item_ids: Sequence[str]) -> set[str]:
+        """The subset of ``item_ids`` that are stored items."""
+        ...
+
+    def items(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        """Stored items by id (missing ids are left out)."""
+        ...
+
+    def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
+        """All items, in id order, in batches."""
+        ...
+
+    def search_items(self, text: str, n: int = 10) -> list[Item]:
+        """Items whose title contains ``text`` (case-insensitive), most popular first."""
+        ...
+
+    def history(self, user_id: str, n: int | None = None) -> list[Interaction]:
+        """The user's interactions, most recent first (ties: item id descending). Unknown user: ``[]``."""
+        ...
+
+    def interactions(self) -> Iterator[Interaction]:
+        """Every interaction (for fitting collaborative models), in (user, timestamp, item) order."""
+        ...
+
+    def facts(self, item_ids: Sequence[str], n: int | None = None) -> dict[str, list[Fact]]:
+        """Each item's own facts (where it is head or tail), most informative (rarest entity) first, ``n`` each."""
+        ...
+
+    def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
+        """Facts by id (missing ids left out). Labels are filled from the stored nodes."""
+        ...
+
+    def kg_candidates(
+        self,
+        seed_items: Mapping[str, float],
+        exclude: set[str] | frozenset[str],
+        n: int,
+        max_entity_items: int = 200,
+    ) -> list[Candidate]:
+        """Items sharing entities with the weighted seed items.
+
+        Score of a candidate = Σ over paths (seed weight × entity rarity), rarity = ``log(1 + N_items / df)`` where
+        ``df`` is the number of items linked to the entity. Entities linked to more than ``max_entity_items`` items
+        are ignored. Each candidate carries its connecting paths (highest weight first). Excluded ids never appear.
+        """
+        ...
+
+    def paths(self, user_items: Sequence[str], item_id: str, n: int = 5) -> list[KGPath]:
+        """Paths from any of ``user_items`` to ``item_id`` through one shared entity, highest weight first."""
+        ...
+
+    def popular(self, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, int]]:
+        """Most-interacted items as ``(item_id, count)``, ties by item id; excluded ids left out."""
+        ...
+
+    def item_entities(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
+        """Entity ids linked to each item (for diversity)."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Counts: ``items``, ``entities``, ``facts``, ``users``, ``interactions``."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-normalised vectors."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32 array, each row of norm 1."""
+        ...
+
+
+@runtime_checkable
+class ItemIndex(Protocol):
+    """Item vectors in a vector store, one document per item."""
+
+    def upsert(self, ids: Sequence[str], documents: Sequence[str], progress: Progress | None = None) -> int:
+        """Embed and store documents; returns how many were written. Idempotent by id."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by id (missing ids left out)."""
+        ...
+
+    def query(
+        self, vector: np.ndarray, k: int, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> list[tuple[str, float]]:
+        """The ``k`` nearest items as ``(item_id, cosine similarity)``, excluded ids left out."""
+        ...
+
+    def ids(self) -> set[str]: ...
+
+    def count(self) -> int: ...

@@ -1,0 +1,200 @@
+"""Small typed objects passed between pipeline stages.
+
+Everything here is a frozen pydantic model with extra fields forbidden. Item, user and entity ids are strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Item",
+    "Fact",
+    "Interaction",
+    "RecQuery",
+    "KGPath",
+    "Candidate",
+    "Reason",
+    "RecommendedItem",
+    "Recommendation",
+    "ChatTurn",
+    "IngestSummary",
+    "fact_id",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def fact_id(head: str, relation: str, tail: str) -> str:
+    """Stable id of a fact: the same triple always gets the same id, in every store.
+
+    Example:
+        >>> fact_id("1", "genre", "genre:Comedy")
+        'F811131581600'
+    """
+    digest = hashlib.sha1(f"{head}\x1f{relation}\x1f{tail}".encode()).hexdigest()
+    return "F" + digest[:12]
+
+
+def _nonempty(value: str, name: str) -> str:
+    if not value or not value.strip():
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+class Item(_Frozen):
+    """A recommendable thing. ``text`` is free description; ``attributes`` are extra columns kept verbatim."""
+
+    id: str
+    title: str
+    text: str = ""
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("id", "title")
+    @classmethod
+    def _check_nonempty(cls, v: str, info: object) -> str:
+        return _nonempty(v, getattr(info, "field_name", "value"))
+
+
+class Fact(_Frozen):
+    """A knowledge-graph triple. ``head`` is usually an item id, ``tail`` an entity id (e.g. ``dbr:Tom_Hanks``)."""
+
+    id: str = ""
+    head: str
+    relation: str
+    tail: str
+    head_label: str = ""
+    tail_label: str = ""
+
+    @field_validator("head", "relation", "tail")
+    @classmethod
+    def _check_nonempty(cls, v: str, info: object) -> str:
+        return _nonempty(v, getattr(info, "field_name", "value"))
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", fact_id(self.head, self.relation, self.tail))
+
+    def text(self) -> str:
+        """A one-line readable form, e.g. ``Toy Story (1995) —director→ John Lasseter``."""
+        return f"{self.head_label or self.head} —{self.relation}→ {self.tail_label or self.tail}"
+
+
+class Interaction(_Frozen):
+    """A user's interaction with an item. ``rating`` and ``timestamp`` are optional."""
+
+    user_id: str
+    item_id: str
+    rating: float | None = None
+    timestamp: int | None = None
+
+    @field_validator("user_id", "item_id")
+    @classmethod
+    def _check_nonempty(cls, v: str, info: object) -> str:
+        return _nonempty(v, getattr(info, "field_name", "value"))
+
+
+class RecQuery(_Frozen):
+    """What one recommendation call asks for."""
+
+    user_id: str | None = None
+    k: int = Field(default=10, ge=1, le=200)
+    query: str | None = None
+    diversity: float = Field(default=0.3, ge=0.0, le=1.0)
+    exclude: tuple[str, ...] = ()
+    history: tuple[str, ...] = ()
+    """Item ids of the user's recent positive history, most recent first (filled by the pipeline)."""
+    seen: frozenset[str] = frozenset()
+    """Every item the user has interacted with; never recommended (filled by the pipeline)."""
+
+
+class KGPath(_Frozen):
+    """A path ``history item —r1→ entity ←r2— candidate`` through a shared entity."""
+
+    source_item: str
+    entity: str
+    entity_label: str
+    source_fact: str
+    target_fact: str
+    source_relation: str
+    target_relation: str
+    weight: float
+
+
+class Candidate(_Frozen):
+    """A candidate item with its score and why it was retrieved."""
+
+    item_id: str
+    score: float
+    sources: dict[str, float] = Field(default_factory=dict)
+    """Generator name → that generator's own score."""
+    paths: tuple[KGPath, ...] = ()
+
+
+class Reason(_Frozen):
+    """A sentence explaining a recommendation, citing the fact ids it rests on."""
+
+    text: str
+    fact_ids: tuple[str, ...] = ()
+    source: Literal["template", "llm"] = "template"
+
+
+class RecommendedItem(_Frozen):
+    """One entry of a :class:`Recommendation`."""
+
+    item_id: str
+    title: str
+    rank: int
+    score: float
+    retrieval_score: float
+    llm_score: float | None = None
+    sources: tuple[str, ...] = ()
+    reasons: tuple[Reason, ...] = ()
+    facts: tuple[Fact, ...] = ()
+    """Every fact cited by a reason, so a caller can show or check them."""
+
+
+class Recommendation(_Frozen):
+    """The result of :meth:`knowrec.Recommender.recommend`."""
+
+    user_id: str | None
+    items: tuple[RecommendedItem, ...]
+    query: str | None = None
+    cold_start: bool = False
+    ranking_mode: str
+    model: str
+    prompt_id: str | None = None
+    prompt_version: str | None = None
+    fallback: bool = False
+    fallback_reason: str | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    usage: dict[str, int] = Field(default_factory=dict)
+
+
+class ChatTurn(_Frozen):
+    """One turn of a conversation (used by the chat agent)."""
+
+    session_id: str
+    role: Literal["user", "assistant"]
+    text: str
+    recommendation: Recommendation | None = None
+
+
+class IngestSummary(_Frozen):
+    """What an ingest wrote (counts after de-duplication) and how long it took."""
+
+    items: int
+    facts: int
+    entities: int
+    users: int
+    interactions: int
+    indexed: int
+    seconds: float
+    new_items: int = 0
+    new_facts: int = 0
+    new_interactions: int = 0
