@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["KnowrecError", "InvalidInput", "StoreUnavailable", "LLMError", "NotFound", "ConfigError"]
+__all__ = ["ConfigError", "InvalidInput", "KnowrecError", "LLMError", "NotFound", "StoreUnavailable"]
 
 
 class KnowrecError(Exception):

@@ -11,17 +11,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
-    "Item",
-    "Fact",
-    "Interaction",
-    "RecQuery",
-    "KGPath",
     "Candidate",
-    "Reason",
-    "RecommendedItem",
-    "Recommendation",
     "ChatTurn",
+    "Fact",
     "IngestSummary",
+    "Interaction",
+    "Item",
+    "KGPath",
+    "Reason",
+    "RecQuery",
+    "Recommendation",
+    "RecommendedItem",
     "fact_id",
 ]
 
@@ -141,6 +141,9 @@ class Reason(_Frozen):
 
     text: str
     fact_ids: tuple[str, ...] = ()
+    """Facts about the recommended item itself (each has the item as head or tail)."""
+    context_fact_ids: tuple[str, ...] = ()
+    """Facts about the user's history items that the reason connects to (e.g. the other film by a director)."""
     source: Literal["template", "llm"] = "template"
 
 
@@ -171,7 +174,10 @@ class Recommendation(_Frozen):
     prompt_id: str | None = None
     prompt_version: str | None = None
     fallback: bool = False
+    """True when the LLM's ranking could not be used at all and retrieval order was returned."""
     fallback_reason: str | None = None
+    repairs: tuple[str, ...] = ()
+    """Fixes applied to a partly invalid LLM answer (unknown labels, duplicates, gaps filled from retrieval)."""
     timings_ms: dict[str, float] = Field(default_factory=dict)
     usage: dict[str, int] = Field(default_factory=dict)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from knowrec.types import Candidate, Fact, Interaction, Item, KGPath
 
-__all__ = ["GraphBatch", "WriteStats", "GraphStore", "Embedder", "ItemIndex", "Progress"]
+__all__ = ["Embedder", "GraphBatch", "GraphStore", "ItemIndex", "Progress", "WriteStats"]
 
 Progress = Callable[[str, int], None]
 """Progress callback: ``progress(stage, n_done_since_last_call)``."""
@@ -138,6 +138,18 @@ class ItemIndex(Protocol):
 
     def upsert(self, ids: Sequence[str], documents: Sequence[str], progress: Progress | None = None) -> int:
         """Embed and store documents; returns how many were written. Idempotent by id."""
+        ...
+
+    def doc_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """Hash of the stored document of each id (missing ids left out), to skip re-embedding unchanged items."""
+        ...
+
+    def snapshot(self, ids: Sequence[str]) -> object:
+        """An opaque copy of the stored entries of ``ids``, for :meth:`restore`."""
+        ...
+
+    def restore(self, snapshot: object, remove: Sequence[str]) -> None:
+        """Put back the entries of a :meth:`snapshot` and delete ``remove`` (undo of a failed ingest)."""
         ...
 
     def delete(self, ids: Sequence[str]) -> None: ...

@@ -1,0 +1,1 @@
+"""The recommendation agent: retrieval, LLM ranking, diversification, explanation."""

@@ -1,0 +1,185 @@
+"""Reasons for each recommended item, citing fact ids; LLM-written reasons are kept only if grounded.
+
+Template reasons built from KG paths (or from the item's own facts) are the floor. With ``mode='llm'`` the LLM
+writes a sentence per item and cites fact numbers; a sentence is kept only if every fact it cites exists in the store
+and touches that item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from knowrec.agent.llm.base import LLMClient
+from knowrec.agent.rank import LABELS
+from knowrec.errors import LLMError
+from knowrec.prompts import load_prompt
+from knowrec.types import Fact, KGPath, Reason
+
+__all__ = ["ExplainInput", "LLMExplainer", "is_grounded", "relation_phrase", "template_reasons"]
+
+log = logging.getLogger(__name__)
+
+_PHRASES = {
+    "director": "Directed by {e}",
+    "starring": "Stars {e}",
+    "writer": "Written by {e}",
+    "producer": "Produced by {e}",
+    "musicComposer": "Music by {e}",
+    "cinematography": "Cinematography by {e}",
+    "editing": "Edited by {e}",
+    "distributor": "Distributed by {e}",
+    "basedOn": "Based on work by {e}",
+    "narrator": "Narrated by {e}",
+    "genre": "A {e} title",
+    "year": "Released in {e}",
+    "tag": "Tagged “{e}”",
+}
+
+
+def relation_phrase(relation: str, entity_label: str) -> str:
+    """Readable phrase for an item's fact, e.g. ``relation_phrase("director", "Jim Jarmusch")``.
+
+    Example:
+        >>> relation_phrase("director", "Jim Jarmusch")
+        'Directed by Jim Jarmusch'
+    """
+    return _PHRASES.get(relation, "{r}: {e}").format(e=entity_label, r=relation)
+
+
+def _other_label(fact: Fact, item_id: str) -> str:
+    return (fact.tail_label or fact.tail) if fact.head == item_id else (fact.head_label or fact.head)
+
+
+def _join_titles(titles: Sequence[str]) -> str:
+    return titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
+
+
+@dataclass(frozen=True)
+class ExplainInput:
+    """What the explainer knows about one returned item."""
+
+    item_id: str
+    title: str
+    paths: tuple[KGPath, ...]
+    own_facts: tuple[Fact, ...]
+
+
+def template_reasons(inp: ExplainInput, history_titles: Mapping[str, str], max_reasons: int = 3) -> list[Reason]:
+    """Reasons from KG paths (one per shared entity, strongest first), else from the item's rarest own facts."""
+    reasons: list[Reason] = []
+    by_entity: dict[str, list[KGPath]] = {}
+    for p in sorted(inp.paths, key=lambda p: -p.weight):
+        by_entity.setdefault(p.entity, []).append(p)
+    for paths in by_entity.values():
+        if len(reasons) >= max_reasons:
+            break
+        first = paths[0]
+        titles = list(dict.fromkeys(history_titles.get(p.source_item, p.source_item) for p in paths))[:2]
+        phrase = relation_phrase(first.target_relation, first.entity_label or first.entity)
+        if all(p.source_relation == first.target_relation for p in paths):
+            text = f"{phrase}, like {_join_titles(titles)}, which you liked."
+        else:
+            text = f"{phrase}, who is also behind {_join_titles(titles)}, which you liked."
+        reasons.append(
+            Reason(
+                text=text,
+                fact_ids=(first.target_fact,),
+                context_fact_ids=tuple(dict.fromkeys(p.source_fact for p in paths[:2])),
+            )
+        )
+    if not reasons and inp.own_facts:
+        facts = list(inp.own_facts[:2])
+        text = "; ".join(relation_phrase(f.relation, _other_label(f, inp.item_id)) for f in facts) + "."
+        reasons.append(Reason(text=text, fact_ids=tuple(f.id for f in facts)))
+    return reasons
+
+
+def is_grounded(reason: Reason, item_id: str, stored: Mapping[str, Fact]) -> bool:
+    """True when the reason cites at least one fact and every cited fact exists in ``stored`` and touches the item.
+
+    Context facts (about history items) must exist too.
+    """
+    if not reason.fact_ids:
+        return False
+    for fid in reason.fact_ids:
+        fact = stored.get(fid)
+        if fact is None or item_id not in (fact.head, fact.tail):
+            return False
+    return all(fid in stored for fid in reason.context_fact_ids)
+
+
+class LLMExplainer:
+    """Asks the LLM for one sentence per item citing numbered facts, in one constrained JSON answer."""
+
+    def __init__(self, llm: LLMClient, max_chars: int = 240) -> None:
+        self.llm = llm
+        self.prompt = load_prompt("explain")
+        self.system = load_prompt("system")
+        self.max_chars = max_chars
+
+    def explain(
+        self, items: Sequence[ExplainInput], history_titles: Sequence[str]
+    ) -> tuple[dict[str, Reason], dict[str, int]]:
+        """Proposed (unchecked) reasons by item id, and token usage. Raises nothing on a bad answer."""
+        if not items:
+            return {}, {}
+        alias_to_fact: dict[str, str] = {}
+        prompt_items: list[dict[str, Any]] = []
+        for n, it in enumerate(items):
+            facts = []
+            for f in it.own_facts:
+                alias = f"f{len(alias_to_fact) + 1}"
+                alias_to_fact[alias] = f.id
+                facts.append({"alias": alias, "text": relation_phrase(f.relation, _other_label(f, it.item_id))})
+            prompt_items.append({"label": LABELS[n], "title": it.title, "facts": facts})
+        labels = list(LABELS[: len(items)])
+        schema = {
+            "type": "object",
+            "properties": {
+                "reasons": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "item": {"type": "string", "enum": labels},
+                            "text": {"type": "string", "maxLength": self.max_chars},
+                            "facts": {
+                                "type": "array",
+                                "items": {"type": "string", "enum": list(alias_to_fact) or ["f1"]},
+                                "minItems": 1,
+                                "maxItems": 3,
+                            },
+                        },
+                        "required": ["item", "text", "facts"],
+                    },
+                    "minItems": 1,
+                    "maxItems": len(items),
+                }
+            },
+            "required": ["reasons"],
+        }
+        text = self.prompt.render(history=list(history_titles), items=prompt_items)
+        messages = [{"role": "system", "content": self.system.render()}, {"role": "user", "content": text}]
+        try:
+            reply = self.llm.chat(messages, schema=schema, max_tokens=60 * len(items))
+        except LLMError as exc:
+            log.warning("LLM explanation failed, keeping template reasons: %s", exc)
+            return {}, {}
+        out: dict[str, Reason] = {}
+        raw = reply.parsed.get("reasons") if isinstance(reply.parsed, dict) else None
+        for entry in raw if isinstance(raw, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            label = entry.get("item")
+            sentence = str(entry.get("text", "")).strip()
+            cited = entry.get("facts") or []
+            if label not in labels or not sentence or not isinstance(cited, list):
+                continue
+            item_id = items[labels.index(label)].item_id
+            # An alias the LLM invented maps to a fact id that does not exist, so the grounding check drops it.
+            fact_ids = tuple(alias_to_fact.get(str(a), f"unknown:{a}") for a in cited)
+            out.setdefault(item_id, Reason(text=sentence[: self.max_chars], fact_ids=fact_ids, source="llm"))
+        return out, dict(reply.usage)

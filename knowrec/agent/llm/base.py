@@ -1,0 +1,56 @@
+"""The LLM client protocol every backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["LLMClient", "LLMReply", "Message"]
+
+Message = dict[str, str]
+"""A chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
+
+
+class LLMReply(BaseModel):
+    """One answer of the LLM. ``parsed`` is the decoded JSON when a schema was requested."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str
+    parsed: Any = None
+    usage: dict[str, int] = Field(default_factory=dict)
+    latency_ms: float = 0.0
+    model: str = ""
+
+
+@runtime_checkable
+class LLMClient(Protocol):
+    """What the rankers and the explainer need from an LLM."""
+
+    @property
+    def model_id(self) -> str:
+        """Names the model (and adapter, if any) that answers; recorded in every result."""
+        ...
+
+    def chat(
+        self, messages: Sequence[Message], schema: dict[str, Any] | None = None, max_tokens: int = 256
+    ) -> LLMReply:
+        """Greedy chat completion; with ``schema`` the answer is constrained to that JSON schema and parsed.
+
+        Raises:
+            LLMError: the model failed or returned something unusable (``retryable`` says whether to retry).
+        """
+        ...
+
+    def format_chat(self, messages: Sequence[Message], assistant_prefix: str = "") -> str:
+        """The raw prompt text the model sees for ``messages``, ending inside the assistant's turn."""
+        ...
+
+    def label_logprobs(self, prompt: str, labels: Sequence[str]) -> dict[str, float]:
+        """Log-probability of each label as the next token after the raw ``prompt`` (one forward pass).
+
+        Every label must be a single token of the model's vocabulary.
+        """
+        ...

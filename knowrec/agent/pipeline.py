@@ -1,0 +1,264 @@
+"""The recommendation pipeline: profile → retrieve → facts → rank → diversify → explain.
+
+It only consumes protocols; :class:`knowrec.Recommender` builds the concrete stores and clients and hands them in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from knowrec.agent.diversify import mmr
+from knowrec.agent.explain import ExplainInput, LLMExplainer, is_grounded, template_reasons
+from knowrec.agent.rank import RankContext, Ranker, RankItem, RankResult
+from knowrec.agent.retrieve import CandidateGenerator, reciprocal_rank_fusion
+from knowrec.config import DiversifyConfig, ExplainConfig, RankerConfig, RetrievalConfig
+from knowrec.kg_store.base import GraphStore, ItemIndex
+from knowrec.types import Candidate, Fact, Item, KGPath, Reason, Recommendation, RecommendedItem, RecQuery
+
+__all__ = ["Pipeline", "Profile"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the pipeline knows about the user for one call."""
+
+    user_id: str | None
+    liked: tuple[str, ...]
+    """Recent positively rated items, most recent first."""
+    seen: frozenset[str]
+    cold_start: bool
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = round(self.ms.get(name, 0.0) + 1000 * (time.perf_counter() - t), 3)
+
+
+class Pipeline:
+    """One recommendation, stage by stage, with per-stage timings recorded in the result."""
+
+    def __init__(
+        self,
+        store: GraphStore,
+        index: ItemIndex,
+        generators: Sequence[CandidateGenerator],
+        ranker: Ranker,
+        retrieval: RetrievalConfig,
+        ranking: RankerConfig,
+        diversify: DiversifyConfig,
+        explain: ExplainConfig,
+        explainer: LLMExplainer | None = None,
+        model_id: Callable[[], str] = lambda: "none",
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.generators = list(generators)
+        self.ranker = ranker
+        self.retrieval = retrieval
+        self.ranking = ranking
+        self.diversify_cfg = diversify
+        self.explain_cfg = explain
+        self.explainer = explainer
+        self.model_id = model_id
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+    def profile(self, user_id: str | None) -> Profile:
+        """The user's recent liked items and everything they have seen; unknown users are cold-start."""
+        history = self.store.history(user_id) if user_id is not None else []
+        seen = frozenset(x.item_id for x in history)
+        liked = [x.item_id for x in history if x.rating is None or x.rating >= self.retrieval.like_threshold] or [
+            x.item_id for x in history
+        ]
+        return Profile(
+            user_id=user_id,
+            liked=tuple(liked[: self.retrieval.history_len]),
+            seen=seen,
+            cold_start=not history,
+        )
+
+    def retrieve(self, query: RecQuery, n: int, timer: _Timer | None = None) -> list[Candidate]:
+        """Run every generator (each timed) and fuse their lists."""
+        lists: dict[str, list[Candidate]] = {}
+        for gen in self.generators:
+            t = time.perf_counter()
+            lists[gen.name] = gen.generate(query, n)
+            if timer is not None:
+                timer.ms[f"retrieve.{gen.name}"] = round(1000 * (time.perf_counter() - t), 3)
+        return reciprocal_rank_fusion(lists, self.retrieval.weights, n, k=self.retrieval.rrf_k)
+
+    def candidate_facts(
+        self, cands: Sequence[Candidate], liked: Sequence[str]
+    ) -> tuple[dict[str, tuple[KGPath, ...]], dict[str, list[Fact]]]:
+        """Connecting paths (from the KG generator, else looked up) and each candidate's own top facts."""
+        paths: dict[str, tuple[KGPath, ...]] = {}
+        for c in cands:
+            if c.paths:
+                paths[c.item_id] = c.paths
+            elif liked:
+                paths[c.item_id] = tuple(self.store.paths(list(liked), c.item_id, n=5))
+            else:
+                paths[c.item_id] = ()
+        own = self.store.facts([c.item_id for c in cands], n=max(self.ranking.facts_per_candidate, 4))
+        return paths, own
+
+    # -- the whole thing --------------------------------------------------------------------------------------------
+    def recommend(self, query: RecQuery) -> Recommendation:
+        """Recommend ``query.k`` items; see :meth:`knowrec.Recommender.recommend`."""
+        timer = _Timer()
+        with timer.stage("profile"):
+            prof = self.profile(query.user_id)
+            q = query.model_copy(update={"history": prof.liked, "seen": prof.seen})
+        with timer.stage("retrieve"):
+            n = max(self.retrieval.n_candidates, q.k)
+            cands = self.retrieve(q, n, timer)
+        top = cands[: max(self.ranking.rerank_top, q.k)] if self.ranker.mode != "none" else cands[: max(q.k * 2, q.k)]
+        rerank = top[: self.ranking.rerank_top] if self.ranker.mode != "none" else top
+        with timer.stage("facts"):
+            paths, own = self.candidate_facts(top, prof.liked)
+            titles = self.store.items([c.item_id for c in top] + list(prof.liked))
+        with timer.stage("rank"):
+            items = [
+                RankItem(
+                    candidate=c,
+                    title=titles[c.item_id].title if c.item_id in titles else c.item_id,
+                    facts=self._prompt_facts(c.item_id, paths.get(c.item_id, ()), own.get(c.item_id, [])),
+                )
+                for c in rerank
+            ]
+            ctx = RankContext(
+                history_titles=tuple(
+                    titles[i].title for i in prof.liked[: self.ranking.history_in_prompt] if i in titles
+                ),
+                query=q.query,
+            )
+            result = self.ranker.rank(ctx, items, q.k) if items else RankResult(order=[], final_scores={})
+            ranked = list(result.order) + [c.item_id for c in top if c.item_id not in set(result.order)]
+        with timer.stage("diversify"):
+            relevance = {i: 1.0 - pos / max(len(ranked) - 1, 1) for pos, i in enumerate(ranked)}
+            if q.diversity > 0 and len(ranked) > q.k:
+                vectors = self.index.vectors(ranked)
+                entities = self.store.item_entities(ranked)
+                chosen = mmr(
+                    relevance,
+                    q.k,
+                    q.diversity,
+                    vectors,
+                    entities,
+                    embedding_weight=self.diversify_cfg.embedding_weight,
+                    order=ranked,
+                )
+            else:
+                chosen = ranked[: q.k]
+        with timer.stage("explain"):
+            liked_titles = {i: titles[i].title for i in prof.liked if i in titles}
+            reasons, cited, usage_explain = self._explain(chosen, titles, paths, own, liked_titles, ctx)
+        by_id = {c.item_id: c for c in cands}
+        out_items = []
+        for rank, item_id in enumerate(chosen, start=1):
+            cand = by_id[item_id]
+            out_items.append(
+                RecommendedItem(
+                    item_id=item_id,
+                    title=titles[item_id].title if item_id in titles else item_id,
+                    rank=rank,
+                    score=round(
+                        result.final_scores.get(item_id, 0.0) if result.final_scores else relevance[item_id], 6
+                    ),
+                    retrieval_score=round(cand.score, 6),
+                    llm_score=round(result.llm_scores[item_id], 6) if item_id in result.llm_scores else None,
+                    sources=tuple(sorted(cand.sources)),
+                    reasons=tuple(reasons.get(item_id, [])),
+                    facts=tuple(cited.get(item_id, [])),
+                )
+            )
+        usage = dict(result.usage)
+        for key, val in usage_explain.items():
+            usage[f"explain_{key}"] = val
+        return Recommendation(
+            user_id=query.user_id,
+            items=tuple(out_items),
+            query=query.query,
+            cold_start=prof.cold_start,
+            ranking_mode=self.ranker.mode,
+            model=result.model if self.ranker.mode != "none" else "none",
+            prompt_id=result.prompt.id if result.prompt else None,
+            prompt_version=result.prompt.version if result.prompt else None,
+            fallback=result.fallback,
+            fallback_reason=result.fallback_reason,
+            repairs=tuple(result.repairs),
+            timings_ms={**timer.ms, "total": round(sum(v for k, v in timer.ms.items() if "." not in k), 3)},
+            usage=usage,
+        )
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+    def _prompt_facts(self, item_id: str, paths: Sequence[KGPath], own: Sequence[Fact]) -> tuple[Fact, ...]:
+        """Facts shown to the LLM: those on paths to the history first, then the item's rarest own facts."""
+        limit = self.ranking.facts_per_candidate
+        on_path = [p.target_fact for p in paths]
+        own_by_id = {f.id: f for f in own}
+        picked: list[Fact] = []
+        missing = [fid for fid in on_path if fid not in own_by_id]
+        if missing:
+            own_by_id.update(self.store.get_facts(missing))
+        for fid in dict.fromkeys(on_path):
+            if fid in own_by_id and len(picked) < limit:
+                picked.append(own_by_id[fid])
+        for f in own:
+            if len(picked) >= limit:
+                break
+            if f not in picked:
+                picked.append(f)
+        return tuple(picked)
+
+    def _explain(
+        self,
+        chosen: Sequence[str],
+        titles: Mapping[str, Item],
+        paths: dict[str, tuple[KGPath, ...]],
+        own: dict[str, list[Fact]],
+        liked_titles: dict[str, str],
+        ctx: RankContext,
+    ) -> tuple[dict[str, list[Reason]], dict[str, list[Fact]], dict[str, int]]:
+        inputs = [
+            ExplainInput(
+                item_id=i,
+                title=titles[i].title if i in titles else i,
+                paths=paths.get(i, ()),
+                own_facts=tuple(own.get(i, [])),
+            )
+            for i in chosen
+        ]
+        reasons = {inp.item_id: template_reasons(inp, liked_titles, self.explain_cfg.max_reasons) for inp in inputs}
+        usage: dict[str, int] = {}
+        if self.explain_cfg.mode == "llm" and self.explainer is not None and self.explain_cfg.llm_items > 0:
+            proposed, usage = self.explainer.explain(inputs[: self.explain_cfg.llm_items], ctx.history_titles)
+            for item_id, reason in proposed.items():
+                reasons[item_id].insert(0, reason)
+        # every reason is checked against the store: cited facts must exist and touch the item
+        wanted = {fid for rs in reasons.values() for r in rs for fid in (*r.fact_ids, *r.context_fact_ids)}
+        stored = self.store.get_facts(sorted(wanted))
+        kept: dict[str, list[Reason]] = {}
+        cited: dict[str, list[Fact]] = {}
+        for item_id, rs in reasons.items():
+            good = [r for r in rs if is_grounded(r, item_id, stored)]
+            dropped = len(rs) - len(good)
+            if dropped:
+                log.info("dropped %d ungrounded reason(s) for item %s", dropped, item_id)
+            kept[item_id] = good[: self.explain_cfg.max_reasons]
+            ids = dict.fromkeys(fid for r in kept[item_id] for fid in (*r.fact_ids, *r.context_fact_ids))
+            cited[item_id] = [stored[fid] for fid in ids]
+        return kept, cited, usage

@@ -1,0 +1,284 @@
+"""LLM rankers: ``verbalizer`` (label log-probabilities, one pass), ``listwise`` (constrained JSON), ``none``.
+
+Every ranker returns a full ordering of the candidates it was given. The LLM's order is fused with the retrieval
+order (both rank-normalised to [0, 1]) so a weak model can only move items so far; invalid LLM output is repaired
+(unknown labels and duplicates dropped, gaps filled in retrieval order) and the repair is reported, never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from knowrec.agent.llm.base import LLMClient, Message
+from knowrec.errors import LLMError
+from knowrec.prompts import Prompt, load_prompt
+from knowrec.types import Candidate, Fact
+
+__all__ = [
+    "LABELS",
+    "ListwiseRanker",
+    "RankContext",
+    "RankItem",
+    "RankResult",
+    "Ranker",
+    "RetrievalRanker",
+    "VerbalizerRanker",
+    "fuse_scores",
+    "rank_normalise",
+    "short_fact",
+]
+
+log = logging.getLogger(__name__)
+
+LABELS = tuple(string.ascii_uppercase)
+"""Candidate labels shown to the LLM; each is one token in common vocabularies."""
+
+_RELATION_WORDS = {
+    "director": "director",
+    "starring": "starring",
+    "writer": "writer",
+    "producer": "producer",
+    "musicComposer": "music",
+    "cinematography": "cinematography",
+    "editing": "editor",
+    "distributor": "distributor",
+    "basedOn": "based on",
+    "narrator": "narrator",
+    "genre": "genre",
+    "year": "year",
+    "tag": "tag",
+}
+
+
+def short_fact(fact: Fact, item_id: str) -> str:
+    """A compact phrase for a prompt, from the point of view of ``item_id`` (e.g. ``director: Jim Jarmusch``)."""
+    other = fact.tail_label or fact.tail if fact.head == item_id else fact.head_label or fact.head
+    return f"{_RELATION_WORDS.get(fact.relation, fact.relation)}: {other}"
+
+
+@dataclass(frozen=True)
+class RankItem:
+    """A candidate as the ranker sees it: retrieval result, title, and the facts shown in the prompt."""
+
+    candidate: Candidate
+    title: str
+    facts: tuple[Fact, ...] = ()
+
+
+@dataclass(frozen=True)
+class RankContext:
+    """The user side of the prompt: liked titles (most recent first) and an optional request."""
+
+    history_titles: tuple[str, ...]
+    query: str | None = None
+
+
+@dataclass
+class RankResult:
+    """A full ordering of the given candidates, best first, with the scores that produced it."""
+
+    order: list[str]
+    final_scores: dict[str, float]
+    llm_scores: dict[str, float] = field(default_factory=dict)
+    fallback: bool = False
+    fallback_reason: str | None = None
+    repairs: list[str] = field(default_factory=list)
+    prompt: Prompt | None = None
+    model: str = "none"
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class Ranker(Protocol):
+    mode: str
+
+    def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult: ...
+
+
+def rank_normalise(order: Sequence[str]) -> dict[str, float]:
+    """Map an ordering to scores in [0, 1]: first 1.0, last 0.0.
+
+    Example:
+        >>> rank_normalise(["a", "b", "c"])
+        {'a': 1.0, 'b': 0.5, 'c': 0.0}
+    """
+    n = len(order)
+    if n == 1:
+        return {order[0]: 1.0}
+    return {item: 1.0 - pos / (n - 1) for pos, item in enumerate(order)}
+
+
+def fuse_scores(retrieval_order: Sequence[str], llm_order: Sequence[str], llm_weight: float) -> dict[str, float]:
+    """``(1 − w) · rank_norm(retrieval) + w · rank_norm(llm)``; both orders must hold the same items."""
+    r = rank_normalise(retrieval_order)
+    m = rank_normalise(llm_order)
+    return {i: (1 - llm_weight) * r[i] + llm_weight * m[i] for i in retrieval_order}
+
+
+def _order_by(scores: dict[str, float], tie_order: Sequence[str]) -> list[str]:
+    pos = {item: p for p, item in enumerate(tie_order)}
+    return sorted(scores, key=lambda i: (-scores[i], pos[i]))
+
+
+def _prompt_candidates(items: Sequence[RankItem]) -> list[dict[str, Any]]:
+    return [
+        {
+            "label": LABELS[n],
+            "title": it.title,
+            "facts": [{"short": short_fact(f, it.candidate.item_id)} for f in it.facts],
+        }
+        for n, it in enumerate(items)
+    ]
+
+
+def _messages(system: Prompt, user_text: str) -> list[Message]:
+    return [{"role": "system", "content": system.render()}, {"role": "user", "content": user_text}]
+
+
+class RetrievalRanker:
+    """No LLM: the retrieval order is the answer (the ``no LLM`` ablation)."""
+
+    mode = "none"
+
+    def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult:
+        order = [it.candidate.item_id for it in items]
+        return RankResult(order=order, final_scores=rank_normalise(order) if order else {})
+
+
+class _LLMRanker:
+    mode = "base"
+    prompt_name = ""
+
+    def __init__(self, llm: LLMClient, llm_weight: float = 0.3) -> None:
+        self.llm = llm
+        self.llm_weight = llm_weight
+        self.prompt = load_prompt(self.prompt_name)
+        self.system = load_prompt("system")
+
+    def _check_size(self, items: Sequence[RankItem]) -> None:
+        if len(items) > len(LABELS):
+            raise ValueError(f"at most {len(LABELS)} candidates can be ranked by the LLM, got {len(items)}")
+
+    def _fallback(self, order: list[str], reason: str) -> RankResult:
+        log.warning("LLM ranking fell back to retrieval order: %s", reason)
+        return RankResult(
+            order=order,
+            final_scores=rank_normalise(order),
+            fallback=True,
+            fallback_reason=reason,
+            prompt=self.prompt,
+            model=self.llm.model_id,
+        )
+
+
+class VerbalizerRanker(_LLMRanker):
+    """One forward pass; each candidate is scored by the log-probability of its label as the answer."""
+
+    mode = "verbalizer"
+    prompt_name = "rank_verbalizer"
+
+    def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult:
+        self._check_size(items)
+        order = [it.candidate.item_id for it in items]
+        if len(items) < 2:
+            return RankResult(order=order, final_scores=rank_normalise(order), prompt=self.prompt, model="none")
+        user_text = self.prompt.render(
+            history=list(ctx.history_titles), candidates=_prompt_candidates(items), query=ctx.query
+        )
+        labels = list(LABELS[: len(items)])
+        try:
+            prompt = self.llm.format_chat(_messages(self.system, user_text))
+            logprobs = self.llm.label_logprobs(prompt, labels)
+        except LLMError as exc:
+            return self._fallback(order, f"LLM error: {exc}")
+        by_item = {order[n]: logprobs.get(lab, -math.inf) for n, lab in enumerate(labels)}
+        if all(math.isinf(v) for v in by_item.values()):
+            return self._fallback(order, "no label received a finite log-probability")
+        llm_order = _order_by(by_item, order)
+        final = fuse_scores(order, llm_order, self.llm_weight)
+        return RankResult(
+            order=_order_by(final, order),
+            final_scores=final,
+            llm_scores={i: (math.exp(v) if not math.isinf(v) else 0.0) for i, v in by_item.items()},
+            prompt=self.prompt,
+            model=self.llm.model_id,
+            usage={"prompt_tokens": getattr(self.llm, "last_prompt_tokens", 0), "completion_tokens": 0},
+        )
+
+
+class ListwiseRanker(_LLMRanker):
+    """The LLM writes ``{"ranking": [labels…]}`` constrained by a JSON schema whose items are the label enum."""
+
+    mode = "listwise"
+    prompt_name = "rank_listwise"
+
+    def schema(self, labels: Sequence[str], k: int) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "ranking": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": list(labels)},
+                    "minItems": 1,
+                    "maxItems": k,
+                }
+            },
+            "required": ["ranking"],
+        }
+
+    def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult:
+        self._check_size(items)
+        order = [it.candidate.item_id for it in items]
+        if len(items) < 2:
+            return RankResult(order=order, final_scores=rank_normalise(order), prompt=self.prompt, model="none")
+        want = min(k, len(items))
+        labels = list(LABELS[: len(items)])
+        user_text = self.prompt.render(
+            history=list(ctx.history_titles), candidates=_prompt_candidates(items), query=ctx.query, k=want
+        )
+        try:
+            reply = self.llm.chat(
+                _messages(self.system, user_text), schema=self.schema(labels, want), max_tokens=8 + 5 * want
+            )
+        except LLMError as exc:
+            return self._fallback(order, f"LLM error: {exc}")
+        ranking = reply.parsed.get("ranking") if isinstance(reply.parsed, dict) else None
+        if not isinstance(ranking, list):
+            return self._fallback(order, f"LLM answer has no 'ranking' list: {reply.text[:200]!r}")
+        label_to_item = dict(zip(labels, order, strict=True))
+        repairs: list[str] = []
+        llm_order: list[str] = []
+        unknown = 0
+        dup = 0
+        for lab in ranking:
+            item = label_to_item.get(str(lab).strip().upper()) if isinstance(lab, str) else None
+            if item is None:
+                unknown += 1
+            elif item in llm_order:
+                dup += 1
+            else:
+                llm_order.append(item)
+        if not llm_order:
+            return self._fallback(order, f"LLM ranking named no valid candidate: {reply.text[:200]!r}")
+        if unknown:
+            repairs.append(f"dropped {unknown} unknown label(s)")
+        if dup:
+            repairs.append(f"dropped {dup} duplicate(s)")
+        missing = [i for i in order if i not in llm_order]
+        if len(llm_order) < want:
+            repairs.append(f"filled {want - len(llm_order)} of the top {want} from retrieval order")
+        llm_order += missing
+        final = fuse_scores(order, llm_order, self.llm_weight)
+        return RankResult(
+            order=_order_by(final, order),
+            final_scores=final,
+            llm_scores=rank_normalise(llm_order),
+            repairs=repairs,
+            prompt=self.prompt,
+            model=reply.model or self.llm.model_id,
+            usage=dict(reply.usage),
+        )

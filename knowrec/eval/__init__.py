@@ -1,0 +1,1 @@
+"""Offline evaluation (protocols, metrics, baselines, reports) — filled by the evaluation issue."""

@@ -1,0 +1,793 @@
+"""Embedded graph store on SQLite (stdlib :mod:`sqlite3` only).
+
+Everything lives in one database file: items, entities, facts, users, interactions and a small table of entity
+degrees (``entity_df``: how many stored items each entity is linked to) that makes rarity weighting cheap. All SQL of
+this backend is in this module and uses placeholders only; the one thing ever formatted into a statement is a
+generated ``?,?,?`` list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from knowrec.errors import InvalidInput, StoreUnavailable
+from knowrec.kg_store.base import GraphBatch, Progress, WriteStats
+from knowrec.types import Candidate, Fact, Interaction, Item, KGPath
+
+__all__ = ["SCHEMA_VERSION", "SQLiteGraphStore"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""Stored in ``PRAGMA user_version``; a database with another non-zero version is refused."""
+
+_CHUNK = 5000
+"""Rows per ``executemany`` in :meth:`SQLiteGraphStore.write` (progress is reported after each)."""
+
+_IN_CHUNK = 500
+"""Ids per generated ``IN (?,?,…)`` list (well below SQLite's variable limit)."""
+
+_PATHS_PER_CANDIDATE = 5
+
+_T = TypeVar("_T")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS items (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        text TEXT NOT NULL DEFAULT '',
+        attributes TEXT NOT NULL DEFAULT '{}'
+    )""",
+    """CREATE TABLE IF NOT EXISTS entities (
+        id TEXT PRIMARY KEY,
+        label TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS facts (
+        id TEXT PRIMARY KEY,
+        head TEXT NOT NULL,
+        relation TEXT NOT NULL,
+        tail TEXT NOT NULL,
+        head_label TEXT NOT NULL DEFAULT '',
+        tail_label TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID""",
+    # (head, tail) and (tail, head): covering for the item <-> entity hops of kg_candidates.
+    "CREATE INDEX IF NOT EXISTS facts_head ON facts(head, tail)",
+    "CREATE INDEX IF NOT EXISTS facts_tail ON facts(tail, head)",
+    "CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS interactions (
+        user_id TEXT NOT NULL REFERENCES users(id),
+        item_id TEXT NOT NULL REFERENCES items(id),
+        rating REAL,
+        ts INTEGER,
+        PRIMARY KEY (user_id, item_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS interactions_item ON interactions(item_id)",
+    """CREATE TABLE IF NOT EXISTS entity_df (
+        entity TEXT PRIMARY KEY,
+        df INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+)
+_TABLES = frozenset({"items", "entities", "facts", "users", "interactions", "entity_df"})
+
+_TEMP_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS _seeds (item_id TEXT PRIMARY KEY, weight REAL NOT NULL)",
+    "CREATE TEMP TABLE IF NOT EXISTS _excl (id TEXT PRIMARY KEY)",
+    "CREATE TEMP TABLE IF NOT EXISTS _cands (item_id TEXT PRIMARY KEY)",
+    "CREATE TEMP TABLE IF NOT EXISTS _touch (id TEXT PRIMARY KEY)",
+    "CREATE TEMP TABLE IF NOT EXISTS _bitems (id TEXT PRIMARY KEY)",
+    "CREATE TEMP TABLE IF NOT EXISTS _ends (id TEXT PRIMARY KEY, label TEXT NOT NULL)",
+    """CREATE TEMP TABLE IF NOT EXISTS _sl (
+        seed TEXT NOT NULL, entity TEXT NOT NULL, sfact TEXT NOT NULL, srel TEXT NOT NULL, w REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS temp._sl_entity ON _sl(entity)",
+)
+
+# ``CROSS JOIN`` below fixes the join order (SQLite never reorders it), so that statements start from the few rows
+# in a temp table and follow the indexes instead of scanning the facts.
+
+# --- write statements -------------------------------------------------------------------------------------------
+
+_UPSERT_ITEM = """
+INSERT INTO items (id, title, text, attributes) VALUES (?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET title = excluded.title, text = excluded.text, attributes = excluded.attributes
+WHERE items.title IS NOT excluded.title OR items.text IS NOT excluded.text
+   OR items.attributes IS NOT excluded.attributes
+"""
+
+# A non-empty label is never replaced by an empty one.
+_UPSERT_FACT = """
+INSERT INTO facts (id, head, relation, tail, head_label, tail_label) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    head_label = CASE WHEN excluded.head_label <> '' THEN excluded.head_label ELSE facts.head_label END,
+    tail_label = CASE WHEN excluded.tail_label <> '' THEN excluded.tail_label ELSE facts.tail_label END
+WHERE (excluded.head_label <> '' AND excluded.head_label IS NOT facts.head_label)
+   OR (excluded.tail_label <> '' AND excluded.tail_label IS NOT facts.tail_label)
+"""
+
+_INSERT_USER = "INSERT OR IGNORE INTO users (id) VALUES (?)"
+
+_UPSERT_INTERACTION = """
+INSERT INTO interactions (user_id, item_id, rating, ts) VALUES (?, ?, ?, ?)
+ON CONFLICT (user_id, item_id) DO UPDATE SET rating = excluded.rating, ts = excluded.ts
+WHERE interactions.rating IS NOT excluded.rating OR interactions.ts IS NOT excluded.ts
+"""
+
+# Endpoints of the batch's facts that are not items become entities (label: non-empty wins).
+_UPSERT_ENTITIES = """
+INSERT INTO entities (id, label)
+SELECT e.id, e.label FROM _ends AS e WHERE NOT EXISTS (SELECT 1 FROM items AS i WHERE i.id = e.id)
+ON CONFLICT (id) DO UPDATE SET label = excluded.label
+WHERE excluded.label <> '' AND excluded.label IS NOT entities.label
+"""
+
+# Entities whose df may have changed: endpoints of the batch's facts (already in _touch), the batch's items
+# (an entity id may have become an item) and the other endpoints of every stored fact touching a batch item.
+_TOUCH_FROM_ITEMS = """
+INSERT OR IGNORE INTO _touch (id)
+SELECT id FROM _bitems
+UNION SELECT f.tail FROM _bitems AS b CROSS JOIN facts AS f ON f.head = b.id
+UNION SELECT f.head FROM _bitems AS b CROSS JOIN facts AS f ON f.tail = b.id
+"""
+
+_RECOMPUTE_DF = """
+INSERT INTO entity_df (entity, df)
+SELECT entity, COUNT(DISTINCT item) FROM (
+    SELECT f.tail AS entity, f.head AS item
+    FROM _touch AS t CROSS JOIN entities AS e ON e.id = t.id
+    CROSS JOIN facts AS f ON f.tail = t.id CROSS JOIN items AS i ON i.id = f.head
+    UNION ALL
+    SELECT f.head AS entity, f.tail AS item
+    FROM _touch AS t CROSS JOIN entities AS e ON e.id = t.id
+    CROSS JOIN facts AS f ON f.head = t.id CROSS JOIN items AS i ON i.id = f.tail
+)
+GROUP BY entity
+"""
+
+# --- read statements --------------------------------------------------------------------------------------------
+
+_FACT_COLUMNS = """
+    f.id, f.head, f.relation, f.tail,
+    COALESCE(NULLIF(hi.title, ''), NULLIF(he.label, ''), f.head_label),
+    COALESCE(NULLIF(ti.title, ''), NULLIF(te.label, ''), f.tail_label)
+"""
+_FACT_LABEL_JOINS = """
+    LEFT JOIN items AS hi ON hi.id = f.head LEFT JOIN entities AS he ON he.id = f.head
+    LEFT JOIN items AS ti ON ti.id = f.tail LEFT JOIN entities AS te ON te.id = f.tail
+"""
+
+# _sl := seed —fact→ entity links with the entity's degree at most ?1, weight = seed weight × rarity (?2 = N items).
+_FILL_SEED_LINKS = """
+INSERT INTO _sl (seed, entity, sfact, srel, w)
+SELECT x.seed, x.entity, x.fid, x.rel, x.weight * kr_rarity(?2, d.df)
+FROM (
+    SELECT s.item_id AS seed, s.weight AS weight, f.tail AS entity, f.id AS fid, f.relation AS rel
+    FROM _seeds AS s CROSS JOIN facts AS f ON f.head = s.item_id
+    UNION ALL
+    SELECT s.item_id, s.weight, f.head, f.id, f.relation FROM _seeds AS s CROSS JOIN facts AS f ON f.tail = s.item_id
+) AS x
+CROSS JOIN entity_df AS d ON d.entity = x.entity
+WHERE d.df <= ?1
+"""
+
+# Σ over paths = Σ over entities of (Σ of the entity's seed-link weights) × (number of facts linking the candidate
+# to the entity), so the entities' items are visited once per entity, not once per seed.
+_KG_SCORES = """
+WITH entity_w AS (SELECT entity, SUM(w) AS w FROM _sl GROUP BY entity),
+cand_links AS (
+    SELECT f.head AS cand, e.w AS w FROM entity_w AS e CROSS JOIN facts AS f ON f.tail = e.entity
+    UNION ALL
+    SELECT f.tail AS cand, e.w AS w FROM entity_w AS e CROSS JOIN facts AS f ON f.head = e.entity
+),
+scores AS (SELECT cand, SUM(w) AS score FROM cand_links GROUP BY cand)
+SELECT sc.cand, sc.score FROM scores AS sc
+WHERE sc.cand NOT IN (SELECT item_id FROM _seeds) AND sc.cand NOT IN (SELECT id FROM _excl)
+  AND EXISTS (SELECT 1 FROM items AS i WHERE i.id = sc.cand)
+ORDER BY sc.score DESC, sc.cand
+LIMIT ?
+"""
+
+# Every path seed —sfact→ entity ←tfact— candidate of the candidates in _cands, heaviest first per candidate
+# (the caller keeps the first few of each; a window function is slower here).
+_KG_PATHS = """
+SELECT cf.cand, sl.seed, sl.entity, COALESCE(NULLIF(e.label, ''), sl.entity), sl.sfact, cf.tfact, sl.srel,
+       cf.trel, sl.w
+FROM (
+    SELECT f.head AS cand, f.tail AS entity, f.id AS tfact, f.relation AS trel
+    FROM _cands AS c CROSS JOIN facts AS f ON f.head = c.item_id
+    UNION ALL
+    SELECT f.tail, f.head, f.id, f.relation FROM _cands AS c CROSS JOIN facts AS f ON f.tail = c.item_id
+) AS cf
+CROSS JOIN _sl AS sl ON sl.entity = cf.entity
+LEFT JOIN entities AS e ON e.id = sl.entity
+WHERE sl.seed <> cf.cand
+ORDER BY cf.cand, sl.w DESC, sl.seed, sl.entity, sl.sfact, cf.tfact
+"""
+
+_HISTORY = """
+SELECT user_id, item_id, rating, ts FROM interactions WHERE user_id = ?
+ORDER BY ts IS NULL, ts DESC, item_id DESC
+LIMIT ?
+"""
+
+_INTERACTIONS_PAGE = """
+SELECT user_id, item_id, rating, ts FROM interactions WHERE user_id >= ? AND user_id <= ?
+ORDER BY user_id, ts, item_id
+"""
+
+_SEARCH = """
+SELECT i.id, i.title, i.text, i.attributes FROM items AS i
+WHERE instr(kr_fold(i.title), ?) > 0
+ORDER BY (SELECT COUNT(*) FROM interactions AS x WHERE x.item_id = i.id) DESC, i.id
+LIMIT ?
+"""
+
+_POPULAR = "SELECT item_id, COUNT(*) AS c FROM interactions GROUP BY item_id ORDER BY c DESC, item_id"
+
+
+def _rarity(n_items: int | None, df: int | None) -> float:
+    """``log(1 + N_items / df)`` (0 for a missing or non-positive df)."""
+    if not df or df <= 0 or not n_items:
+        return 0.0
+    return math.log1p(n_items / df)
+
+
+def _fold(text: str | None) -> str:
+    return text.casefold() if text is not None else ""
+
+
+def _chunks(seq: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def _marks(n: int) -> str:
+    """A ``?,?,?`` placeholder list of length ``n``."""
+    return ",".join("?" * n)
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _one_line(sql: str) -> str:
+    return " ".join(sql.split())
+
+
+class SQLiteGraphStore:
+    """A :class:`~knowrec.kg_store.base.GraphStore` in one SQLite file (WAL mode), or in memory.
+
+    The database is opened lazily on first use (:meth:`verify` opens it on purpose). One connection is shared by
+    all threads; every operation holds a lock, so the store can be used from a threaded server.
+
+    Args:
+        path: Database file (its folder is created if missing), or ``":memory:"`` for a throw-away store.
+
+    Example:
+        >>> from knowrec.types import Fact, Interaction, Item
+        >>> store = SQLiteGraphStore(":memory:")
+        >>> store.write(GraphBatch(
+        ...     items=[Item(id="1", title="Toy Story"), Item(id="2", title="Toy Story 2")],
+        ...     facts=[Fact(head="1", relation="director", tail="p:lasseter", tail_label="John Lasseter"),
+        ...            Fact(head="2", relation="director", tail="p:lasseter", tail_label="John Lasseter")],
+        ...     interactions=[Interaction(user_id="u1", item_id="1", rating=5.0, timestamp=10)],
+        ... ))
+        WriteStats(items=2, facts=2, interactions=1)
+        >>> [(c.item_id, round(c.score, 3)) for c in store.kg_candidates({"1": 1.0}, exclude=set(), n=5)]
+        [('2', 0.693)]
+        >>> store.kg_candidates({"1": 1.0}, exclude=set(), n=5)[0].paths[0].entity_label
+        'John Lasseter'
+        >>> store.stats()
+        {'items': 2, 'entities': 1, 'facts': 2, 'users': 1, 'interactions': 1}
+        >>> store.close()
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self._memory = str(path) == ":memory:"
+        self.path: Path | str = ":memory:" if self._memory else Path(path)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._writes = 0
+        self._popular_cache: tuple[tuple[int, int], list[tuple[str, int]]] | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteGraphStore({str(self.path)!r})"
+
+    # --- connection ---------------------------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Open the database (creating it and its schema if new) and check the schema.
+
+        Raises:
+            StoreUnavailable: The file cannot be opened or created, is not a SQLite database, or holds another
+                schema. The message names the path.
+        """
+        with self._lock:
+            self._connection()
+
+    def _unavailable(self, why: str) -> StoreUnavailable:
+        return StoreUnavailable(f"graph store at {self.path}: {why}")
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection (opened and checked on first use). Call with the lock held."""
+        if self._conn is not None:
+            return self._conn
+        if self._closed:
+            raise self._unavailable("the store is closed")
+        target = ":memory:"
+        if not self._memory:
+            assert isinstance(self.path, Path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise self._unavailable(f"cannot create folder {str(self.path.parent)!r}: {e}") from e
+            target = str(self.path)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn.create_function("kr_rarity", 2, _rarity, deterministic=True)
+            conn.create_function("kr_fold", 1, _fold, deterministic=True)
+            self._init_schema(conn)
+        except sqlite3.Error as e:
+            if conn is not None:
+                conn.close()
+            raise self._unavailable(f"cannot open: {e}") from e
+        except StoreUnavailable:
+            if conn is not None:
+                conn.close()
+            raise
+        self._conn = conn
+        logger.debug("opened graph store %s", self.path)
+        return conn
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -65536")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version == 0 and tables:
+            raise self._unavailable(f"not a knowrec graph store (has tables {sorted(tables)[:5]})")
+        if version not in (0, SCHEMA_VERSION):
+            raise self._unavailable(f"schema version {version}, this knowrec reads version {SCHEMA_VERSION}")
+        if not self._memory:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                logger.warning("graph store %s: journal mode is %s, not WAL", self.path, mode)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        if version == 0:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql in _SCHEMA:
+                    conn.execute(sql)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            logger.info("created graph store schema v%d in %s", SCHEMA_VERSION, self.path)
+        elif missing := _TABLES - tables:
+            raise self._unavailable(f"schema v{version} lacks tables {sorted(missing)}")
+        for sql in _TEMP_TABLES:
+            conn.execute(sql)
+
+    def close(self) -> None:
+        """Close the connection. Safe to call twice; later use raises :class:`StoreUnavailable`."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and the connection; SQLite failures (locked, I/O, corrupt) become :class:`StoreUnavailable`.
+
+        Integrity, programming and data errors are left as they are: they point at a bug, not at the database.
+        """
+        with self._lock:
+            conn = self._connection()
+            try:
+                yield conn
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError):
+                raise
+            except sqlite3.DatabaseError as e:
+                raise self._unavailable(str(e)) from e
+
+    @staticmethod
+    def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("SQL %s %s", _one_line(sql), _short(params))
+        return conn.execute(sql, params)
+
+    @staticmethod
+    def _executemany(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("SQL %s [%d rows]", _one_line(sql), len(rows))
+        conn.executemany(sql, rows)
+
+    def _fill(self, conn: sqlite3.Connection, table: str, rows: Iterable[Sequence[Any]], width: int = 1) -> None:
+        """Empty a temp table and fill it (``table`` is one of the constant names above)."""
+        self._execute(conn, f"DELETE FROM {table}")
+        rows = list(rows)
+        if rows:
+            self._executemany(conn, f"INSERT OR IGNORE INTO {table} VALUES ({_marks(width)})", rows)
+
+    # --- write --------------------------------------------------------------------------------------------------
+
+    def write(self, batch: GraphBatch, progress: Progress | None = None) -> WriteStats:
+        """Upsert a batch in one transaction; returns how many items, facts and interactions were new.
+
+        Items update title, text and attributes; facts update their labels (a non-empty label is never replaced
+        by an empty one); interactions update rating and timestamp. Entities are the fact endpoints that are not
+        item ids; their labels come from the facts. ``progress(stage, n)`` is called after each chunk of
+        5,000 rows with stage ``"items"``, ``"facts"`` or ``"interactions"``; if it raises, nothing is written.
+
+        Raises:
+            InvalidInput: An interaction names an item that is neither in the batch nor stored (nothing written).
+            StoreUnavailable: The database cannot be opened or written.
+        """
+        with self._db() as conn:
+            self._execute(conn, "BEGIN IMMEDIATE")
+            try:
+                stats = self._write(conn, batch, progress)
+                self._execute(conn, "COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    self._execute(conn, "ROLLBACK")
+                raise
+            finally:
+                self._writes += 1
+        logger.info("graph store %s: wrote %s", self.path, stats)
+        return stats
+
+    def _count(self, conn: sqlite3.Connection, table: str) -> int:
+        return int(self._execute(conn, f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def _write(self, conn: sqlite3.Connection, batch: GraphBatch, progress: Progress | None) -> WriteStats:
+        batch_item_ids = {item.id for item in batch.items}
+        if batch.interactions:
+            wanted = _unique(x.item_id for x in batch.interactions if x.item_id not in batch_item_ids)
+            missing = sorted(set(wanted) - self._has_items(conn, wanted))
+            if missing:
+                shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
+                raise InvalidInput(
+                    f"{len(missing)} interacted item id(s) are not stored items: {shown}", field="item_id"
+                )
+
+        before = {t: self._count(conn, t) for t in ("items", "facts", "interactions")}
+
+        for chunk in _chunks(batch.items, _CHUNK):
+            rows = [
+                (it.id, it.title, it.text, json.dumps(it.attributes, ensure_ascii=False, separators=(",", ":")))
+                for it in chunk
+            ]
+            self._executemany(conn, _UPSERT_ITEM, rows)
+            if progress is not None:
+                progress("items", len(chunk))
+
+        for fchunk in _chunks(batch.facts, _CHUNK):
+            frows = [(f.id, f.head, f.relation, f.tail, f.head_label, f.tail_label) for f in fchunk]
+            self._executemany(conn, _UPSERT_FACT, frows)
+            if progress is not None:
+                progress("facts", len(fchunk))
+
+        if batch.items or batch.facts:
+            self._update_entities(conn, batch, batch_item_ids)
+
+        for ichunk in _chunks(batch.interactions, _CHUNK):
+            self._executemany(conn, _INSERT_USER, [(u,) for u in _unique(x.user_id for x in ichunk)])
+            irows = [(x.user_id, x.item_id, x.rating, x.timestamp) for x in ichunk]
+            try:
+                self._executemany(conn, _UPSERT_INTERACTION, irows)
+            except sqlite3.IntegrityError as e:  # the check above should have caught it
+                raise InvalidInput(f"interaction rejected by the store: {e}", field="item_id") from e
+            if progress is not None:
+                progress("interactions", len(ichunk))
+
+        after = {t: self._count(conn, t) for t in ("items", "facts", "interactions")}
+        return WriteStats(**{t: after[t] - before[t] for t in before})
+
+    def _update_entities(self, conn: sqlite3.Connection, batch: GraphBatch, batch_item_ids: set[str]) -> None:
+        """Upsert the batch's entities and recompute ``entity_df`` for every entity the batch may have changed."""
+        labels: dict[str, str] = {}
+        for f in batch.facts:
+            for node, label in ((f.head, f.head_label), (f.tail, f.tail_label)):
+                if label or node not in labels:
+                    labels[node] = label
+        self._fill(conn, "_bitems", ((i,) for i in batch_item_ids))
+        # An id that is now an item is no longer an entity.
+        self._execute(conn, "DELETE FROM entities WHERE id IN (SELECT id FROM _bitems)")
+        self._fill(conn, "_ends", labels.items(), width=2)
+        self._execute(conn, _UPSERT_ENTITIES)
+        self._fill(conn, "_touch", ((node,) for node in labels))
+        self._execute(conn, _TOUCH_FROM_ITEMS)
+        self._execute(conn, "DELETE FROM entity_df WHERE entity IN (SELECT id FROM _touch)")
+        self._execute(conn, _RECOMPUTE_DF)
+        for table in ("_bitems", "_ends", "_touch"):
+            self._execute(conn, f"DELETE FROM {table}")
+
+    # --- items --------------------------------------------------------------------------------------------------
+
+    def _has_items(self, conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(_unique(ids), _IN_CHUNK):
+            sql = f"SELECT id FROM items WHERE id IN ({_marks(len(chunk))})"
+            found.update(r[0] for r in self._execute(conn, sql, chunk))
+        return found
+
+    def has_items(self, item_ids: Sequence[str]) -> set[str]:
+        """The subset of ``item_ids`` that are stored items."""
+        with self._db() as conn:
+            return self._has_items(conn, item_ids)
+
+    @staticmethod
+    def _item(row: Sequence[Any]) -> Item:
+        return Item(id=row[0], title=row[1], text=row[2], attributes=json.loads(row[3]))
+
+    def items(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        """Stored items by id, in the order asked (missing ids are left out)."""
+        ids = _unique(item_ids)
+        found: dict[str, Item] = {}
+        with self._db() as conn:
+            for chunk in _chunks(ids, _IN_CHUNK):
+                sql = f"SELECT id, title, text, attributes FROM items WHERE id IN ({_marks(len(chunk))})"
+                for row in self._execute(conn, sql, chunk):
+                    found[row[0]] = self._item(row)
+        return {i: found[i] for i in ids if i in found}
+
+    def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
+        """All items in id order, in lists of ``batch_size`` (each page is read under the lock)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        last: str | None = None
+        while True:
+            with self._db() as conn:
+                if last is None:
+                    sql = "SELECT id, title, text, attributes FROM items ORDER BY id LIMIT ?"
+                    rows = self._execute(conn, sql, (batch_size,)).fetchall()
+                else:
+                    sql = "SELECT id, title, text, attributes FROM items WHERE id > ? ORDER BY id LIMIT ?"
+                    rows = self._execute(conn, sql, (last, batch_size)).fetchall()
+            if not rows:
+                return
+            yield [self._item(r) for r in rows]
+            if len(rows) < batch_size:
+                return
+            last = rows[-1][0]
+
+    def search_items(self, text: str, n: int = 10) -> list[Item]:
+        """Items whose title contains ``text`` (case-insensitive, Unicode case folding), most interacted first."""
+        if n <= 0:
+            return []
+        with self._db() as conn:
+            rows = self._execute(conn, _SEARCH, (text.casefold(), n)).fetchall()
+        return [self._item(r) for r in rows]
+
+    # --- interactions -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _interaction(row: Sequence[Any]) -> Interaction:
+        return Interaction(user_id=row[0], item_id=row[1], rating=row[2], timestamp=row[3])
+
+    def history(self, user_id: str, n: int | None = None) -> list[Interaction]:
+        """The user's interactions, most recent first; no timestamp counts as oldest; ties by item id descending."""
+        if n is not None and n <= 0:
+            return []
+        with self._db() as conn:
+            rows = self._execute(conn, _HISTORY, (user_id, -1 if n is None else n)).fetchall()
+        return [self._interaction(r) for r in rows]
+
+    def interactions(self) -> Iterator[Interaction]:
+        """Every interaction in (user, timestamp, item) order; missing timestamps first within a user.
+
+        Read in pages of users, each under the lock, so a concurrent write may show up between pages.
+        """
+        page_users = 1000
+        last: str | None = None
+        while True:
+            with self._db() as conn:
+                if last is None:
+                    users = self._execute(conn, "SELECT id FROM users ORDER BY id LIMIT ?", (page_users,)).fetchall()
+                else:
+                    users = self._execute(
+                        conn, "SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?", (last, page_users)
+                    ).fetchall()
+                if not users:
+                    return
+                rows = self._execute(conn, _INTERACTIONS_PAGE, (users[0][0], users[-1][0])).fetchall()
+            for row in rows:
+                yield self._interaction(row)
+            if len(users) < page_users:
+                return
+            last = users[-1][0]
+
+    def popular(self, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, int]]:
+        """Most-interacted items as ``(item_id, count)``, ties by item id ascending; excluded ids left out."""
+        if n <= 0:
+            return []
+        with self._db() as conn:
+            generation = (int(conn.execute("PRAGMA data_version").fetchone()[0]), self._writes)
+            if self._popular_cache is None or self._popular_cache[0] != generation:
+                counts = [(r[0], int(r[1])) for r in self._execute(conn, _POPULAR)]
+                self._popular_cache = (generation, counts)
+            counts = self._popular_cache[1]
+        out: list[tuple[str, int]] = []
+        for item_id, count in counts:
+            if item_id in exclude:
+                continue
+            out.append((item_id, count))
+            if len(out) >= n:
+                break
+        return out
+
+    # --- facts --------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fact(row: Sequence[Any]) -> Fact:
+        return Fact(id=row[0], head=row[1], relation=row[2], tail=row[3], head_label=row[4], tail_label=row[5])
+
+    def facts(self, item_ids: Sequence[str], n: int | None = None) -> dict[str, list[Fact]]:
+        """Each item's own facts (head or tail), rarest other endpoint first, at most ``n`` per item.
+
+        Order: degree (``df``) of the other endpoint ascending (an endpoint that is an item counts as ``df`` 1),
+        then relation, then fact id. Every asked id is a key (an empty list when it has no facts). Labels are
+        filled from the stored items and entities.
+        """
+        ids = _unique(item_ids)
+        out: dict[str, list[Fact]] = {i: [] for i in ids}
+        if n is not None and n <= 0:
+            return out
+        ranked: dict[str, list[str]] = {i: [] for i in ids}
+        with self._db() as conn:
+            for chunk in _chunks(ids, _IN_CHUNK):
+                marks = _marks(len(chunk))
+                sql = f"""
+                SELECT x.item, x.fid FROM (
+                    SELECT head AS item, tail AS other, id AS fid, relation FROM facts WHERE head IN ({marks})
+                    UNION
+                    SELECT tail, head, id, relation FROM facts WHERE tail IN ({marks})
+                ) AS x LEFT JOIN entity_df AS d ON d.entity = x.other
+                ORDER BY x.item, COALESCE(d.df, 1), x.relation, x.fid
+                """
+                for item_id, fid in self._execute(conn, sql, [*chunk, *chunk]):
+                    kept = ranked[item_id]
+                    if n is None or len(kept) < n:
+                        kept.append(fid)
+            found = self._get_facts(conn, [fid for fids in ranked.values() for fid in fids])
+        for item_id, fids in ranked.items():
+            out[item_id] = [found[fid] for fid in fids if fid in found]
+        return out
+
+    def _get_facts(self, conn: sqlite3.Connection, fact_ids: Sequence[str]) -> dict[str, Fact]:
+        found: dict[str, Fact] = {}
+        for chunk in _chunks(_unique(fact_ids), _IN_CHUNK):
+            sql = f"SELECT {_FACT_COLUMNS} FROM facts AS f {_FACT_LABEL_JOINS} WHERE f.id IN ({_marks(len(chunk))})"
+            for row in self._execute(conn, sql, chunk):
+                found[row[0]] = self._fact(row)
+        return found
+
+    def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
+        """Facts by id, in the order asked (missing ids left out); labels filled from the stored nodes."""
+        ids = _unique(fact_ids)
+        with self._db() as conn:
+            found = self._get_facts(conn, ids)
+        return {i: found[i] for i in ids if i in found}
+
+    def item_entities(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
+        """Entity ids linked to each item by a fact in either direction; every asked id is a key."""
+        ids = _unique(item_ids)
+        out: dict[str, set[str]] = {i: set() for i in ids}
+        with self._db() as conn:
+            for chunk in _chunks(ids, _IN_CHUNK):
+                marks = _marks(len(chunk))
+                sql = f"""
+                SELECT f.head, f.tail FROM facts AS f JOIN entities AS e ON e.id = f.tail WHERE f.head IN ({marks})
+                UNION
+                SELECT f.tail, f.head FROM facts AS f JOIN entities AS e ON e.id = f.head WHERE f.tail IN ({marks})
+                """
+                for item_id, entity in self._execute(conn, sql, [*chunk, *chunk]):
+                    out[item_id].add(entity)
+        return out
+
+    # --- knowledge-graph retrieval ------------------------------------------------------------------------------
+
+    def _load_seeds(self, conn: sqlite3.Connection, seeds: Iterable[tuple[str, float]], max_df: int) -> None:
+        """Fill ``_seeds`` and the seed links ``_sl`` (entities linked to at most ``max_df`` items)."""
+        self._fill(conn, "_seeds", seeds, width=2)
+        self._execute(conn, "DELETE FROM _sl")
+        self._execute(conn, _FILL_SEED_LINKS, (max_df, self._count(conn, "items")))
+
+    def _clear_temp(self, conn: sqlite3.Connection) -> None:
+        for table in ("_seeds", "_sl", "_excl", "_cands"):
+            self._execute(conn, f"DELETE FROM {table}")
+
+    def _paths(self, conn: sqlite3.Connection, cands: Sequence[str], per_candidate: int) -> dict[str, list[KGPath]]:
+        """The ``per_candidate`` heaviest paths of each candidate from the seed links in ``_sl``."""
+        self._fill(conn, "_cands", ((c,) for c in cands))
+        out: dict[str, list[KGPath]] = {c: [] for c in cands}
+        for row in self._execute(conn, _KG_PATHS):
+            cand, seed, entity, label, sfact, tfact, srel, trel, w = row
+            if len(out[cand]) >= per_candidate:
+                continue
+            out[cand].append(
+                KGPath(
+                    source_item=seed,
+                    entity=entity,
+                    entity_label=label,
+                    source_fact=sfact,
+                    target_fact=tfact,
+                    source_relation=srel,
+                    target_relation=trel,
+                    weight=float(w),
+                )
+            )
+        return out
+
+    def kg_candidates(
+        self,
+        seed_items: Mapping[str, float],
+        exclude: set[str] | frozenset[str],
+        n: int,
+        max_entity_items: int = 200,
+    ) -> list[Candidate]:
+        """Items sharing entities with the weighted seed items, best first (ties by item id).
+
+        Score = Σ over paths ``seed → entity → candidate`` of seed weight × ``log(1 + N_items / df(entity))``;
+        entities linked to more than ``max_entity_items`` items are ignored; seeds and ``exclude`` never appear.
+        Each candidate carries its 5 heaviest paths (``KGPath.weight`` = seed weight × rarity; an entity without
+        a label is labelled with its id) and ``sources={"kg": score}``.
+        """
+        if not seed_items or n <= 0 or max_entity_items < 1:
+            return []
+        with self._db() as conn:
+            try:
+                self._load_seeds(conn, ((k, float(v)) for k, v in seed_items.items()), max_entity_items)
+                self._fill(conn, "_excl", ((x,) for x in exclude))
+                scores = [(r[0], float(r[1])) for r in self._execute(conn, _KG_SCORES, (n,))]
+                paths = self._paths(conn, [c for c, _ in scores], _PATHS_PER_CANDIDATE)
+            finally:
+                self._clear_temp(conn)
+        return [
+            Candidate(item_id=cand, score=score, sources={"kg": score}, paths=tuple(paths[cand]))
+            for cand, score in scores
+        ]
+
+    def paths(self, user_items: Sequence[str], item_id: str, n: int = 5) -> list[KGPath]:
+        """Paths ``user item → shared entity → item_id``, highest weight (rarity) first, at most ``n``.
+
+        Every user item weighs 1 and no entity is left out for being common (common ones just weigh little).
+        """
+        seeds = [i for i in _unique(user_items) if i != item_id]
+        if not seeds or n <= 0:
+            return []
+        with self._db() as conn:
+            try:
+                self._load_seeds(conn, ((s, 1.0) for s in seeds), 2**62)
+                found = self._paths(conn, [item_id], n)
+            finally:
+                self._clear_temp(conn)
+        return found[item_id]
+
+    # --- counts -------------------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counts of ``items``, ``entities``, ``facts``, ``users`` and ``interactions``."""
+        with self._db() as conn:
+            return {t: self._count(conn, t) for t in ("items", "entities", "facts", "users", "interactions")}
+
+
+def _short(params: Sequence[Any], limit: int = 8) -> str:
+    shown = list(params[:limit])
+    return repr(shown) + (f" … ({len(params)} params)" if len(params) > limit else "")

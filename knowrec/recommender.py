@@ -1,0 +1,286 @@
+"""The SDK facade, and the one place that builds stores, embedder and LLM clients from :class:`Settings`."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from knowrec.agent.collaborative import EASE
+from knowrec.agent.explain import LLMExplainer
+from knowrec.agent.llm.base import LLMClient
+from knowrec.agent.pipeline import Pipeline
+from knowrec.agent.rank import ListwiseRanker, Ranker, RetrievalRanker, VerbalizerRanker
+from knowrec.agent.retrieve import (
+    CandidateGenerator,
+    CollaborativeGenerator,
+    KGGenerator,
+    PopularityGenerator,
+    VectorGenerator,
+)
+from knowrec.config import Settings
+from knowrec.errors import ConfigError, InvalidInput, NotFound
+from knowrec.kg_store.base import Embedder, GraphStore, ItemIndex
+from knowrec.kg_store.chroma_index import ChromaItemIndex
+from knowrec.kg_store.ingest import EASE_FILE, ingest_dataset, rich_progress
+from knowrec.types import IngestSummary, Item, Recommendation, RecQuery
+
+__all__ = ["Recommender"]
+
+log = logging.getLogger(__name__)
+
+
+class Recommender:
+    """Ingest data and get explained, diversity-aware recommendations.
+
+    Nothing is opened or loaded until first used; :meth:`verify` checks everything up front.
+
+    Example:
+        >>> from knowrec import Recommender, Settings
+        >>> rec = Recommender(Settings(data_dir="/tmp/knowrec-doc"))  # doctest: +SKIP
+        >>> rec.ingest_demo()  # doctest: +SKIP
+        >>> r = rec.recommend("1", k=5)  # doctest: +SKIP
+        >>> [(it.title, it.reasons[0].text) for it in r.items]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: GraphStore | None = None,
+        index: ItemIndex | None = None,
+        embedder: Embedder | None = None,
+        llm: LLMClient | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._store = store
+        self._index = index
+        self._embedder = embedder
+        self._llm = llm
+        self._pipeline: Pipeline | None = None
+
+    # -- builders (the only place clients are constructed) -----------------------------------------------------------
+    @property
+    def store(self) -> GraphStore:
+        if self._store is None:
+            from knowrec.kg_store.sqlite import SQLiteGraphStore
+
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self._store = SQLiteGraphStore(self.settings.graph_path)
+        return self._store
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from knowrec.kg_store.embedder import SentenceTransformerEmbedder, bundled_embedder_path
+
+            path = self.settings.embedder_model or bundled_embedder_path()
+            self._embedder = SentenceTransformerEmbedder(path, batch_size=self.settings.embed_batch_size)
+        return self._embedder
+
+    @property
+    def index(self) -> ItemIndex:
+        if self._index is None:
+            self._index = ChromaItemIndex(self.embedder, path=self.settings.chroma_path)
+        return self._index
+
+    @property
+    def llm(self) -> LLMClient | None:
+        """The configured LLM client, or ``None`` with ``llm.backend='none'``."""
+        if self._llm is None and self.settings.llm.backend == "llama_cpp":
+            from knowrec.agent.llm.llama_cpp import LlamaCppClient, bundled_llm_path
+
+            cfg = self.settings.llm
+            self._llm = LlamaCppClient(
+                cfg.model_path or bundled_llm_path(), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed
+            )
+        return self._llm
+
+    def _ranker(self, mode: str) -> Ranker:
+        if mode == "none":
+            return RetrievalRanker()
+        llm = self.llm
+        if llm is None:
+            raise ConfigError(f"ranker mode {mode!r} needs an LLM, but llm.backend is 'none'")
+        w = self.settings.ranker.llm_weight
+        if mode == "verbalizer":
+            return VerbalizerRanker(llm, llm_weight=w)
+        if mode == "listwise":
+            return ListwiseRanker(llm, llm_weight=w)
+        raise ConfigError(f"unknown ranker mode {mode!r}; use verbalizer, listwise or none")
+
+    @cached_property
+    def _ease(self) -> EASE | None:
+        path = self.settings.models_path / EASE_FILE
+        return EASE.load(path) if path.is_file() else None
+
+    def _generators(self) -> list[CandidateGenerator]:
+        cfg = self.settings.retrieval
+        make: dict[str, Any] = {
+            "vector": lambda: VectorGenerator(self.index, self.embedder),
+            "kg": lambda: KGGenerator(self.store, max_entity_items=cfg.max_entity_items),
+            "collaborative": lambda: CollaborativeGenerator(self._ease),
+            "popularity": lambda: PopularityGenerator(self.store),
+        }
+        return [make[name]() for name in cfg.generators]
+
+    def pipeline(self, mode: str | None = None) -> Pipeline:
+        """The pipeline for a ranking mode (default: the configured one)."""
+        mode = mode or self.settings.ranker.mode
+        if self._pipeline is not None and self._pipeline.ranker.mode == mode:
+            return self._pipeline
+        llm = self.llm if mode != "none" or self.settings.explain.mode == "llm" else None
+        pipe = Pipeline(
+            store=self.store,
+            index=self.index,
+            generators=self._generators(),
+            ranker=self._ranker(mode),
+            retrieval=self.settings.retrieval,
+            ranking=self.settings.ranker,
+            diversify=self.settings.diversify,
+            explain=self.settings.explain,
+            explainer=LLMExplainer(llm) if llm is not None and self.settings.explain.mode == "llm" else None,
+        )
+        if mode == self.settings.ranker.mode:
+            self._pipeline = pipe
+        return pipe
+
+    # -- public API -------------------------------------------------------------------------------------------------
+    def verify(self) -> dict[str, str]:
+        """Open every configured component; raises a :class:`~knowrec.errors.KnowrecError` saying what is wrong."""
+        report: dict[str, str] = {}
+        verify = getattr(self.store, "verify", None)
+        if verify:
+            verify()
+        report["graph"] = f"sqlite {self.settings.graph_path}"
+        getattr(self.index, "verify", lambda: None)()
+        report["index"] = f"chroma {self.settings.chroma_path}"
+        report["embedder"] = getattr(self.embedder, "name", "?")
+        llm = self.llm
+        if llm is not None:
+            getattr(llm, "verify", lambda: None)()
+            report["llm"] = llm.model_id
+        return report
+
+    def ingest(
+        self,
+        path: str | Path,
+        format: Literal["movielens", "generic"] = "generic",
+        *,
+        kg_path: str | Path | None = None,
+        max_users: int | None = None,
+        progress: bool | None = None,
+    ) -> IngestSummary:
+        """Read a dataset folder and write it to the stores: validated, atomic, idempotent.
+
+        Args:
+            path: a folder in the generic format (``items.csv|jsonl``, ``interactions.csv``, ``facts.tsv``) or the
+                MovieLens ml-latest-small layout.
+            format: ``generic`` or ``movielens``.
+            kg_path: MovieLens only: a DBpedia triples file (default: ``kg_triples.tsv.gz`` in the folder, if any).
+            max_users: keep only this many users (smallest ids) — for quick trials.
+            progress: show progress bars (default: ``settings.progress``).
+
+        Raises:
+            InvalidInput: a row is malformed; names file and line. Nothing is written.
+        """
+        from knowrec.datasets import load_generic, load_movielens
+
+        folder = Path(path)
+        if not folder.exists():
+            raise InvalidInput("no such file or folder", path=folder)
+        if format == "movielens":
+            ds = load_movielens(folder, kg_path=Path(kg_path) if kg_path else None, max_users=max_users)
+        elif format == "generic":
+            ds = load_generic(folder)
+        else:
+            raise ConfigError(f"unknown format {format!r}; use movielens or generic")
+        return self.ingest_dataset(ds, progress=progress)
+
+    def ingest_dataset(self, dataset: Any, *, progress: bool | None = None) -> IngestSummary:
+        """Write an already loaded :class:`~knowrec.datasets.Dataset` (see :meth:`ingest`)."""
+        show = self.settings.progress if progress is None else progress
+        self.settings.models_path.mkdir(parents=True, exist_ok=True)
+
+        def bars(totals: dict[str, int]) -> Any:
+            return rich_progress(show, totals)
+
+        summary = ingest_dataset(
+            dataset, self.store, self.index, self.settings.models_path, self.settings.retrieval, progress=bars
+        )
+        self.__dict__.pop("_ease", None)  # reload the refitted collaborative model
+        self._pipeline = None
+        return summary
+
+    def ingest_demo(self, max_users: int | None = None, progress: bool | None = None) -> IngestSummary:
+        """Ingest the bundled MovieLens ml-latest-small + DBpedia demo data (see ``knowrec/datasets/demo``)."""
+        from knowrec.datasets import load_demo
+
+        return self.ingest_dataset(load_demo(max_users=max_users), progress=progress)
+
+    def recommend(
+        self,
+        user_id: str | int | None,
+        k: int = 10,
+        query: str | None = None,
+        diversity: float = 0.3,
+        *,
+        exclude: list[str] | None = None,
+        mode: Literal["verbalizer", "listwise", "none"] | None = None,
+    ) -> Recommendation:
+        """Recommend ``k`` items for a user, each with reasons that cite KG facts.
+
+        Unknown users (or ``None``) get the cold-start path: popularity, plus the query text if given.
+
+        Args:
+            user_id: the user's id (ints are turned into strings).
+            k: how many items.
+            query: optional free text ("a heist movie with a twist").
+            diversity: 0 keeps the ranked order; towards 1 favours items unlike the ones already picked.
+            exclude: item ids never to return.
+            mode: override the configured ranking mode for this call.
+
+        Example:
+            >>> r = rec.recommend("1", k=3)  # doctest: +SKIP
+            >>> len(r.items), r.ranking_mode  # doctest: +SKIP
+            (3, 'verbalizer')
+        """
+        q = RecQuery(
+            user_id=None if user_id is None else str(user_id),
+            k=k,
+            query=query,
+            diversity=diversity,
+            exclude=tuple(exclude or ()),
+        )
+        if self.store.stats()["items"] == 0:
+            raise NotFound("the store is empty: ingest data first (knowrec ingest … or knowrec demo)")
+        return self.pipeline(mode).recommend(q)
+
+    def similar(self, item_id: str | int, k: int = 10) -> list[tuple[Item, float]]:
+        """Items most similar to ``item_id`` by embedding, as ``(item, cosine)``.
+
+        Raises:
+            NotFound: the item is not stored.
+        """
+        item_id = str(item_id)
+        vecs = self.index.vectors([item_id])
+        if item_id not in vecs:
+            raise NotFound(f"unknown item id {item_id!r}")
+        hits = self.index.query(vecs[item_id], k, exclude={item_id})
+        items = self.store.items([i for i, _ in hits])
+        return [(items[i], s) for i, s in hits if i in items]
+
+    def info(self) -> dict[str, Any]:
+        """Store counts and the effective settings."""
+        return {"stats": self.store.stats(), "index_count": self.index.count(), "settings": self.settings.describe()}
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> Recommender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,81 @@
+import numpy as np
+
+from knowrec.agent.diversify import item_similarity, mmr
+from knowrec.agent.explain import ExplainInput, LLMExplainer, is_grounded, template_reasons
+from knowrec.types import Fact, KGPath, Reason
+from tests.fakes import FakeLLM
+
+V = {"a": np.array([1.0, 0.0]), "b": np.array([1.0, 0.0]), "c": np.array([0.0, 1.0])}
+REL = {"a": 1.0, "b": 0.9, "c": 0.8}
+
+
+def test_mmr_zero_diversity_is_identity():
+    assert mmr(REL, 3, 0.0, V, {}) == ["a", "b", "c"]
+
+
+def test_mmr_prefers_dissimilar_items():
+    assert mmr(REL, 2, 0.6, V, {}, embedding_weight=1.0) == ["a", "c"]
+
+
+def test_mmr_uses_entity_overlap():
+    ents = {"a": {"x"}, "b": {"x"}, "c": {"y"}}
+    assert mmr(REL, 2, 0.6, {}, ents, embedding_weight=0.0) == ["a", "c"]
+    assert item_similarity("a", "b", {}, ents, 0.0) == 1.0
+
+
+SPIELBERG_JAWS = Fact(head="jaws", relation="director", tail="dbr:Spielberg", tail_label="Steven Spielberg")
+SPIELBERG_ET = Fact(head="et", relation="director", tail="dbr:Spielberg", tail_label="Steven Spielberg")
+GENRE_ET = Fact(head="et", relation="genre", tail="genre:Sci-Fi", tail_label="Sci-Fi")
+PATH = KGPath(
+    source_item="jaws",
+    entity="dbr:Spielberg",
+    entity_label="Steven Spielberg",
+    source_fact=SPIELBERG_JAWS.id,
+    target_fact=SPIELBERG_ET.id,
+    source_relation="director",
+    target_relation="director",
+    weight=2.0,
+)
+
+
+def test_template_reason_from_path_cites_item_fact():
+    inp = ExplainInput(item_id="et", title="E.T.", paths=(PATH,), own_facts=(GENRE_ET,))
+    [reason] = template_reasons(inp, {"jaws": "Jaws (1975)"})
+    assert reason.text == "Directed by Steven Spielberg, like Jaws (1975), which you liked."
+    assert reason.fact_ids == (SPIELBERG_ET.id,) and reason.context_fact_ids == (SPIELBERG_JAWS.id,)
+    stored = {f.id: f for f in (SPIELBERG_JAWS, SPIELBERG_ET, GENRE_ET)}
+    assert is_grounded(reason, "et", stored)
+
+
+def test_template_reason_falls_back_to_own_facts():
+    inp = ExplainInput(item_id="et", title="E.T.", paths=(), own_facts=(GENRE_ET,))
+    [reason] = template_reasons(inp, {})
+    assert reason.fact_ids == (GENRE_ET.id,) and "Sci-Fi" in reason.text
+
+
+def test_grounding_rejects_missing_foreign_and_uncited():
+    stored = {f.id: f for f in (SPIELBERG_JAWS, SPIELBERG_ET)}
+    assert not is_grounded(Reason(text="x", fact_ids=("Fnope",)), "et", stored)
+    assert not is_grounded(Reason(text="x", fact_ids=(SPIELBERG_JAWS.id,)), "et", stored)  # touches jaws, not et
+    assert not is_grounded(Reason(text="x"), "et", stored)
+    assert not is_grounded(Reason(text="x", fact_ids=(SPIELBERG_ET.id,), context_fact_ids=("Fnope",)), "et", stored)
+
+
+def test_llm_explainer_maps_aliases_and_marks_invented_ones():
+    llm = FakeLLM(
+        replies=[
+            '{"reasons": [{"item": "A", "text": "Spielberg again!", "facts": ["f1"]},'
+            ' {"item": "B", "text": "Made up", "facts": ["f9"]}]}'
+        ]
+    )
+    inputs = [
+        ExplainInput(item_id="et", title="E.T.", paths=(), own_facts=(SPIELBERG_ET,)),
+        ExplainInput(item_id="jaws", title="Jaws", paths=(), own_facts=(SPIELBERG_JAWS,)),
+    ]
+    proposed, usage = LLMExplainer(llm).explain(inputs, ["Jaws (1975)"])
+    assert proposed["et"] == Reason(text="Spielberg again!", fact_ids=(SPIELBERG_ET.id,), source="llm")
+    assert proposed["jaws"].fact_ids == ("unknown:f9",)
+    stored = {f.id: f for f in (SPIELBERG_JAWS, SPIELBERG_ET)}
+    assert is_grounded(proposed["et"], "et", stored)
+    assert not is_grounded(proposed["jaws"], "jaws", stored)
+    assert usage["prompt_tokens"] == 10

@@ -1,0 +1,422 @@
+"""Contract tests of :class:`knowrec.kg_store.base.GraphStore`, run against every backend.
+
+Only the protocol is used here. A new backend adds a param to the ``store`` fixture.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from knowrec.errors import InvalidInput
+from knowrec.kg_store.base import GraphBatch, GraphStore, WriteStats
+from knowrec.types import Fact, Interaction, Item, KGPath, fact_id
+
+N_ITEMS = 6
+LOG4 = math.log(1 + N_ITEMS / 2)  # an entity linked to 2 items
+LOG3 = math.log(1 + N_ITEMS / 3)  # p:a1
+LOG22 = math.log(1 + N_ITEMS / 5)  # genre:Comedy
+
+BASE_STATS = {"items": 6, "entities": 8, "facts": 20, "users": 3, "interactions": 9}
+
+NASTY_ID = "'); DROP TABLE items; --"
+NASTY_ENTITY = "}) DETACH DELETE n //"
+NASTY_TITLE = 'Amélie "quoted" it\'s — 東京 🎬'
+NASTY_LABEL = 'Ünïcödé "label" \'; -- $x {y}'
+NASTY_RELATION = "rel'\"`"
+NASTY_USER = "u'); MATCH (n) DETACH DELETE n; --"
+
+
+def _make(kind: str, tmp_path: Path) -> GraphStore:
+    if kind == "sqlite":
+        from knowrec.kg_store.sqlite import SQLiteGraphStore
+
+        return SQLiteGraphStore(tmp_path / "kg.sqlite")
+    raise AssertionError(kind)
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
+    s = _make(request.param, tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def loaded(store: GraphStore, tiny_kg: GraphBatch) -> GraphStore:
+    store.write(tiny_kg)
+    return store
+
+
+def _snapshot(store: GraphStore) -> tuple[object, ...]:
+    ids = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"]
+    return (
+        store.stats(),
+        store.items(ids),
+        {u: store.history(u) for u in ("u1", "u2", "u3", "u4")},
+        store.facts(ids),
+        store.popular(10),
+        list(store.interactions()),
+    )
+
+
+# --- writing ----------------------------------------------------------------------------------------------------
+
+
+def test_is_a_graph_store(store: GraphStore) -> None:
+    assert isinstance(store, GraphStore)
+
+
+def test_empty_store(store: GraphStore) -> None:
+    assert store.stats() == {"items": 0, "entities": 0, "facts": 0, "users": 0, "interactions": 0}
+    assert store.history("u1") == []
+    assert store.popular(5) == []
+    assert store.kg_candidates({"m1": 1.0}, set(), 5) == []
+    assert list(store.iter_items()) == []
+    assert list(store.interactions()) == []
+
+
+def test_write_counts_and_stats(store: GraphStore, tiny_kg: GraphBatch) -> None:
+    assert store.write(tiny_kg) == WriteStats(items=6, facts=20, interactions=9)
+    assert store.stats() == BASE_STATS
+
+
+def test_write_is_idempotent(loaded: GraphStore, tiny_kg: GraphBatch) -> None:
+    before = _snapshot(loaded)
+    assert loaded.write(tiny_kg) == WriteStats(0, 0, 0)
+    assert _snapshot(loaded) == before
+    assert loaded.stats() == BASE_STATS
+
+
+def test_write_counts_only_new_rows(loaded: GraphStore) -> None:
+    batch = GraphBatch(
+        items=[Item(id="m1", title="Alpha"), Item(id="m7", title="Eta")],
+        facts=[
+            Fact(head="m1", relation="director", tail="p:d1"),
+            Fact(head="m7", relation="director", tail="p:d1"),
+            Fact(head="m7", relation="director", tail="p:d1"),  # duplicate in the batch
+        ],
+        interactions=[
+            Interaction(user_id="u1", item_id="m1", rating=5.0, timestamp=100),
+            Interaction(user_id="u4", item_id="m7"),
+        ],
+    )
+    assert loaded.write(batch) == WriteStats(items=1, facts=1, interactions=1)
+    assert loaded.stats() == {"items": 7, "entities": 8, "facts": 21, "users": 4, "interactions": 10}
+
+
+def test_progress_reports_every_row(store: GraphStore, tiny_kg: GraphBatch) -> None:
+    seen: dict[str, int] = {}
+
+    def progress(stage: str, n: int) -> None:
+        seen[stage] = seen.get(stage, 0) + n
+
+    store.write(tiny_kg, progress)
+    assert seen == {"items": 6, "facts": 20, "interactions": 9}
+
+
+def test_upsert_updates_items_facts_and_interactions(loaded: GraphStore) -> None:
+    batch = GraphBatch(
+        items=[Item(id="m1", title="Alpha Prime", text="new text", attributes={"year": "2001"})],
+        facts=[Fact(head="m1", relation="director", tail="p:d1", tail_label="Director One")],
+        interactions=[Interaction(user_id="u1", item_id="m1", rating=1.5, timestamp=300)],
+    )
+    assert loaded.write(batch) == WriteStats(0, 0, 0)
+    assert loaded.items(["m1"])["m1"] == Item(
+        id="m1", title="Alpha Prime", text="new text", attributes={"year": "2001"}
+    )
+    fid = fact_id("m1", "director", "p:d1")
+    got = loaded.get_facts([fid])[fid]
+    assert (got.head_label, got.tail_label) == ("Alpha Prime", "Director One")
+    assert loaded.history("u1", 1) == [Interaction(user_id="u1", item_id="m1", rating=1.5, timestamp=300)]
+    assert loaded.stats() == BASE_STATS
+
+
+def test_empty_label_never_replaces_a_label(loaded: GraphStore) -> None:
+    loaded.write(GraphBatch(facts=[Fact(head="m2", relation="director", tail="p:d1")]))
+    fid = fact_id("m1", "director", "p:d1")
+    assert loaded.get_facts([fid])[fid].tail_label == "Dir One"
+    path = loaded.paths(["m1"], "m2", n=1)[0]
+    assert (path.entity, path.entity_label) == ("p:d1", "Dir One")
+
+
+def test_interaction_to_unknown_item_rolls_back(loaded: GraphStore) -> None:
+    before = _snapshot(loaded)
+    batch = GraphBatch(
+        items=[Item(id="m8", title="Theta")],
+        facts=[Fact(head="m8", relation="genre", tail="genre:Horror", tail_label="Horror")],
+        interactions=[
+            Interaction(user_id="u4", item_id="m8"),
+            Interaction(user_id="u4", item_id="no-such-item"),
+        ],
+    )
+    with pytest.raises(InvalidInput, match="no-such-item"):
+        loaded.write(batch)
+    assert _snapshot(loaded) == before
+    assert loaded.has_items(["m8"]) == set()
+
+
+def test_interaction_to_item_of_same_batch_is_fine(store: GraphStore) -> None:
+    batch = GraphBatch(items=[Item(id="x", title="X")], interactions=[Interaction(user_id="u", item_id="x")])
+    assert store.write(batch) == WriteStats(items=1, interactions=1)
+
+
+@pytest.mark.parametrize("fail_at", ["items", "facts", "interactions"])
+def test_progress_error_rolls_back(loaded: GraphStore, fail_at: str) -> None:
+    before = _snapshot(loaded)
+    batch = GraphBatch(
+        items=[Item(id="m7", title="Eta"), Item(id="m1", title="Changed")],
+        facts=[Fact(head="m7", relation="genre", tail="genre:Horror", tail_label="Horror")],
+        interactions=[Interaction(user_id="u4", item_id="m7", timestamp=5)],
+    )
+
+    class Boom(RuntimeError):
+        pass
+
+    def progress(stage: str, n: int) -> None:
+        if stage == fail_at:
+            raise Boom(stage)
+
+    with pytest.raises(Boom):
+        loaded.write(batch, progress)
+    assert _snapshot(loaded) == before
+    # The store still works and the same batch can be written afterwards.
+    assert loaded.write(batch) == WriteStats(items=1, facts=1, interactions=1)
+
+
+# --- items and interactions -------------------------------------------------------------------------------------
+
+
+def test_items_and_has_items(loaded: GraphStore) -> None:
+    assert loaded.has_items(["m1", "zzz", "m6", "p:d1"]) == {"m1", "m6"}
+    got = loaded.items(["m2", "missing", "m1"])
+    assert set(got) == {"m1", "m2"}
+    assert got["m2"] == Item(id="m2", title="Beta", text="Beta is a film.", attributes={"year": "1992"})
+
+
+def test_iter_items_in_id_order(loaded: GraphStore) -> None:
+    pages = list(loaded.iter_items(batch_size=4))
+    assert [[i.id for i in page] for page in pages] == [["m1", "m2", "m3", "m4"], ["m5", "m6"]]
+
+
+def test_search_items(loaded: GraphStore) -> None:
+    found = loaded.search_items("A", n=10)
+    assert [i.id for i in found[:2]] == ["m1", "m2"]  # most popular first
+    assert {i.id for i in found} == {"m1", "m2", "m3", "m4", "m6"}
+    assert [i.id for i in loaded.search_items("ZET")] == ["m6"]
+    assert len(loaded.search_items("a", n=2)) == 2
+    assert loaded.search_items("nothing like it") == []
+
+
+def test_history_order(loaded: GraphStore) -> None:
+    # ts 200 twice (ties by item id descending), then 100, then the one without a timestamp.
+    assert [x.item_id for x in loaded.history("u1")] == ["m4", "m2", "m1", "m3"]
+    assert [x.item_id for x in loaded.history("u1", n=2)] == ["m4", "m2"]
+    assert loaded.history("u2")[0] == Interaction(user_id="u2", item_id="m5", rating=2.0, timestamp=60)
+    assert loaded.history("u3")[-1] == Interaction(user_id="u3", item_id="m1", rating=None, timestamp=10)
+
+
+def test_unknown_user_has_no_history(loaded: GraphStore) -> None:
+    assert loaded.history("nobody") == []
+
+
+def test_interactions_order(loaded: GraphStore) -> None:
+    got = [(x.user_id, x.item_id) for x in loaded.interactions()]
+    # Missing timestamp counts as oldest (as in history).
+    assert got == [
+        ("u1", "m3"),
+        ("u1", "m1"),
+        ("u1", "m2"),
+        ("u1", "m4"),
+        ("u2", "m1"),
+        ("u2", "m5"),
+        ("u3", "m1"),
+        ("u3", "m2"),
+        ("u3", "m6"),
+    ]
+
+
+def test_popular(loaded: GraphStore) -> None:
+    assert loaded.popular(3) == [("m1", 3), ("m2", 2), ("m3", 1)]
+    assert loaded.popular(3, exclude={"m1", "m3"}) == [("m2", 2), ("m4", 1), ("m5", 1)]
+    assert loaded.popular(100) == [("m1", 3), ("m2", 2), ("m3", 1), ("m4", 1), ("m5", 1), ("m6", 1)]
+
+
+def test_popular_sees_new_writes(loaded: GraphStore) -> None:
+    assert loaded.popular(1) == [("m1", 3)]
+    loaded.write(GraphBatch(interactions=[Interaction(user_id=f"v{i}", item_id="m6") for i in range(5)]))
+    assert loaded.popular(1) == [("m6", 6)]
+
+
+# --- facts ------------------------------------------------------------------------------------------------------
+
+
+def test_facts_rarest_first(loaded: GraphStore) -> None:
+    got = loaded.facts(["m4", "m6"])
+    # m4: p:a3 (df 2, actor) and genre:Drama (df 2, genre), then p:a1 (df 3), then genre:Comedy (df 5).
+    assert [f.tail for f in got["m4"]] == ["p:a3", "genre:Drama", "p:a1", "genre:Comedy"]
+    # m6 is the tail of the writer's fact.
+    assert [(f.head, f.tail) for f in got["m6"]] == [("p:w1", "m6"), ("m6", "genre:Comedy")]
+    assert [f.tail for f in loaded.facts(["m4"], n=2)["m4"]] == ["p:a3", "genre:Drama"]
+
+
+def test_facts_touch_their_item_and_have_stable_ids(loaded: GraphStore) -> None:
+    ids = ["m1", "m2", "m3", "m4", "m5", "m6"]
+    got = loaded.facts(ids)
+    assert sum(len(v) for v in got.values()) == 20  # every fact touches exactly one item
+    for item_id in ids:
+        assert got[item_id]
+        for f in got[item_id]:
+            assert item_id in (f.head, f.tail)
+            assert f.id == fact_id(f.head, f.relation, f.tail)
+    first = got["m3"][0]
+    assert first.head_label and first.tail_label
+
+
+def test_get_facts_fills_labels(loaded: GraphStore) -> None:
+    fid = fact_id("p:w1", "wrote", "m3")
+    other = fact_id("m5", "actor", "p:a3")
+    got = loaded.get_facts([fid, "Fnope", other])
+    assert set(got) == {fid, other}
+    assert got[fid] == Fact(
+        id=fid, head="p:w1", relation="wrote", tail="m3", head_label="Writer W", tail_label="Gamma"
+    )
+    assert got[other].text() == "Epsilon —actor→ Actor Three"
+
+
+def test_item_entities(loaded: GraphStore) -> None:
+    got = loaded.item_entities(["m6", "m2"])
+    assert got["m6"] == {"p:w1", "genre:Comedy"}
+    assert got["m2"] == {"p:d1", "p:a1", "genre:Comedy"}
+
+
+# --- knowledge-graph retrieval ----------------------------------------------------------------------------------
+
+
+def test_kg_candidates_scores_by_hand(loaded: GraphStore) -> None:
+    got = loaded.kg_candidates({"m1": 1.0}, exclude=set(), n=10, max_entity_items=4)
+    assert [c.item_id for c in got] == ["m2", "m3", "m4"]
+    assert [c.score for c in got] == pytest.approx([LOG4 + LOG3, LOG4, LOG3])
+    for c in got:
+        assert c.sources == {"kg": pytest.approx(c.score)}
+        assert sum(p.weight for p in c.paths) == pytest.approx(c.score)
+
+
+def test_kg_candidates_common_entity_when_allowed(loaded: GraphStore) -> None:
+    got = loaded.kg_candidates({"m1": 1.0}, exclude=set(), n=10, max_entity_items=5)
+    assert [c.item_id for c in got] == ["m2", "m4", "m3", "m5", "m6"]
+    assert [c.score for c in got] == pytest.approx([LOG4 + LOG3 + LOG22, LOG3 + LOG22, LOG4, LOG22, LOG22])
+
+
+def test_kg_candidates_weighted_seeds(loaded: GraphStore) -> None:
+    got = loaded.kg_candidates({"m1": 1.0, "m3": 0.5}, exclude=set(), n=10, max_entity_items=4)
+    # Seeds never come back; m5 and m6 tie and are ordered by id.
+    assert [c.item_id for c in got] == ["m2", "m4", "m5", "m6"]
+    assert [c.score for c in got] == pytest.approx([LOG4 + LOG3, LOG3 + 0.5 * LOG4, 0.5 * LOG4, 0.5 * LOG4])
+    (path,) = got[3].paths
+    assert path == KGPath(
+        source_item="m3",
+        entity="p:w1",
+        entity_label="Writer W",
+        source_fact=fact_id("p:w1", "wrote", "m3"),
+        target_fact=fact_id("p:w1", "wrote", "m6"),
+        source_relation="wrote",
+        target_relation="wrote",
+        weight=path.weight,
+    )
+    assert path.weight == pytest.approx(0.5 * LOG4)
+
+
+def test_kg_candidates_paths_heaviest_first(loaded: GraphStore) -> None:
+    m2 = loaded.kg_candidates({"m1": 1.0}, exclude=set(), n=1, max_entity_items=5)[0]
+    assert m2.item_id == "m2"
+    assert [(p.entity, p.source_relation, p.target_relation) for p in m2.paths] == [
+        ("p:d1", "director", "director"),
+        ("p:a1", "actor", "actor"),
+        ("genre:Comedy", "genre", "genre"),
+    ]
+    assert [p.weight for p in m2.paths] == pytest.approx([LOG4, LOG3, LOG22])
+    first = m2.paths[0]
+    assert first.source_item == "m1"
+    assert first.entity_label == "Dir One"
+    assert first.source_fact == fact_id("m1", "director", "p:d1")
+    assert first.target_fact == fact_id("m2", "director", "p:d1")
+
+
+def test_kg_candidates_respects_exclude_and_n(loaded: GraphStore) -> None:
+    got = loaded.kg_candidates({"m1": 1.0}, exclude={"m2"}, n=10, max_entity_items=4)
+    assert [c.item_id for c in got] == ["m3", "m4"]
+    got = loaded.kg_candidates({"m1": 1.0}, exclude=frozenset({"m2", "m3", "m4"}), n=10, max_entity_items=5)
+    assert [c.item_id for c in got] == ["m5", "m6"]
+    assert [c.item_id for c in loaded.kg_candidates({"m1": 1.0}, set(), n=2, max_entity_items=5)] == ["m2", "m4"]
+
+
+def test_kg_candidates_respects_max_entity_items(loaded: GraphStore) -> None:
+    assert loaded.kg_candidates({"m1": 1.0}, set(), n=10, max_entity_items=1) == []
+    got = loaded.kg_candidates({"m1": 1.0}, set(), n=10, max_entity_items=2)
+    assert [c.item_id for c in got] == ["m2", "m3"]  # p:a1 (3 items) is left out
+    assert all(p.entity != "p:a1" for c in got for p in c.paths)
+
+
+def test_kg_candidates_unknown_seed(loaded: GraphStore) -> None:
+    assert loaded.kg_candidates({"nope": 1.0}, set(), n=5) == []
+
+
+def test_paths(loaded: GraphStore) -> None:
+    got = loaded.paths(["m1", "m3"], "m4", n=5)
+    assert [(p.source_item, p.entity) for p in got] == [
+        ("m3", "genre:Drama"),
+        ("m1", "p:a1"),
+        ("m1", "genre:Comedy"),
+    ]
+    assert [p.weight for p in got] == pytest.approx([LOG4, LOG3, LOG22])
+    assert got[0].source_fact == fact_id("m3", "genre", "genre:Drama")
+    assert got[0].target_fact == fact_id("m4", "genre", "genre:Drama")
+    assert len(loaded.paths(["m1", "m3"], "m4", n=2)) == 2
+    assert loaded.paths(["m4"], "m4") == []
+    assert loaded.paths([], "m4") == []
+
+
+# --- awkward ids and labels -------------------------------------------------------------------------------------
+
+
+def test_awkward_strings_round_trip(loaded: GraphStore) -> None:
+    batch = GraphBatch(
+        items=[
+            Item(id=NASTY_ID, title=NASTY_TITLE, text='it\'s "text"\n; --', attributes={"k'ey": 'va"l'}),
+            Item(id="m9", title="Nine"),
+        ],
+        facts=[
+            Fact(head=NASTY_ID, relation=NASTY_RELATION, tail=NASTY_ENTITY, tail_label=NASTY_LABEL),
+            Fact(head="m9", relation="rel", tail=NASTY_ENTITY),
+        ],
+        interactions=[Interaction(user_id=NASTY_USER, item_id=NASTY_ID, rating=4.5, timestamp=7)],
+    )
+    assert loaded.write(batch) == WriteStats(items=2, facts=2, interactions=1)
+    assert loaded.stats() == {"items": 8, "entities": 9, "facts": 22, "users": 4, "interactions": 10}
+
+    item = loaded.items([NASTY_ID])[NASTY_ID]
+    assert item == batch.items[0]
+    assert [i.id for i in loaded.search_items("AMÉLIE")] == [NASTY_ID]
+    assert [i.id for i in loaded.search_items('"quoted" it\'s')] == [NASTY_ID]
+    assert loaded.history(NASTY_USER) == batch.interactions
+    fid = fact_id(NASTY_ID, NASTY_RELATION, NASTY_ENTITY)
+    assert loaded.get_facts([fid])[fid] == Fact(
+        head=NASTY_ID, relation=NASTY_RELATION, tail=NASTY_ENTITY, head_label=NASTY_TITLE, tail_label=NASTY_LABEL
+    )
+    assert [f.id for f in loaded.facts([NASTY_ID])[NASTY_ID]] == [fid]
+    assert loaded.item_entities([NASTY_ID]) == {NASTY_ID: {NASTY_ENTITY}}
+    (cand,) = loaded.kg_candidates({NASTY_ID: 1.0}, set(), n=5)
+    assert cand.item_id == "m9"
+    assert (cand.paths[0].entity, cand.paths[0].entity_label) == (NASTY_ENTITY, NASTY_LABEL)
+    assert cand.paths[0].source_relation == NASTY_RELATION
+    assert loaded.popular(1, exclude={"m1"}) == [("m2", 2)]
+    assert NASTY_ID in {i.id for page in loaded.iter_items() for i in page}
+
+
+def test_close_twice(store: GraphStore) -> None:
+    store.close()
+    store.close()

@@ -1,0 +1,93 @@
+import math
+
+import pytest
+
+from knowrec.agent.rank import (
+    ListwiseRanker,
+    RankContext,
+    RankItem,
+    RetrievalRanker,
+    VerbalizerRanker,
+    fuse_scores,
+    rank_normalise,
+)
+from knowrec.types import Candidate, Fact
+from tests.fakes import FakeLLM
+
+CTX = RankContext(history_titles=("Heat (1995)", "Ronin (1998)"), query=None)
+
+
+def items(n: int) -> list[RankItem]:
+    out = []
+    for i in range(n):
+        fact = Fact(head=str(i), relation="director", tail=f"dbr:D{i}", tail_label=f"Director {i}")
+        out.append(
+            RankItem(candidate=Candidate(item_id=str(i), score=1.0 - i / 10), title=f"Movie {i}", facts=(fact,))
+        )
+    return out
+
+
+def test_rank_normalise_and_fusion():
+    assert rank_normalise(["a", "b", "c"]) == {"a": 1.0, "b": 0.5, "c": 0.0}
+    fused = fuse_scores(["a", "b", "c"], ["c", "b", "a"], 0.3)
+    assert fused == pytest.approx({"a": 0.7, "b": 0.5, "c": 0.3})
+
+
+def test_retrieval_ranker_keeps_order():
+    res = RetrievalRanker().rank(CTX, items(4), 3)
+    assert res.order == ["0", "1", "2", "3"] and not res.fallback
+
+
+def test_verbalizer_scores_every_label_and_fuses():
+    llm = FakeLLM(logprobs={"A": -5.0, "B": -4.0, "C": -3.0, "D": -0.1})
+    res = VerbalizerRanker(llm, llm_weight=1.0).rank(CTX, items(4), 4)
+    assert res.order == ["3", "2", "1", "0"]  # pure LLM order at weight 1
+    assert res.llm_scores["3"] == pytest.approx(math.exp(-0.1))
+    assert llm.calls[0]["labels"] == ["A", "B", "C", "D"]
+    prompt = llm.calls[0]["prompt"]
+    # history comes before the candidates (prefix caching), facts are shown
+    assert prompt.index("Heat (1995)") < prompt.index("A. Movie 0")
+    assert "director: Director 0" in prompt
+    assert res.prompt is not None and res.prompt.ref == "rank_verbalizer@1"
+
+
+def test_verbalizer_weight_zero_is_retrieval_order():
+    llm = FakeLLM(logprobs={"A": -5.0, "B": -4.0, "C": -3.0, "D": -0.1})
+    res = VerbalizerRanker(llm, llm_weight=0.0).rank(CTX, items(4), 4)
+    assert res.order == ["0", "1", "2", "3"]
+
+
+def test_verbalizer_llm_error_falls_back_flagged():
+    res = VerbalizerRanker(FakeLLM(fail=True)).rank(CTX, items(3), 3)
+    assert res.fallback and "scripted failure" in (res.fallback_reason or "")
+    assert res.order == ["0", "1", "2"]
+
+
+def test_listwise_valid_answer():
+    llm = FakeLLM(replies=['{"ranking": ["C", "A", "B"]}'])
+    res = ListwiseRanker(llm, llm_weight=1.0).rank(CTX, items(3), 3)
+    assert res.order == ["2", "0", "1"] and not res.fallback and not res.repairs
+    schema = llm.calls[0]["schema"]
+    assert schema["properties"]["ranking"]["items"]["enum"] == ["A", "B", "C"]
+
+
+def test_listwise_repairs_unknown_duplicate_and_gaps():
+    llm = FakeLLM(replies=['{"ranking": ["B", "B", "Q", "x"]}'])
+    res = ListwiseRanker(llm, llm_weight=1.0).rank(CTX, items(4), 3)
+    assert res.order == ["1", "0", "2", "3"]  # B first, the rest filled from retrieval order
+    assert len(set(res.order)) == 4
+    assert not res.fallback
+    text = " ".join(res.repairs)
+    assert "unknown" in text and "duplicate" in text and "filled" in text
+
+
+def test_listwise_garbage_falls_back():
+    res = ListwiseRanker(FakeLLM(replies=['{"nothing": 1}'])).rank(CTX, items(3), 3)
+    assert res.fallback and res.order == ["0", "1", "2"]
+    res = ListwiseRanker(FakeLLM(replies=["not json"])).rank(CTX, items(3), 3)
+    assert res.fallback
+
+
+def test_too_many_candidates_rejected():
+    with pytest.raises(ValueError):
+        VerbalizerRanker(FakeLLM()).rank(CTX, items(27), 3)

@@ -1,0 +1,208 @@
+"""Tests specific to :class:`knowrec.kg_store.sqlite.SQLiteGraphStore` (the contract is in test_graph_contract)."""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from knowrec.errors import StoreUnavailable
+from knowrec.kg_store.base import GraphBatch, WriteStats
+from knowrec.kg_store.sqlite import SCHEMA_VERSION, SQLiteGraphStore
+from knowrec.types import Fact, Interaction, Item
+
+
+def test_persists_across_reopen(tmp_path: Path, tiny_kg: GraphBatch) -> None:
+    path = tmp_path / "sub" / "dir" / "kg.sqlite"  # folders are created
+    store = SQLiteGraphStore(path)
+    store.write(tiny_kg)
+    stats = store.stats()
+    history = store.history("u1")
+    store.close()
+
+    again = SQLiteGraphStore(str(path))
+    assert again.stats() == stats
+    assert again.history("u1") == history
+    assert again.write(tiny_kg) == WriteStats(0, 0, 0)
+    assert [c.item_id for c in again.kg_candidates({"m1": 1.0}, set(), 3, max_entity_items=4)] == ["m2", "m3", "m4"]
+    again.close()
+
+
+def test_file_settings(tmp_path: Path) -> None:
+    path = tmp_path / "kg.sqlite"
+    SQLiteGraphStore(path).verify()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"items", "entities", "facts", "users", "interactions", "entity_df"} <= tables
+    finally:
+        conn.close()
+
+
+def test_constructor_does_no_io(tmp_path: Path) -> None:
+    path = tmp_path / "later" / "kg.sqlite"
+    store = SQLiteGraphStore(path)
+    assert not path.parent.exists()
+    store.verify()
+    assert path.exists()
+    store.close()
+
+
+def test_verify_unwritable_path_names_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    path = blocker / "sub" / "kg.sqlite"
+    store = SQLiteGraphStore(path)
+    with pytest.raises(StoreUnavailable, match=re.escape(str(path))):
+        store.verify()
+    with pytest.raises(StoreUnavailable):  # every operation says the same
+        store.stats()
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "junk.sqlite"
+    path.write_bytes(b"this is not a sqlite database at all, just bytes" * 100)
+    with pytest.raises(StoreUnavailable, match=r"junk\.sqlite"):
+        SQLiteGraphStore(path).verify()
+
+
+def test_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE items (x INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreUnavailable, match="not a knowrec graph store"):
+        SQLiteGraphStore(path).verify()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "kg.sqlite"
+    SQLiteGraphStore(path).verify()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreUnavailable, match="schema version"):
+        SQLiteGraphStore(path).verify()
+
+
+def test_use_after_close(tiny_kg: GraphBatch) -> None:
+    store = SQLiteGraphStore(":memory:")
+    store.write(tiny_kg)
+    store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.stats()
+
+
+def test_memory_store(tiny_kg: GraphBatch) -> None:
+    store = SQLiteGraphStore(":memory:")
+    assert store.write(tiny_kg) == WriteStats(items=6, facts=20, interactions=9)
+    assert store.stats()["entities"] == 8
+    store.close()
+
+
+def test_progress_chunks_of_5000() -> None:
+    items = [Item(id=f"i{n:05d}", title=f"Item {n}") for n in range(12_000)]
+    facts = [Fact(head=f"i{n:05d}", relation="tag", tail=f"t{n % 7}") for n in range(12_000)]
+    calls: list[tuple[str, int]] = []
+    store = SQLiteGraphStore(":memory:")
+    store.write(GraphBatch(items=items, facts=facts), lambda stage, n: calls.append((stage, n)))
+    assert calls == [
+        ("items", 5000),
+        ("items", 5000),
+        ("items", 2000),
+        ("facts", 5000),
+        ("facts", 5000),
+        ("facts", 2000),
+    ]
+    store.close()
+
+
+def test_entity_that_becomes_an_item() -> None:
+    store = SQLiteGraphStore(":memory:")
+    store.write(
+        GraphBatch(
+            items=[Item(id="a", title="A"), Item(id="b", title="B")],
+            facts=[
+                Fact(head="a", relation="sequel_of", tail="c", tail_label="C?"),
+                Fact(head="c", relation="genre", tail="g"),
+                Fact(head="b", relation="genre", tail="g"),
+            ],
+        )
+    )
+    assert store.stats()["entities"] == 2  # c and g
+    assert store.item_entities(["a"]) == {"a": {"c"}}
+    store.write(GraphBatch(items=[Item(id="c", title="C")]))
+    assert store.stats()["entities"] == 1
+    assert store.item_entities(["a", "c"]) == {"a": set(), "c": {"g"}}
+    # g is now linked to b and c: rarity log(1 + 3/2); c is a seed-candidate through g.
+    (cand,) = store.kg_candidates({"b": 1.0}, set(), 5)
+    assert cand.item_id == "c"
+    assert cand.score == pytest.approx(math.log(1 + 3 / 2))
+    store.close()
+
+
+def test_item_to_item_fact_counts_as_rare() -> None:
+    store = SQLiteGraphStore(":memory:")
+    store.write(
+        GraphBatch(
+            items=[Item(id=i, title=i.upper()) for i in ("a", "b", "c")],
+            facts=[
+                Fact(head="a", relation="genre", tail="g"),
+                Fact(head="b", relation="genre", tail="g"),
+                Fact(head="c", relation="genre", tail="g"),
+                Fact(head="a", relation="zz_sequel_of", tail="b"),
+            ],
+        )
+    )
+    assert [f.tail for f in store.facts(["a"])["a"]] == ["b", "g"]
+    assert store.facts(["a", "missing"])["missing"] == []
+    store.close()
+
+
+def test_threads_share_one_store(tmp_path: Path, tiny_kg: GraphBatch) -> None:
+    store = SQLiteGraphStore(tmp_path / "kg.sqlite")
+    store.write(tiny_kg)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(50):
+                assert store.kg_candidates({"m1": 1.0}, set(), 3, max_entity_items=4)[0].item_id == "m2"
+                assert store.history("u1")[0].item_id == "m4"
+        except BaseException as e:
+            errors.append(e)
+
+    def writer() -> None:
+        try:
+            for n in range(20):
+                store.write(GraphBatch(interactions=[Interaction(user_id=f"w{n}", item_id="m6")]))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)] + [threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.stats()["interactions"] == 29
+    store.close()
+
+
+def test_second_connection_sees_writes(tmp_path: Path, tiny_kg: GraphBatch) -> None:
+    path = tmp_path / "kg.sqlite"
+    reader = SQLiteGraphStore(path)
+    writer = SQLiteGraphStore(path)
+    writer.write(tiny_kg)
+    assert reader.popular(1) == [("m1", 3)]
+    writer.write(GraphBatch(interactions=[Interaction(user_id=f"x{n}", item_id="m6") for n in range(5)]))
+    assert reader.popular(1) == [("m6", 6)]  # the popularity cache notices the other connection's commit
+    reader.close()
+    writer.close()
