@@ -97,6 +97,9 @@ def _print_recommendation(rec: Recommendation) -> None:
 def demo(
     users: Annotated[str, typer.Option(help="Comma-separated user ids to recommend for.")] = "1,42,314",
     k: Annotated[int, typer.Option(min=1, max=50)] = 5,
+    max_users: Annotated[
+        int | None, typer.Option(help="First run only: ingest just this many users (a quick, smaller demo).")
+    ] = None,
     data_dir: DataDir = None,
     mode: Mode = None,
 ) -> None:
@@ -106,7 +109,7 @@ def demo(
         rec = _recommender(data_dir, mode)
         if rec.store.stats()["items"] == 0:
             out.print("[bold]First run:[/] ingesting the bundled demo data (MovieLens ml-latest-small + DBpedia)…")
-            s = rec.ingest_demo()
+            s = rec.ingest_demo(max_users=max_users)
             out.print(
                 f"ingested {s.items} items, {s.facts} facts, {s.entities} entities, {s.users} users, "
                 f"{s.interactions} interactions in {s.seconds:.1f} s"
@@ -204,6 +207,73 @@ def info(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json
                 f" · [bold]llm[/] {s.llm.backend} · [bold]explain[/] {s.explain.mode}"
             )
         rec.close()
+
+    _run(go)
+
+
+eval_app = typer.Typer(help="Offline evaluation: protocols P1–P3, tuned baselines, ablations, reports.")
+app.add_typer(eval_app, name="eval")
+
+
+@contextmanager
+def _eval_progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+
+        def factory(desc: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(desc, total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield factory
+
+
+@eval_app.command("run")
+def eval_run(config: Annotated[Path, typer.Argument(help="Run configuration (TOML).")]) -> None:
+    """Run the protocols, baselines and ablations of CONFIG; resumable; writes results.json and report.md."""
+
+    def go() -> None:
+        from knowrec.eval.config import load_config
+        from knowrec.eval.harness import Harness
+
+        cfg = load_config(config)
+        with _eval_progress() as progress:
+            results = Harness(cfg, progress=progress).run()
+        out.print(f"[green]ok[/] {cfg.run.out / 'report.md'} ({results['wall_s']:.0f} s)")
+
+    _run(go)
+
+
+@eval_app.command("compare")
+def eval_compare(
+    a: Annotated[str, typer.Argument(help="RUN_DIR[:SYSTEM] (system defaults to knowrec).")],
+    b: Annotated[str, typer.Argument(help="RUN_DIR[:SYSTEM].")],
+    protocol: Annotated[str, typer.Option(help="p1 or p2.")] = "p2",
+    metric: Annotated[list[str] | None, typer.Option(help="Metric(s); default NDCG@10 and HR@10.")] = None,
+) -> None:
+    """Per-user paired comparison of A and B: mean difference, paired t-test and Wilcoxon p-values."""
+
+    def go() -> None:
+        from knowrec.eval.report import compare
+
+        rows = compare(a, b, protocol=protocol, metrics=tuple(metric or ["NDCG@10", "HR@10"]))
+        table = Table(title=f"{a} vs {b} ({protocol})", title_justify="left")
+        for col in ("metric", "users", "A", "B", "A − B", "t", "p (t-test)", "p (Wilcoxon)"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                r["metric"],
+                str(r["n"]),
+                f"{r['mean_a']:.4f}",
+                f"{r['mean_b']:.4f}",
+                f"{r['mean_diff']:+.4f}",
+                f"{r['t']:.2f}",
+                f"{r['p_t']:.3g}",
+                f"{r['p_wilcoxon']:.3g}",
+            )
+        out.print(table)
 
     _run(go)
 

@@ -214,10 +214,15 @@ class Recommender:
         return summary
 
     def ingest_demo(self, max_users: int | None = None, progress: bool | None = None) -> IngestSummary:
-        """Ingest the bundled MovieLens ml-latest-small + DBpedia demo data (see ``knowrec/datasets/demo``)."""
-        from knowrec.datasets import load_demo
+        """Ingest the bundled MovieLens ml-latest-small + DBpedia demo data (see ``knowrec/datasets/demo``).
 
-        return self.ingest_dataset(load_demo(max_users=max_users), progress=progress)
+        Args:
+            max_users: ingest only the first users and the items they rated (a quick, small demo).
+        """
+        from knowrec.datasets import load_demo, subsample
+
+        ds = load_demo()
+        return self.ingest_dataset(ds if max_users is None else subsample(ds, max_users), progress=progress)
 
     def recommend(
         self,
@@ -227,6 +232,7 @@ class Recommender:
         diversity: float = 0.3,
         *,
         exclude: list[str] | None = None,
+        candidates: list[str] | None = None,
         mode: Literal["verbalizer", "listwise", "none"] | None = None,
     ) -> Recommendation:
         """Recommend ``k`` items for a user, each with reasons that cite KG facts.
@@ -239,6 +245,7 @@ class Recommender:
             query: optional free text ("a heist movie with a twist").
             diversity: 0 keeps the ranked order; towards 1 favours items unlike the ones already picked.
             exclude: item ids never to return.
+            candidates: rank only these items (offline protocols with fixed candidate lists).
             mode: override the configured ranking mode for this call.
 
         Example:
@@ -252,6 +259,7 @@ class Recommender:
             query=query,
             diversity=diversity,
             exclude=tuple(exclude or ()),
+            candidates=tuple(candidates or ()),
         )
         if self.store.stats()["items"] == 0:
             raise NotFound("the store is empty: ingest data first (knowrec ingest … or knowrec demo)")

@@ -111,6 +111,8 @@ class RecQuery(_Frozen):
     """Item ids of the user's recent positive history, most recent first (filled by the pipeline)."""
     seen: frozenset[str] = frozenset()
     """Every item the user has interacted with; never recommended (filled by the pipeline)."""
+    candidates: tuple[str, ...] = ()
+    """If given, rank only these items (offline protocols with fixed candidate lists); empty = whole catalogue."""
 
 
 class KGPath(_Frozen):

@@ -33,9 +33,7 @@ def _tiny_kg() -> GraphBatch:
         "m5": [("director", "p:d2"), ("actor", "p:a3"), ("genre", "genre:Comedy")],
         "m6": [("genre", "genre:Comedy")],
     }
-    items = [
-        Item(id=i, title=t, text=f"{t} is a film.", attributes={"year": "199" + i[1]}) for i, t in titles.items()
-    ]
+    items = [Item(id=i, title=t, text=f"{t} is a film.", attributes={"year": "199" + i[1]}) for i, t in titles.items()]
     facts = [
         Fact(head=item, relation=rel, tail=ent, head_label=titles[item], tail_label=labels[ent])
         for item, pairs in links.items()

@@ -37,9 +37,7 @@ class FakeLLM:
             parsed = json.loads(text) if schema is not None else None
         except json.JSONDecodeError as exc:
             raise LLMError(f"not JSON: {text!r}") from exc
-        return LLMReply(
-            text=text, parsed=parsed, usage={"prompt_tokens": 10, "completion_tokens": 5}, model="fake-llm"
-        )
+        return LLMReply(text=text, parsed=parsed, usage={"prompt_tokens": 10, "completion_tokens": 5}, model="fake-llm")
 
     def format_chat(self, messages: Sequence[Message], assistant_prefix: str = "") -> str:
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant: " + assistant_prefix

@@ -123,8 +123,16 @@ class Pipeline:
             prof = self.profile(query.user_id)
             q = query.model_copy(update={"history": prof.liked, "seen": prof.seen})
         with timer.stage("retrieve"):
-            n = max(self.retrieval.n_candidates, q.k)
+            n = max(self.retrieval.n_candidates, q.k, len(q.candidates))
             cands = self.retrieve(q, n, timer)
+            if q.candidates:  # fixed candidate lists: anything no generator scored goes last, in the given order
+                found = {c.item_id for c in cands}
+                banned = q.seen | set(q.exclude)
+                cands += [
+                    Candidate(item_id=i, score=0.0, sources={})
+                    for i in dict.fromkeys(q.candidates)
+                    if i not in found and i not in banned
+                ]
         top = cands[: max(self.ranking.rerank_top, q.k)] if self.ranker.mode != "none" else cands[: max(q.k * 2, q.k)]
         rerank = top[: self.ranking.rerank_top] if self.ranker.mode != "none" else top
         with timer.stage("facts"):

@@ -51,6 +51,14 @@ def _banned(query: RecQuery) -> frozenset[str]:
     return query.seen | frozenset(query.exclude)
 
 
+def _restrict(query: RecQuery, cands: list[Candidate], n: int) -> list[Candidate]:
+    """Keep only ``query.candidates`` when the query fixes them."""
+    if query.candidates:
+        allowed = set(query.candidates)
+        cands = [c for c in cands if c.item_id in allowed]
+    return cands[:n]
+
+
 class VectorGenerator:
     """Nearest items to the query text and/or the recency-weighted mean of the history's item vectors."""
 
@@ -80,7 +88,12 @@ class VectorGenerator:
         vec = self.profile_vector(query)
         if vec is None:
             return []
-        hits = self.index.query(vec, n, exclude=_banned(query))
+        if query.candidates:
+            banned = _banned(query)
+            vecs = self.index.vectors([c for c in query.candidates if c not in banned])
+            hits = sorted(((i, float(np.dot(v, vec))) for i, v in vecs.items()), key=lambda h: (-h[1], h[0]))[:n]
+        else:
+            hits = self.index.query(vec, n, exclude=_banned(query))
         return [Candidate(item_id=i, score=s, sources={self.name: s}) for i, s in hits]
 
 
@@ -97,8 +110,9 @@ class KGGenerator:
         if not query.history:
             return []
         seeds = recency_weights(query.history)
-        cands = self.store.kg_candidates(seeds, set(_banned(query)), n, max_entity_items=self.max_entity_items)
-        return [c.model_copy(update={"sources": {self.name: c.score}}) for c in cands]
+        want = max(n, 2000) if query.candidates else n
+        cands = self.store.kg_candidates(seeds, set(_banned(query)), want, max_entity_items=self.max_entity_items)
+        return [c.model_copy(update={"sources": {self.name: c.score}}) for c in _restrict(query, cands, n)]
 
 
 class CollaborativeGenerator:
@@ -112,9 +126,9 @@ class CollaborativeGenerator:
     def generate(self, query: RecQuery, n: int) -> list[Candidate]:
         if self.model is None or not query.seen:
             return []
-        basis = list(query.seen)
-        hits = self.model.score(basis, n, exclude=set(query.exclude))
-        return [Candidate(item_id=i, score=s, sources={self.name: s}) for i, s in hits]
+        hits = self.model.score(list(query.seen), None if query.candidates else n, exclude=set(query.exclude))
+        cands = [Candidate(item_id=i, score=s, sources={self.name: s}) for i, s in hits]
+        return _restrict(query, cands, n)
 
 
 class PopularityGenerator:
@@ -126,8 +140,9 @@ class PopularityGenerator:
         self.store = store
 
     def generate(self, query: RecQuery, n: int) -> list[Candidate]:
-        hits = self.store.popular(n, exclude=set(_banned(query)))
-        return [Candidate(item_id=i, score=float(c), sources={self.name: float(c)}) for i, c in hits]
+        hits = self.store.popular(100_000 if query.candidates else n, exclude=set(_banned(query)))
+        cands = [Candidate(item_id=i, score=float(c), sources={self.name: float(c)}) for i, c in hits]
+        return _restrict(query, cands, n)
 
 
 def reciprocal_rank_fusion(

@@ -166,17 +166,16 @@ class Dataset:
         }
 
 
-def subsample(ds: Dataset, n_users: int, seed: int = 0) -> Dataset:
+def subsample(ds: Dataset, n_users: int) -> Dataset:
     """A small slice of ``ds``: its first ``n_users`` users and only what they touch.
 
     Users are ordered by id (numerically where ids are integers). The slice keeps those users' interactions, the items
     they interacted with (nothing else), and the facts whose head is one of the kept items. Origins are kept.
-    The selection is deterministic; ``seed`` is accepted for API stability and does not change it.
+    The selection is deterministic.
 
     Args:
         ds: The dataset to slice.
         n_users: How many users to keep (``>= 0``).
-        seed: Unused; the first users are always kept.
 
     Returns:
         A new :class:`Dataset` named ``"<name>[:<n_users> users]"``.
@@ -188,7 +187,6 @@ def subsample(ds: Dataset, n_users: int, seed: int = 0) -> Dataset:
         >>> [i.id for i in subsample(ds, 1).items]
         ['1']
     """
-    del seed
     if n_users < 0:
         raise ValueError("n_users must be >= 0")
     users = set(ds.user_ids[:n_users])
@@ -358,9 +356,7 @@ class CsvTable:
         return row[position] if position is not None else ""
 
 
-def _chain_one(
-    first: tuple[int, list[str]], rest: Iterator[tuple[int, list[str]]]
-) -> Iterator[tuple[int, list[str]]]:
+def _chain_one(first: tuple[int, list[str]], rest: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[int, list[str]]]:
     yield first
     yield from rest
 

@@ -80,9 +80,7 @@ def parse_timestamp(value: str, path: Path, line: int, field: str = "timestamp")
     try:
         number = float(text)
     except ValueError:
-        raise InvalidInput(
-            f"{text!r} is not a Unix timestamp in seconds", path=path, line=line, field=field
-        ) from None
+        raise InvalidInput(f"{text!r} is not a Unix timestamp in seconds", path=path, line=line, field=field) from None
     if not math.isfinite(number):
         raise InvalidInput(f"{text!r} is not a finite number", path=path, line=line, field=field)
     return int(number)

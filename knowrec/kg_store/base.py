@@ -70,11 +70,18 @@ class GraphStore(Protocol):
         ...
 
     def interactions(self) -> Iterator[Interaction]:
-        """Every interaction (for fitting collaborative models), in (user, timestamp, item) order."""
+        """Every interaction (for fitting collaborative models), in (user, timestamp, item) order.
+
+        A missing timestamp sorts first within a user (it counts as oldest), as in :meth:`history`.
+        """
         ...
 
     def facts(self, item_ids: Sequence[str], n: int | None = None) -> dict[str, list[Fact]]:
-        """Each item's own facts (where it is head or tail), most informative (rarest entity) first, ``n`` each."""
+        """Each item's own facts (where it is head or tail), most informative (rarest entity) first, ``n`` each.
+
+        Every requested id is a key (an empty list when it has no facts). Ties: relation, then fact id. When the other
+        endpoint is an item, it counts as ``df = 1``.
+        """
         ...
 
     def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
@@ -105,7 +112,7 @@ class GraphStore(Protocol):
         ...
 
     def item_entities(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
-        """Entity ids linked to each item (for diversity)."""
+        """Entity ids linked to each item (for diversity); every requested id is a key."""
         ...
 
     def stats(self) -> dict[str, int]:

@@ -438,9 +438,7 @@ def test_movielens_explicit_kg_path_and_errors(tmp_path: Path) -> None:
 
 def test_movielens_bad_kg_row(tmp_path: Path) -> None:
     ml = make_movielens(tmp_path)
-    kg = write(
-        tmp_path / "kg.tsv", "head_ml1m_movie_id\thead_uri\trelation\ttail_uri\thead_label\ttail_label\n1\tx\n"
-    )
+    kg = write(tmp_path / "kg.tsv", "head_ml1m_movie_id\thead_uri\trelation\ttail_uri\thead_label\ttail_label\n1\tx\n")
     with pytest.raises(InvalidInput) as info:
         load_movielens(ml, kg_path=kg)
     assert_error(info.value, kg, line=2)

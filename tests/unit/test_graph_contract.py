@@ -281,9 +281,7 @@ def test_get_facts_fills_labels(loaded: GraphStore) -> None:
     other = fact_id("m5", "actor", "p:a3")
     got = loaded.get_facts([fid, "Fnope", other])
     assert set(got) == {fid, other}
-    assert got[fid] == Fact(
-        id=fid, head="p:w1", relation="wrote", tail="m3", head_label="Writer W", tail_label="Gamma"
-    )
+    assert got[fid] == Fact(id=fid, head="p:w1", relation="wrote", tail="m3", head_label="Writer W", tail_label="Gamma")
     assert got[other].text() == "Epsilon —actor→ Actor Three"
 
 

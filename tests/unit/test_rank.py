@@ -21,9 +21,7 @@ def items(n: int) -> list[RankItem]:
     out = []
     for i in range(n):
         fact = Fact(head=str(i), relation="director", tail=f"dbr:D{i}", tail_label=f"Director {i}")
-        out.append(
-            RankItem(candidate=Candidate(item_id=str(i), score=1.0 - i / 10), title=f"Movie {i}", facts=(fact,))
-        )
+        out.append(RankItem(candidate=Candidate(item_id=str(i), score=1.0 - i / 10), title=f"Movie {i}", facts=(fact,)))
     return out
 
 

@@ -1,0 +1,81 @@
+"""The CLI against the real bundled model, embedder and Chroma (a slice of the demo data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from knowrec import Settings
+from knowrec.kg_store.sqlite import SQLiteGraphStore
+from tests.integration.conftest import DEMO_USERS, run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_demo_ingests_on_first_run_and_prints_reasons(demo_run):
+    data_dir, result = demo_run
+    assert result.returncode == 0, result.stderr
+    assert "First run" in result.stdout and "ingested" in result.stdout
+    assert "user 1" in result.stdout
+    assert "Directed by" in result.stdout or "Stars" in result.stdout or "like" in result.stdout
+    assert f"{DEMO_USERS} users" in result.stdout
+    # a second run does not ingest again
+    again = run_cli("demo", "--users", "2", "--k", "2", "--data-dir", str(data_dir), "--mode", "none")
+    assert again.returncode == 0, again.stderr
+    assert "First run" not in again.stdout and "user 2" in again.stdout
+
+
+def test_recommend_json_gives_ten_distinct_grounded_items(demo_dir: Path):
+    result = run_cli("recommend", "1", "--json", "--data-dir", str(demo_dir))
+    assert result.returncode == 0, result.stderr
+    rec = json.loads(result.stdout)
+    items = rec["items"]
+    assert len(items) == 10
+    assert len({it["item_id"] for it in items}) == 10
+    assert rec["ranking_mode"] == "verbalizer"
+    assert rec["model"].startswith("SmolLM2")
+    assert (rec["prompt_id"], rec["prompt_version"]) == ("rank_verbalizer", "1")
+    assert set(rec["timings_ms"]) >= {"profile", "retrieve", "facts", "rank", "diversify", "explain", "total"}
+    store = SQLiteGraphStore(Settings(data_dir=demo_dir).graph_path)
+    seen = {x.item_id for x in store.history("1")}
+    for it in items:
+        assert it["item_id"] not in seen
+        assert it["reasons"], f"item {it['item_id']} has no reason"
+        cited = [fid for r in it["reasons"] for fid in r["fact_ids"]]
+        stored = store.get_facts(cited)
+        assert cited and set(cited) == set(stored)
+        assert all(it["item_id"] in (f.head, f.tail) for f in stored.values())
+        assert {f["id"] for f in it["facts"]} >= set(cited)
+    store.close()
+
+
+def test_recommend_unknown_user_is_cold_start(demo_dir: Path):
+    result = run_cli("recommend", "no-such-user", "--json", "--k", "4", "--mode", "none", "--data-dir", str(demo_dir))
+    assert result.returncode == 0, result.stderr
+    rec = json.loads(result.stdout)
+    assert rec["cold_start"] is True and len(rec["items"]) == 4
+    assert all("popularity" in it["sources"] for it in rec["items"])
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, demo_dir: Path):
+    empty = run_cli("recommend", "1", "--data-dir", str(tmp_path / "empty"))
+    assert empty.returncode == 1
+    assert empty.stderr.strip().count("\n") == 0 and "ingest data first" in empty.stderr
+    assert "Traceback" not in empty.stderr
+    missing = run_cli("ingest", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "x"))
+    assert missing.returncode == 1 and "no such file or folder" in missing.stderr
+    bad_mode = run_cli("recommend", "1", "--mode", "psychic", "--data-dir", str(demo_dir))
+    assert bad_mode.returncode == 1 and "ranker.mode" in bad_mode.stderr
+    assert "Traceback" not in bad_mode.stderr
+
+
+def test_info_and_similar(demo_dir: Path):
+    info = run_cli("info", "--json", "--data-dir", str(demo_dir))
+    assert info.returncode == 0, info.stderr
+    data = json.loads(info.stdout)
+    assert data["stats"]["users"] == DEMO_USERS and data["index_count"] == data["stats"]["items"]
+    sim = run_cli("similar", "1", "--k", "3", "--data-dir", str(demo_dir))
+    assert sim.returncode == 0, sim.stderr
+    assert "Toy Story 2" in sim.stdout

@@ -1,0 +1,164 @@
+"""Ingest atomicity across graph + index, and the whole pipeline with fakes (real SQLite and Chroma)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knowrec import InvalidInput, Recommender, Settings
+from knowrec.datasets import Dataset
+from knowrec.kg_store.sqlite import SQLiteGraphStore
+from knowrec.types import Fact, Interaction, Item
+from tests.fakes import FakeLLM, HashEmbedder
+
+MOVIES = {
+    "1": ("Jaws (1975)", "dbr:Spielberg", "Steven Spielberg", "Thriller"),
+    "2": ("E.T. (1982)", "dbr:Spielberg", "Steven Spielberg", "Sci-Fi"),
+    "3": ("Heat (1995)", "dbr:Mann", "Michael Mann", "Crime"),
+    "4": ("Collateral (2004)", "dbr:Mann", "Michael Mann", "Crime"),
+    "5": ("Alien (1979)", "dbr:Scott", "Ridley Scott", "Sci-Fi"),
+    "6": ("Blade Runner (1982)", "dbr:Scott", "Ridley Scott", "Sci-Fi"),
+    "7": ("Thief (1981)", "dbr:Mann", "Michael Mann", "Crime"),
+}
+
+
+def dataset() -> Dataset:
+    items = [Item(id=i, title=t, text=f"{t}. Genre {g}.") for i, (t, _, _, g) in MOVIES.items()]
+    facts = []
+    for i, (t, d, dl, g) in MOVIES.items():
+        facts.append(Fact(head=i, relation="director", tail=d, head_label=t, tail_label=dl))
+        facts.append(Fact(head=i, relation="genre", tail=f"genre:{g}", head_label=t, tail_label=g))
+    inter = [
+        ("u1", "1", 5.0, 1),
+        ("u1", "3", 5.0, 2),
+        ("u2", "1", 4.0, 1),
+        ("u2", "2", 5.0, 2),
+        ("u2", "4", 4.0, 3),
+        ("u3", "3", 5.0, 1),
+        ("u3", "4", 5.0, 2),
+        ("u3", "7", 4.0, 3),
+        ("u4", "5", 5.0, 1),
+        ("u4", "6", 4.0, 2),
+    ]
+    interactions = [Interaction(user_id=u, item_id=i, rating=r, timestamp=t) for u, i, r, t in inter]
+    return Dataset(name="tiny", items=items, facts=facts, interactions=interactions)
+
+
+@pytest.fixture
+def rec(tmp_path: Path) -> Recommender:
+    settings = Settings(
+        data_dir=tmp_path,
+        progress=False,
+        retrieval={"ease_min_count": 1, "n_candidates": 6},
+        ranker={"rerank_top": 4},
+    )
+    r = Recommender(settings, embedder=HashEmbedder(), llm=FakeLLM(replies=['{"ranking": ["B", "A"]}'] * 5))
+    r.ingest_dataset(dataset())
+    yield r
+    r.close()
+
+
+def test_pipeline_recommends_unseen_items_with_grounded_reasons(rec: Recommender):
+    result = rec.recommend("u1", k=3)
+    ids = [it.item_id for it in result.items]
+    assert len(ids) == 3 == len(set(ids))
+    assert not {"1", "3"} & set(ids)
+    assert result.ranking_mode == "verbalizer" and result.model == "fake-llm"
+    # Michael Mann's other films connect to Heat, which u1 liked
+    mann = [it for it in result.items if it.item_id in {"4", "7"}]
+    assert mann and any("Michael Mann" in r.text for it in mann for r in it.reasons)
+    for it in result.items:
+        stored = rec.store.get_facts([f for r in it.reasons for f in r.fact_ids])
+        assert it.reasons and all(it.item_id in (f.head, f.tail) for f in stored.values())
+        assert {f.id for f in it.facts} >= set(stored)
+
+
+def test_listwise_answer_drives_order_with_weight_one(tmp_path: Path):
+    settings = Settings(data_dir=tmp_path, progress=False, retrieval={"ease_min_count": 1}, ranker={"llm_weight": 1.0})
+    llm = FakeLLM(replies=['{"ranking": ["C", "A"]}'])
+    r = Recommender(settings, embedder=HashEmbedder(), llm=llm)
+    r.ingest_dataset(dataset())
+    base = r.recommend("u1", k=5, mode="none", diversity=0.0)
+    result = r.recommend("u1", k=5, mode="listwise", diversity=0.0)
+    order = [it.item_id for it in base.items]
+    assert [it.item_id for it in result.items][:2] == [order[2], order[0]]
+    assert result.repairs  # only 2 of 5 named: the rest filled, and said so
+    r.close()
+
+
+def test_llm_failure_is_flagged_not_raised(tmp_path: Path):
+    r = Recommender(
+        Settings(data_dir=tmp_path, progress=False, retrieval={"ease_min_count": 1}),
+        embedder=HashEmbedder(),
+        llm=FakeLLM(fail=True),
+    )
+    r.ingest_dataset(dataset())
+    result = r.recommend("u1", k=3)
+    assert result.fallback and "scripted failure" in (result.fallback_reason or "")
+    assert len(result.items) == 3
+    r.close()
+
+
+def test_cold_start_and_exclude(rec: Recommender):
+    result = rec.recommend("stranger", k=2, mode="none")
+    assert result.cold_start and all("popularity" in it.sources for it in result.items)
+    excluded = rec.recommend("u1", k=3, mode="none", exclude=["4", "7"])
+    assert not {"4", "7"} & {it.item_id for it in excluded.items}
+
+
+class ExplodingStore(SQLiteGraphStore):
+    def write(self, batch, progress=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk on fire")
+
+
+def test_failed_graph_write_restores_the_index(tmp_path: Path):
+    settings = Settings(data_dir=tmp_path, progress=False, retrieval={"ease_min_count": 1})
+    store = ExplodingStore(settings.graph_path)
+    r = Recommender(settings, store=store, embedder=HashEmbedder())
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        r.ingest_dataset(dataset())
+    assert r.index.count() == 0
+    assert store.stats()["items"] == 0
+    assert not (settings.models_path / "ease.npz").exists()
+
+
+def test_failed_update_restores_previous_documents(rec: Recommender, tmp_path: Path):
+    before = rec.index.doc_hashes(["1"])
+    changed = dataset()
+    changed.items[0] = Item(id="1", title="Jaws (1975)", text="A different description now.")
+    real_write = rec.store.write
+
+    def boom(batch, progress=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("lost connection")
+
+    rec.store.write = boom  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        rec.ingest_dataset(changed)
+    rec.store.write = real_write  # type: ignore[method-assign]
+    assert rec.index.doc_hashes(["1"]) == before
+    assert rec.store.items(["1"])["1"].text == "Jaws (1975). Genre Thriller."
+
+
+def test_unknown_item_in_interactions_names_line_and_writes_nothing(rec: Recommender, tmp_path: Path):
+    stats = rec.store.stats()
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "items.csv").write_text("id,title\n8,Manhunter (1986)\n")
+    (folder / "interactions.csv").write_text("user_id,item_id\nu1,8\nu1,999\n")
+    with pytest.raises(InvalidInput) as info:
+        rec.ingest(folder, format="generic")
+    assert "interactions.csv:3" in str(info.value) and "999" in str(info.value)
+    assert rec.store.stats() == stats
+    assert "8" not in rec.index.ids()
+    # interactions may reference items stored by an earlier ingest
+    (folder / "interactions.csv").write_text("user_id,item_id\nu5,8\nu5,1\n")
+    summary = rec.ingest(folder, format="generic")
+    assert summary.new_items == 1 and summary.new_interactions == 2
+
+
+def test_fixed_candidates_are_the_only_items_ranked(rec: Recommender):
+    result = rec.recommend("u1", k=3, mode="none", candidates=["2", "5", "6", "1"], diversity=0.0)
+    ids = [it.item_id for it in result.items]
+    assert set(ids) <= {"2", "5", "6"}  # "1" was seen by u1
+    assert len(ids) == 3
