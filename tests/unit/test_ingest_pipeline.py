@@ -162,3 +162,28 @@ def test_fixed_candidates_are_the_only_items_ranked(rec: Recommender):
     ids = [it.item_id for it in result.items]
     assert set(ids) <= {"2", "5", "6"}  # "1" was seen by u1
     assert len(ids) == 3
+
+
+BAD_INPUTS = {
+    "malformed-row": ({"items.csv": b'id,title\n8,"Unterminated\n'}, "items.csv:2"),
+    "unknown-item": ({"items.csv": b"id,title\n8,M\n", "interactions.csv": b"user_id,item_id\nu1,8\nu1,404\n"}, ":3"),
+    "duplicate-id": ({"items.csv": b"id,title\n8,A\n9,B\n8,C\n"}, "items.csv:4"),
+    "empty-file": ({"items.csv": b""}, "empty"),
+    "non-utf8": ({"items.csv": b"id,title\n8,A\n9,B\xff\xfe\n"}, "items.csv:3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_named_and_leaves_stores_intact(rec: Recommender, tmp_path: Path, case: str):
+    files, where = BAD_INPUTS[case]
+    folder = tmp_path / case
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    stats, docs = rec.store.stats(), rec.index.count()
+    before = [it.item_id for it in rec.recommend("u1", k=3, mode="none").items]
+    with pytest.raises(InvalidInput) as info:
+        rec.ingest(folder, format="generic")
+    assert where in str(info.value)
+    assert rec.store.stats() == stats and rec.index.count() == docs
+    assert [it.item_id for it in rec.recommend("u1", k=3, mode="none").items] == before

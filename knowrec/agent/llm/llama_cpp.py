@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ class LlamaCppClient:
 
     The model loads on first use. Calls are serialised by a lock (one llama.cpp context is not thread-safe).
     :meth:`label_logprobs` reuses the KV cache of the longest common prompt prefix, so prompts that start with the
-    same user history are cheap after the first.
+    same user history are cheap after the first. Decoding is greedy, hence deterministic: answers to an identical
+    request are memoised (``cache_size`` most recent), which makes ablations that repeat a prompt free.
 
     Example:
         >>> llm = LlamaCppClient(bundled_llm_path())
@@ -56,6 +58,7 @@ class LlamaCppClient:
         n_threads: int | None = None,
         seed: int = 0,
         name: str | None = None,
+        cache_size: int = 512,
     ) -> None:
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
@@ -66,6 +69,22 @@ class LlamaCppClient:
         self._formatter: Any = None
         self._lock = threading.RLock()
         self.last_prompt_tokens = 0
+        self._memo: OrderedDict[str, Any] = OrderedDict()
+        self.cache_size = cache_size
+        self.cache_hits = 0
+
+    def _remember(self, key: str, value: Any) -> None:
+        if self.cache_size > 0:
+            self._memo[key] = value
+            while len(self._memo) > self.cache_size:
+                self._memo.popitem(last=False)
+
+    def _recall(self, key: str) -> Any:
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            self.cache_hits += 1
+            return self._memo[key]
+        return None
 
     @property
     def model_id(self) -> str:
@@ -126,7 +145,11 @@ class LlamaCppClient:
         return out
 
     def label_logprobs(self, prompt: str, labels: Sequence[str]) -> dict[str, float]:
+        key = json.dumps(["logprobs", prompt, list(labels)])
         with self._lock:
+            hit = self._recall(key)
+            if hit is not None:
+                return dict(hit)
             llm = self._load()
             ids = self.label_token_ids(labels)
             tokens = self._tokens(prompt)
@@ -157,7 +180,9 @@ class LlamaCppClient:
             )
             shifted = logits - logits.max()
             logz = float(np.log(np.exp(shifted).sum()))
-            return {label: float(shifted[tid] - logz) for label, tid in ids.items()}
+            result = {label: float(shifted[tid] - logz) for label, tid in ids.items()}
+            self._remember(key, result)
+            return dict(result)
 
     def _last_logits(self) -> np.ndarray:
         import llama_cpp
@@ -169,7 +194,11 @@ class LlamaCppClient:
     def chat(
         self, messages: Sequence[Message], schema: dict[str, Any] | None = None, max_tokens: int = 256
     ) -> LLMReply:
+        key = json.dumps(["chat", list(messages), schema, max_tokens], sort_keys=True)
         with self._lock:
+            hit = self._recall(key)
+            if hit is not None:
+                return hit
             llm = self._load()
             kwargs: dict[str, Any] = {}
             if schema is not None:
@@ -192,4 +221,7 @@ class LlamaCppClient:
             except json.JSONDecodeError as exc:
                 # the grammar keeps output valid unless max_tokens cut it short
                 raise LLMError(f"LLM answer is not valid JSON ({exc.msg}): {text[:200]!r}", retryable=True) from exc
-        return LLMReply(text=text, parsed=parsed, usage=usage, latency_ms=latency, model=self.model_id)
+        reply = LLMReply(text=text, parsed=parsed, usage=usage, latency_ms=latency, model=self.model_id)
+        with self._lock:
+            self._remember(key, reply)
+        return reply
