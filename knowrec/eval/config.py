@@ -1,0 +1,113 @@
+"""The evaluation run configuration (a TOML file), validated."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from knowrec.errors import InvalidInput
+
+__all__ = ["PIPELINE_SYSTEMS", "EvalConfig", "load_config"]
+
+PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
+    # name: settings overrides ("settings") and recommend() arguments ("call"); "llm": whether it calls the LLM
+    "knowrec": {"settings": {}, "call": {}, "llm": True},
+    "knowrec-listwise": {"settings": {}, "call": {"mode": "listwise"}, "llm": True},
+    "retrieval-only": {"settings": {}, "call": {"mode": "none", "diversity": 0.0}, "llm": False},
+    "no-llm": {"settings": {}, "call": {"mode": "none"}, "llm": False},
+    "no-kg": {
+        "settings": {
+            "retrieval": {"generators": ["collaborative", "vector", "popularity"]},
+            "ranker": {"facts_per_candidate": 0},
+        },
+        "call": {},
+        "llm": True,
+    },
+    "no-diversity": {"settings": {}, "call": {"diversity": 0.0}, "llm": True},
+}
+"""Our pipeline and its ablations. ``knowrec`` = verbalizer ranking (the default mode) with diversity."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(_Strict):
+    name: str = "run"
+    out: Path = Path("runs/run")
+    seed: int = 0
+    users: int | Literal["all"] = "all"
+    """Users for systems without an LLM (sampled with ``seed`` if an int)."""
+    llm_users: int | Literal["all"] = 100
+    """Users for systems that call the LLM (a fixed-seed subset of ``users``)."""
+    llm_concurrency: int = Field(default=1, ge=1, le=64)
+    """Users ranked concurrently by LLM systems (the in-process model serialises; HTTP clients overlap)."""
+
+
+class DatasetSection(_Strict):
+    source: Literal["demo", "movielens", "generic"] = "demo"
+    path: Path | None = None
+    kg_path: Path | None = None
+    min_uc: int = 5
+    min_sc: int = 5
+
+
+class ProtocolSection(_Strict):
+    names: list[Literal["p1", "p2", "p3"]] = ["p1", "p2", "p3"]
+    p1_negatives: int = 19
+    ks: list[int] = [1, 5, 10]
+    list_len: int = 20
+    """Length of the recommended list kept per user (P2) — metrics go up to this cutoff."""
+    p3_cutoffs: list[int] = [20, 50, 100]
+
+
+class SystemsSection(_Strict):
+    baselines: list[Literal["random", "mostpop", "itemknn", "ease", "bprmf", "sasrec"]] = [
+        "random",
+        "mostpop",
+        "itemknn",
+        "ease",
+        "bprmf",
+        "sasrec",
+    ]
+    pipeline: list[str] = ["knowrec", "retrieval-only", "no-llm", "no-kg", "no-diversity", "knowrec-listwise"]
+    llm_weights: list[float] = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
+    """Fusion weights tried on the validation item for LLM systems."""
+
+
+class EvalConfig(_Strict):
+    """A whole evaluation run. See ``bench/eval-ml-latest-small.toml`` for an example."""
+
+    run: RunSection = RunSection()
+    dataset: DatasetSection = DatasetSection()
+    protocols: ProtocolSection = ProtocolSection()
+    systems: SystemsSection = SystemsSection()
+
+    def model_post_init(self, __context: object) -> None:
+        unknown = [s for s in self.systems.pipeline if s not in PIPELINE_SYSTEMS]
+        if unknown:
+            raise ValueError(f"unknown pipeline systems {unknown}; known: {sorted(PIPELINE_SYSTEMS)}")
+
+
+def load_config(path: Path) -> EvalConfig:
+    """Read and validate a run config; errors name the file and the field."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInput("no such config file", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"not valid TOML: {exc}", path=path) from None
+    try:
+        cfg = EvalConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidInput(str(first.get("msg")), path=path, field=field or None) from None
+    if cfg.dataset.source != "demo" and cfg.dataset.path is None:
+        raise InvalidInput("dataset.path is required unless source = 'demo'", path=path, field="dataset.path")
+    if not cfg.run.out.is_absolute():
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": Path(path).parent / cfg.run.out})})
+    return cfg

@@ -1,0 +1,445 @@
+"""The evaluation runner: ``knowrec eval run CONFIG.toml``.
+
+For each protocol and system it writes one JSON line per user into ``OUT/cache/`` as soon as that user is done, so
+an interrupted run resumes where it stopped; ``results.json`` and ``report.md`` (with PNG plots) are rebuilt from the
+cache at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowrec.agent.rank import fuse_scores
+from knowrec.config import Settings
+from knowrec.datasets import Dataset, load_demo, load_generic, load_movielens
+from knowrec.eval.config import PIPELINE_SYSTEMS, EvalConfig
+from knowrec.eval.data import Split, leave_one_out, preprocess
+from knowrec.eval.metrics import (
+    accuracy_metrics,
+    catalogue_coverage,
+    intra_list_diversity,
+    mean,
+    pessimistic_rank,
+    rank_in_list,
+)
+from knowrec.recommender import Recommender
+from knowrec.types import Interaction, RecQuery
+
+__all__ = ["Harness", "UserCache", "p1_candidates", "sample_users"]
+
+log = logging.getLogger(__name__)
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+"""``progress(description, total)`` returns ``advance(n)``."""
+
+
+def _noop_progress(desc: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+class UserCache:
+    """Per-user results of one (system, protocol, phase), appended as JSON lines; safe to resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.records: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            broken = 0
+            good: list[str] = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by an interrupt: that user is computed again
+                    broken += 1
+                    continue
+                good.append(line)
+                self.records[rec["user"]] = rec
+            if broken:
+                log.warning("%s: dropped %d incomplete line(s); those users will be recomputed", path, broken)
+                path.write_text("".join(g + "\n" for g in good), encoding="utf-8")
+
+    def done(self, user: str) -> bool:
+        return user in self.records
+
+    def add(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+            self.records[record["user"]] = record
+
+
+def sample_users(users: Sequence[str], n: int | str, seed: int) -> list[str]:
+    """All users, or ``n`` of them drawn with ``seed`` (returned in id order).
+
+    Example:
+        >>> sample_users(["1", "2", "3"], "all", 0)
+        ['1', '2', '3']
+    """
+    if n == "all" or int(n) >= len(users):
+        return list(users)
+    picked = set(random.Random(seed).sample(list(users), int(n)))
+    return [u for u in users if u in picked]
+
+
+def p1_candidates(split: Split, phase: str, negatives: int, seed: int) -> dict[str, list[str]]:
+    """P1 lists: the phase's target plus ``negatives`` items the user never rated, shuffled with ``seed``."""
+    out: dict[str, list[str]] = {}
+    for user in split.users:
+        rng = random.Random(f"{seed}:{phase}:{user}")
+        rated = {*split.train[user], split.val[user], split.test[user]}
+        pool = [i for i in split.items if i not in rated]
+        cands = [*rng.sample(pool, negatives), split.target(user, phase)]
+        rng.shuffle(cands)
+        out[user] = cands
+    return out
+
+
+@dataclass
+class _Context:
+    cfg: EvalConfig
+    dataset: Dataset
+    sequences: dict[str, list[Interaction]]
+    split: Split
+    users: list[str]
+    llm_users: list[str]
+    p1: dict[str, dict[str, list[str]]]
+
+
+class Harness:
+    """Runs a whole :class:`EvalConfig`. See the module docstring."""
+
+    def __init__(self, cfg: EvalConfig, progress: ProgressFactory | None = None) -> None:
+        self.cfg = cfg
+        self.out = cfg.run.out
+        self.progress = progress or _noop_progress
+        self._llm: Any = None
+        self._embedder: Any = None
+        self._vectors: dict[str, np.ndarray] | None = None
+        self._entities: dict[str, set[str]] | None = None
+
+    # -- data ----------------------------------------------------------------------------------------------------------
+    def load(self) -> _Context:
+        d = self.cfg.dataset
+        if d.source == "demo":
+            ds = load_demo()
+        elif d.source == "movielens":
+            assert d.path is not None
+            ds = load_movielens(d.path, kg_path=d.kg_path)
+        else:
+            assert d.path is not None
+            ds = load_generic(d.path)
+        sequences = preprocess(ds.interactions, min_uc=d.min_uc, min_sc=d.min_sc)
+        split = leave_one_out(sequences)
+        sequences = {u: s for u, s in sequences.items() if u in split.train}
+        users = sample_users(split.users, self.cfg.run.users, self.cfg.run.seed)
+        llm_users = sample_users(users, self.cfg.run.llm_users, self.cfg.run.seed + 1)
+        p1: dict[str, dict[str, list[str]]] = {}
+        if "p1" in self.cfg.protocols.names:
+            for phase in ("val", "test"):
+                path = self.out / f"p1-candidates-{phase}.json"
+                if path.exists():
+                    p1[phase] = json.loads(path.read_text())
+                else:
+                    p1[phase] = p1_candidates(split, phase, self.cfg.protocols.p1_negatives, self.cfg.run.seed)
+                    self.out.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(p1[phase], indent=0, sort_keys=True) + "\n")
+        return _Context(self.cfg, ds, sequences, split, users, llm_users, p1)
+
+    def _fingerprint(self, ctx: _Context) -> str:
+        h = hashlib.sha1()
+        h.update(json.dumps(ctx.split.stats(), sort_keys=True).encode())
+        h.update(json.dumps(self.cfg.dataset.model_dump(mode="json"), sort_keys=True).encode())
+        return h.hexdigest()[:12]
+
+    def recommender(self, ctx: _Context, phase: str, overrides: dict[str, Any] | None = None) -> Recommender:
+        """A pipeline over a store holding only what ``phase`` may see (the catalogue and its training history)."""
+        store_dir = self.out / "stores" / phase
+        marker = store_dir / "READY"
+        fp = self._fingerprint(ctx)
+        if not (marker.exists() and marker.read_text() == fp):
+            other = self.out / "stores" / ("val" if phase == "test" else "test")
+            if store_dir.exists():
+                shutil.rmtree(store_dir)
+            if (other / "READY").exists() and (other / "READY").read_text() == fp:
+                shutil.copytree(other, store_dir)  # same items: reuse the embedded index, re-ingest interactions
+            rec = self._make(Settings(data_dir=store_dir, progress=True))
+            catalogue = set(ctx.split.items)
+            keep = 1 if phase == "test" else 2
+            interactions = [x for seq in ctx.sequences.values() for x in seq[: len(seq) - keep]]
+            ds = Dataset(
+                name=f"{ctx.dataset.name}:{phase}",
+                items=[it for it in ctx.dataset.items if it.id in catalogue],
+                facts=[f for f in ctx.dataset.facts if f.head in catalogue],
+                interactions=interactions,
+            )
+            if (store_dir / "graph.sqlite").exists():
+                # the copied store holds the other phase's interactions: start the graph afresh, keep the index
+                (store_dir / "graph.sqlite").unlink()
+                for extra in store_dir.glob("graph.sqlite-*"):
+                    extra.unlink()
+            rec.ingest_dataset(ds)
+            rec.close()
+            marker.write_text(fp)
+        settings: dict[str, Any] = {"data_dir": store_dir, "progress": False}
+        for key, val in (overrides or {}).items():
+            settings[key] = val
+        return self._make(Settings(**settings))
+
+    def _make(self, settings: Settings) -> Recommender:
+        """A Recommender sharing one embedder and one LLM client (and so its prompt cache) across systems."""
+        rec = Recommender(settings, embedder=self._embedder, llm=self._llm)
+        self._embedder = rec.embedder
+        if self._llm is None and settings.llm.backend != "none":
+            self._llm = rec.llm
+        return rec
+
+    def _beyond(self, ctx: _Context, lst: Sequence[str]) -> dict[str, float]:
+        """Intra-list diversity and genre/entity coverage of one list (vectors and entities of the test store)."""
+        if self._vectors is None or self._entities is None:
+            rec = self.recommender(ctx, "test")
+            self._vectors = rec.index.vectors(ctx.split.items)
+            self._entities = rec.store.item_entities(ctx.split.items)
+            rec.close()
+        top = list(lst)[:10]
+        ents = [self._entities.get(i, set()) for i in top]
+        return {
+            "ILD@10": intra_list_diversity([self._vectors[i] for i in top if i in self._vectors]),
+            "genres@10": float(len({e for s in ents for e in s if e.startswith("genre:")})),
+            "entities@10": float(len({e for s in ents for e in s})),
+        }
+
+    # -- baselines -----------------------------------------------------------------------------------------------------
+    def run_baseline(self, ctx: _Context, name: str) -> dict[str, Any]:
+        from knowrec.eval.baselines import BASELINES, tune
+
+        cls = BASELINES[name]
+        meta_path = self.out / "cache" / name / "meta.json"
+        meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        caches: dict[str, UserCache] = {
+            p: UserCache(self.out / "cache" / name / f"{p}.jsonl") for p in self.cfg.protocols.names
+        }
+        pending: dict[str, list[str]] = {p: [u for u in ctx.users if not caches[p].done(u)] for p in caches}
+        if not any(pending.values()):
+            return meta
+        if "params" not in meta:
+            t = time.perf_counter()
+            best, table = tune(cls, ctx.split, users=ctx.users)
+            meta = {"params": best, "grid": table, "tune_s": round(time.perf_counter() - t, 1)}
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            meta_path.write_text(json.dumps(meta, indent=1, default=str))
+        scorer = cls(**meta["params"])
+        t = time.perf_counter()
+        scorer.fit(ctx.split.sequences("test"), ctx.split.items)
+        meta["fit_s"] = round(time.perf_counter() - t, 1)
+        meta_path.write_text(json.dumps(meta, indent=1, default=str))
+        index = scorer.index
+        n_items = len(ctx.split.items)
+        for proto, users in pending.items():
+            advance = self.progress(f"{name} {proto}", len(users))
+            for user in users:
+                hist = ctx.split.history(user, "test")
+                target = ctx.split.test[user]
+                t = time.perf_counter()
+                if proto == "p1":
+                    cands = ctx.p1["test"][user]
+                    scores = scorer.score(user, hist, cands)
+                    rank: int | None = pessimistic_rank(scores, cands.index(target))
+                    order = [cands[i] for i in np.argsort(-scores, kind="stable")]
+                    latency = 1000 * (time.perf_counter() - t)
+                    rec = {"user": user, "rank": rank, "list": order, "latency_ms": {"total": latency}}
+                    rec["metrics"] = accuracy_metrics(rank, self.cfg.protocols.ks)
+                else:
+                    scores = scorer.score_all(user, hist).astype(np.float64)
+                    valid = np.ones(n_items, dtype=bool)
+                    valid[[index[i] for i in hist if i in index]] = False
+                    rank = pessimistic_rank(scores, index[target], valid)
+                    masked = np.where(valid, scores, -np.inf)
+                    top = np.argsort(-masked, kind="stable")[: max(self.cfg.protocols.p3_cutoffs)]
+                    order = [ctx.split.items[i] for i in top]
+                    latency = 1000 * (time.perf_counter() - t)
+                    rec = {"user": user, "rank": rank, "list": order[: self.cfg.protocols.list_len]}
+                    rec["latency_ms"] = {"total": latency}
+                    if proto == "p2":
+                        rec["metrics"] = {
+                            **accuracy_metrics(rank, sorted({*self.cfg.protocols.ks, 5, 10})),
+                            **self._beyond(ctx, order),
+                        }
+                    else:
+                        rec["metrics"] = {f"Recall@{c}": float(rank < c) for c in self.cfg.protocols.p3_cutoffs}
+                caches[proto].add(rec)
+                advance(1)
+        return meta
+
+    # -- our pipeline --------------------------------------------------------------------------------------------------
+    def tune_llm_weight(self, ctx: _Context) -> dict[str, Any]:
+        """Pick the LLM fusion weight on the validation item (P2 lists of the main system), post hoc from one pass."""
+        meta_path = self.out / "cache" / "knowrec" / "weight.json"
+        if meta_path.exists():
+            loaded: dict[str, Any] = json.loads(meta_path.read_text())
+            return loaded
+        cache = UserCache(self.out / "cache" / "knowrec" / "val-p2.jsonl")
+        rec = self.recommender(ctx, "val")
+        k = rec.settings.ranker.rerank_top
+        users = [u for u in ctx.llm_users if not cache.done(u)]
+        advance = self.progress("tune llm weight (val)", len(users))
+
+        def one(user: str) -> dict[str, Any]:
+            r = rec.recommend(user, k=k, diversity=0.0)
+            return {
+                "user": user,
+                "retrieval": [it.item_id for it in sorted(r.items, key=lambda it: -it.retrieval_score)],
+                "llm": {it.item_id: it.llm_score for it in r.items if it.llm_score is not None},
+                "fallback": r.fallback,
+            }
+
+        self._map(users, one, cache, advance)
+        rec.close()
+        table = []
+        for w in self.cfg.systems.llm_weights:
+            scores = []
+            for user in ctx.llm_users:
+                row = cache.records[user]
+                retr = row["retrieval"]
+                llm_order = sorted(retr, key=lambda i: -(row["llm"].get(i) or 0.0))
+                fused = fuse_scores(retr, llm_order, w)
+                order = sorted(retr, key=lambda i: -fused[i])
+                scores.append(accuracy_metrics(rank_in_list(order, ctx.split.val[user]), (10,))["NDCG@10"])
+            table.append({"llm_weight": w, "NDCG@10": mean(scores)})
+        best = max(table, key=lambda r: (r["NDCG@10"], -abs(r["llm_weight"] - 0.3)))
+        meta = {"llm_weight": best["llm_weight"], "grid": table, "users": len(ctx.llm_users)}
+        meta_path.write_text(json.dumps(meta, indent=1))
+        return meta
+
+    def run_pipeline(self, ctx: _Context, name: str, llm_weight: float | None) -> dict[str, Any]:
+        spec = PIPELINE_SYSTEMS[name]
+        overrides = json.loads(json.dumps(spec["settings"]))
+        if llm_weight is not None and spec["llm"]:
+            overrides.setdefault("ranker", {})["llm_weight"] = llm_weight
+        users = ctx.llm_users if spec["llm"] else ctx.users
+        rec = self.recommender(ctx, "test", overrides)
+        call = dict(spec["call"])
+        list_len = self.cfg.protocols.list_len
+        meta: dict[str, Any] = {"settings": overrides, "call": call, "users": len(users), "llm": spec["llm"]}
+        for proto in self.cfg.protocols.names:
+            cache = UserCache(self.out / "cache" / name / f"{proto}.jsonl")
+            todo = [u for u in users if not cache.done(u)]
+            if proto == "p3":
+                if name != "retrieval-only":
+                    continue
+                self._run_p3(ctx, rec, cache, todo)
+                continue
+            advance = self.progress(f"{name} {proto}", len(todo))
+
+            def one(user: str, proto: str = proto) -> dict[str, Any]:
+                target = ctx.split.test[user]
+                if proto == "p1":
+                    cands = ctx.p1["test"][user]
+                    r = rec.recommend(user, k=len(cands), candidates=cands, **call)
+                    allowed = set(cands)
+                else:
+                    r = rec.recommend(user, k=list_len, **call)
+                    allowed = set(ctx.split.items) - set(ctx.split.history(user, "test"))
+                order = [it.item_id for it in r.items]
+                rank = rank_in_list(order, target)
+                cited = [(it.item_id, fid) for it in r.items for reason in it.reasons for fid in reason.fact_ids]
+                stored = rec.store.get_facts([f for _, f in cited])
+                grounded = sum(1 for item, f in cited if f in stored and item in (stored[f].head, stored[f].tail))
+                metrics = accuracy_metrics(rank, sorted({*self.cfg.protocols.ks, 5, 10}))
+                if proto == "p2":
+                    metrics.update(self._beyond(ctx, order))
+                return {
+                    "user": user,
+                    "rank": rank,
+                    "list": order,
+                    "metrics": metrics,
+                    "latency_ms": r.timings_ms,
+                    "usage": r.usage,
+                    "fallback": r.fallback,
+                    "repaired": bool(r.repairs),
+                    "out_of_candidates": sum(1 for i in order if i not in allowed),
+                    "duplicates": len(order) - len(set(order)),
+                    "cited": len(cited),
+                    "grounded": grounded,
+                    "items_with_reason": sum(1 for it in r.items if it.reasons),
+                    "n_items": len(order),
+                }
+
+            self._map(todo, one, cache, advance)
+        rec.close()
+        return meta
+
+    def _run_p3(self, ctx: _Context, rec: Recommender, cache: UserCache, users: list[str]) -> None:
+        """Recall of each candidate generator alone and of their fusion, at the configured cutoffs."""
+        pipe = rec.pipeline("none")
+        cutoffs = self.cfg.protocols.p3_cutoffs
+        n = max(cutoffs)
+        advance = self.progress("retrieval p3", len(users))
+        for user in users:
+            prof = pipe.profile(user)
+            q = RecQuery(user_id=user, k=10, history=prof.liked, seen=prof.seen)
+            lists = {g.name: [c.item_id for c in g.generate(q, n)] for g in pipe.generators}
+            lists["fused"] = [c.item_id for c in pipe.retrieve(q, n)]
+            target = ctx.split.test[user]
+            metrics = {f"{g}:Recall@{c}": float(target in lst[:c]) for g, lst in lists.items() for c in cutoffs}
+            cache.add({"user": user, "rank": rank_in_list(lists["fused"], target), "metrics": metrics})
+            advance(1)
+
+    def _map(
+        self,
+        users: Iterable[str],
+        fn: Callable[[str], dict[str, Any]],
+        cache: UserCache,
+        advance: Callable[[int], None],
+    ) -> None:
+        workers = self.cfg.run.llm_concurrency
+        if workers <= 1:
+            for user in users:
+                cache.add(fn(user))
+                advance(1)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for rec in pool.map(fn, users):
+                cache.add(rec)
+                advance(1)
+
+    # -- the whole run -------------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        ctx = self.load()
+        self.out.mkdir(parents=True, exist_ok=True)
+        meta: dict[str, dict[str, Any]] = {}
+        for baseline in self.cfg.systems.baselines:
+            meta[baseline] = self.run_baseline(ctx, baseline)
+        weight: dict[str, Any] | None = None
+        if any(PIPELINE_SYSTEMS[s]["llm"] for s in self.cfg.systems.pipeline):
+            weight = self.tune_llm_weight(ctx)
+        for name in self.cfg.systems.pipeline:
+            meta[name] = self.run_pipeline(ctx, name, weight["llm_weight"] if weight else None)
+        from knowrec.eval.report import build_results, write_report
+
+        results = build_results(self.cfg, ctx.split, ctx.users, ctx.llm_users, meta, weight, self.out)
+        results["wall_s"] = round(time.perf_counter() - started, 1)
+        (self.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        write_report(results, self.out)
+        return results
+
+    @staticmethod
+    def catalogue_coverage(lists: Iterable[Sequence[str]], n_items: int) -> float:
+        return catalogue_coverage(lists, n_items)
