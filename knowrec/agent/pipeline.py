@@ -133,7 +133,9 @@ class Pipeline:
                     for i in dict.fromkeys(q.candidates)
                     if i not in found and i not in banned
                 ]
-        top = cands[: max(self.ranking.rerank_top, q.k)] if self.ranker.mode != "none" else cands[: max(q.k * 2, q.k)]
+        # the diversification pool: the reranked items, then retrieval order, at least 2k so MMR has a choice
+        pool = max(q.k * 2, self.ranking.rerank_top if self.ranker.mode != "none" else 0)
+        top = cands[:pool]
         rerank = top[: self.ranking.rerank_top] if self.ranker.mode != "none" else top
         with timer.stage("facts"):
             paths, own = self.candidate_facts(top, prof.liked)
@@ -157,7 +159,7 @@ class Pipeline:
             ranked = list(result.order) + [c.item_id for c in top if c.item_id not in set(result.order)]
         with timer.stage("diversify"):
             relevance = {i: 1.0 - pos / max(len(ranked) - 1, 1) for pos, i in enumerate(ranked)}
-            if q.diversity > 0 and len(ranked) > q.k:
+            if q.diversity > 0 and len(ranked) > 1:
                 vectors = self.index.vectors(ranked)
                 entities = self.store.item_entities(ranked)
                 chosen = mmr(

@@ -187,3 +187,10 @@ def test_bad_input_is_named_and_leaves_stores_intact(rec: Recommender, tmp_path:
     assert where in str(info.value)
     assert rec.store.stats() == stats and rec.index.count() == docs
     assert [it.item_id for it in rec.recommend("u1", k=3, mode="none").items] == before
+
+
+def test_diversity_applies_even_when_k_covers_the_rerank_pool(rec: Recommender):
+    # k (4) equals rerank_top (4): MMR must still choose/re-order, not be skipped
+    plain = rec.recommend("u1", k=4, diversity=0.0)
+    diverse = rec.recommend("u1", k=4, diversity=0.95)
+    assert [it.item_id for it in plain.items] != [it.item_id for it in diverse.items]
