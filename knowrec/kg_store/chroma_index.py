@@ -59,7 +59,7 @@ def _embedding_function_class() -> type:
         def build_from_config(config: dict[str, Any]) -> _KnowrecEF:
             return _KnowrecEF(model_path=config.get("model_path"))
 
-        def default_space(self) -> str:  # type: ignore[override]
+        def default_space(self) -> str:
             return "cosine"
 
     with contextlib.suppress(ValueError):  # already registered earlier in this process
