@@ -12,9 +12,19 @@ import scipy.sparse as sp
 
 from knowrec.types import Interaction
 
-__all__ = ["EASE"]
+__all__ = ["EASE", "ease_weights"]
 
 log = logging.getLogger(__name__)
+
+
+def ease_weights(x: sp.spmatrix | np.ndarray, lam: float) -> np.ndarray:
+    """EASE weights ``B = −P / diag(P)``, ``P = (XᵀX + λI)⁻¹``, zero diagonal, for a user × item matrix ``x``."""
+    gram = np.asarray((x.T @ x).toarray() if sp.issparse(x) else x.T @ x, dtype=np.float64)
+    gram[np.diag_indices_from(gram)] += lam
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    return b
 
 
 class EASE:
@@ -54,11 +64,7 @@ class EASE:
         if n == 0:
             return cls([], np.zeros((0, 0), dtype=np.float32), lam)
         x = sp.csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(users), n))
-        gram = (x.T @ x).toarray()
-        gram[np.diag_indices(n)] += lam
-        p = np.linalg.inv(gram)
-        b = -p / np.diag(p)
-        b[np.diag_indices(n)] = 0.0
+        b = ease_weights(x, lam)
         log.debug("EASE fitted on %d users x %d items (lambda=%s)", len(users), n, lam)
         return cls(kept, b.astype(np.float32), lam)
 

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from knowrec.agent.collaborative import ease_weights
 from knowrec.eval.data import Split
 from knowrec.eval.metrics import accuracy_metrics, mean_metrics, pessimistic_rank
 from knowrec.eval.systems import Scorer
@@ -262,13 +263,8 @@ class EASEScorer(Scorer):
 
     @staticmethod
     def closed_form(x: sp.spmatrix | np.ndarray, lam: float) -> np.ndarray:
-        """EASE weights of a user × item matrix ``x`` (zero diagonal)."""
-        gram = np.asarray((x.T @ x).toarray() if sp.issparse(x) else x.T @ x, dtype=np.float64)
-        gram[np.diag_indices_from(gram)] += lam
-        p = np.linalg.inv(gram)
-        b = -p / np.diag(p)
-        np.fill_diagonal(b, 0.0)
-        return b
+        """EASE weights of a user × item matrix ``x`` (zero diagonal); the pipeline's own EASE uses the same code."""
+        return ease_weights(x, lam)
 
     def score_all(self, user: str, history: Sequence[str]) -> np.ndarray:
         return self.weights[_history_indices(self, history)].sum(axis=0, dtype=np.float64)

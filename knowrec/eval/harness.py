@@ -29,7 +29,6 @@ from knowrec.eval.config import PIPELINE_SYSTEMS, EvalConfig
 from knowrec.eval.data import Split, leave_one_out, preprocess
 from knowrec.eval.metrics import (
     accuracy_metrics,
-    catalogue_coverage,
     intra_list_diversity,
     mean,
     pessimistic_rank,
@@ -439,7 +438,3 @@ class Harness:
         (self.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
         write_report(results, self.out)
         return results
-
-    @staticmethod
-    def catalogue_coverage(lists: Iterable[Sequence[str]], n_items: int) -> float:
-        return catalogue_coverage(lists, n_items)
