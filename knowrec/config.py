@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 __all__ = ["DiversifyConfig", "ExplainConfig", "LLMConfig", "RankerConfig", "RetrievalConfig", "Settings"]
@@ -111,7 +111,18 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     """Where the embedded stores live (SQLite file, Chroma folder, fitted models)."""
-    graph_backend: Literal["sqlite"] = "sqlite"
+    graph_uri: str | None = None
+    """``KNOWREC_GRAPH_URI``: a Neo4j server (``bolt://host:7687`` or ``neo4j://…``); unset = the embedded SQLite file."""
+    graph_user: str = "neo4j"
+    """``KNOWREC_GRAPH_USER``."""
+    graph_password: SecretStr | None = None
+    """``KNOWREC_GRAPH_PASSWORD``; unset = no authentication."""
+    graph_database: str | None = None
+    """``KNOWREC_GRAPH_DATABASE``; unset = the server's default database."""
+    chroma_url: str | None = None
+    """``KNOWREC_CHROMA_URL``: a Chroma server (``http://host:8000``); unset = the embedded Chroma folder."""
+    chroma_token: SecretStr | None = None
+    """``KNOWREC_CHROMA_TOKEN``: sent as ``Authorization: Bearer …`` when the server wants one."""
     embedder_model: Path | None = None
     """A sentence-transformers model folder; ``None`` = the bundled all-MiniLM-L6-v2."""
     embed_batch_size: int = 64
@@ -122,6 +133,30 @@ class Settings(BaseSettings):
     explain: ExplainConfig = ExplainConfig()
     progress: bool = True
     """Show progress bars on long work (ingest)."""
+
+    @field_validator("graph_uri")
+    @classmethod
+    def _check_graph_uri(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        schemes = ("bolt://", "bolt+s://", "bolt+ssc://", "neo4j://", "neo4j+s://", "neo4j+ssc://")
+        if not v.startswith(schemes):
+            raise ValueError(f"graph_uri must start with one of {', '.join(schemes)} (got {v!r})")
+        return v
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _check_chroma_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"chroma_url must start with http:// or https:// (got {v!r})")
+        return v.rstrip("/")
+
+    @property
+    def graph_backend(self) -> Literal["sqlite", "neo4j"]:
+        """``neo4j`` when :attr:`graph_uri` is set, else the embedded ``sqlite``."""
+        return "neo4j" if self.graph_uri else "sqlite"
 
     @property
     def graph_path(self) -> Path:

@@ -64,10 +64,17 @@ class Recommender:
     @property
     def store(self) -> GraphStore:
         if self._store is None:
-            from knowrec.kg_store.sqlite import SQLiteGraphStore
+            s = self.settings
+            if s.graph_uri:
+                from knowrec.kg_store.neo4j import Neo4jGraphStore
 
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            self._store = SQLiteGraphStore(self.settings.graph_path)
+                password = s.graph_password.get_secret_value() if s.graph_password else None
+                self._store = Neo4jGraphStore(s.graph_uri, user=s.graph_user, password=password, database=s.graph_database)
+            else:
+                from knowrec.kg_store.sqlite import SQLiteGraphStore
+
+                s.data_dir.mkdir(parents=True, exist_ok=True)
+                self._store = SQLiteGraphStore(s.graph_path)
         return self._store
 
     @property
@@ -82,7 +89,12 @@ class Recommender:
     @property
     def index(self) -> ItemIndex:
         if self._index is None:
-            self._index = ChromaItemIndex(self.embedder, path=self.settings.chroma_path)
+            s = self.settings
+            if s.chroma_url:
+                token = s.chroma_token.get_secret_value() if s.chroma_token else None
+                self._index = ChromaItemIndex(self.embedder, url=s.chroma_url, token=token)
+            else:
+                self._index = ChromaItemIndex(self.embedder, path=s.chroma_path)
         return self._index
 
     @property
@@ -153,9 +165,10 @@ class Recommender:
         verify = getattr(self.store, "verify", None)
         if verify:
             verify()
-        report["graph"] = f"sqlite {self.settings.graph_path}"
+        s = self.settings
+        report["graph"] = f"neo4j {s.graph_uri}" if s.graph_uri else f"sqlite {s.graph_path}"
         getattr(self.index, "verify", lambda: None)()
-        report["index"] = f"chroma {self.settings.chroma_path}"
+        report["index"] = f"chroma {s.chroma_url}" if s.chroma_url else f"chroma {s.chroma_path}"
         report["embedder"] = getattr(self.embedder, "name", "?")
         llm = self.llm
         if llm is not None:
