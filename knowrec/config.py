@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     """Where the embedded stores live (SQLite file, Chroma folder, fitted models)."""
     graph_uri: str | None = None
-    """``KNOWREC_GRAPH_URI``: a Neo4j server (``bolt://host:7687`` or ``neo4j://…``); unset = the embedded SQLite file."""
+    """``KNOWREC_GRAPH_URI``: a Neo4j server (``bolt://host:7687``, ``neo4j://…``); unset = the embedded SQLite file."""
     graph_user: str = "neo4j"
     """``KNOWREC_GRAPH_USER``."""
     graph_password: SecretStr | None = None

@@ -69,7 +69,9 @@ class Recommender:
                 from knowrec.kg_store.neo4j import Neo4jGraphStore
 
                 password = s.graph_password.get_secret_value() if s.graph_password else None
-                self._store = Neo4jGraphStore(s.graph_uri, user=s.graph_user, password=password, database=s.graph_database)
+                self._store = Neo4jGraphStore(
+                    s.graph_uri, user=s.graph_user, password=password, database=s.graph_database
+                )
             else:
                 from knowrec.kg_store.sqlite import SQLiteGraphStore
 

@@ -30,17 +30,24 @@ NASTY_RELATION = "rel'\"`"
 NASTY_USER = "u'); MATCH (n) DETACH DELETE n; --"
 
 
-def _make(kind: str, tmp_path: Path) -> GraphStore:
+def _make(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> GraphStore:
     if kind == "sqlite":
         from knowrec.kg_store.sqlite import SQLiteGraphStore
 
         return SQLiteGraphStore(tmp_path / "kg.sqlite")
+    if kind == "neo4j":
+        from knowrec.kg_store.neo4j import Neo4jGraphStore
+        from tests.servers_neo4j import wipe
+
+        uri = request.getfixturevalue("neo4j_server")
+        wipe(uri)  # a fresh graph per test; the store's constraints stay
+        return Neo4jGraphStore(uri)
     raise AssertionError(kind)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("neo4j", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
-    s = _make(request.param, tmp_path)
+    s = _make(request.param, tmp_path, request)
     yield s
     s.close()
 

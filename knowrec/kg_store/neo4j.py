@@ -1,0 +1,795 @@
+"""Graph store on a Neo4j 5.26 server, through the official ``neo4j`` Python driver (Bolt).
+
+The model mirrors :mod:`knowrec.kg_store.sqlite`:
+
+* every item and entity is a ``(:KGNode {id})`` node, labelled ``:Item`` (``title``, ``title_fold``, ``text``,
+  ``attributes`` as JSON) or ``:Entity`` (``label``, ``df`` = how many items it is linked to). An id that becomes an
+  item stops being an entity (the node is relabelled; its facts stay attached);
+* a fact is a ``(head)-[:FACT {id, relation, head_label, tail_label}]->(tail)`` relationship. Relation names are data,
+  so they are a property, never a relationship type;
+* users are ``(:User {id})``; an interaction is ``(:User)-[:INTERACTED {rating, ts}]->(:Item)``, one per pair.
+
+All Cypher of this backend is in this module, as constants with ``$parameters``; no statement is ever built from data.
+Writes are ``UNWIND $rows AS row …`` statements of up to 5,000 rows, the whole batch in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from knowrec.errors import InvalidInput, StoreUnavailable
+from knowrec.kg_store.base import GraphBatch, Progress, WriteStats
+from knowrec.types import Candidate, Fact, Interaction, Item, KGPath
+
+__all__ = ["Neo4jGraphStore"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 5000
+"""Rows per ``UNWIND`` statement in :meth:`Neo4jGraphStore.write` (progress is reported after each)."""
+
+_READ_CHUNK = 5000
+"""Ids per ``UNWIND`` in reads."""
+
+_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+_PATHS_PER_CANDIDATE = 5
+_NO_LIMIT = 2**62
+
+_T = TypeVar("_T")
+
+_SCHEMA = (
+    "CREATE CONSTRAINT knowrec_kgnode_id IF NOT EXISTS FOR (n:KGNode) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT knowrec_item_id IF NOT EXISTS FOR (n:Item) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT knowrec_entity_id IF NOT EXISTS FOR (n:Entity) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT knowrec_user_id IF NOT EXISTS FOR (n:User) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT knowrec_fact_id IF NOT EXISTS FOR ()-[r:FACT]-() REQUIRE r.id IS UNIQUE",
+)
+
+# --- write statements -------------------------------------------------------------------------------------------
+
+_COUNTS = """
+CALL () { MATCH (n:Item) RETURN count(n) AS items }
+CALL () { MATCH ()-[r:FACT]->() RETURN count(r) AS facts }
+CALL () { MATCH ()-[r:INTERACTED]->() RETURN count(r) AS interactions }
+RETURN items, facts, interactions
+"""
+
+_MISSING_ITEMS = """
+UNWIND $ids AS id
+OPTIONAL MATCH (i:Item {id: id})
+WITH id, i WHERE i IS NULL
+RETURN id
+"""
+
+# An id that becomes an item is no longer an entity.
+_UPSERT_ITEMS = """
+UNWIND $rows AS row
+MERGE (n:KGNode {id: row.id})
+SET n:Item, n.title = row.title, n.title_fold = row.title_fold, n.text = row.text, n.attributes = row.attributes
+REMOVE n:Entity, n.label, n.df
+"""
+
+# Fact endpoints that are not items become entities (label: a non-empty one wins).
+_UPSERT_ENDPOINTS = """
+UNWIND $rows AS row
+MERGE (n:KGNode {id: row.id})
+ON CREATE SET n:Entity, n.label = row.label, n.df = 0
+ON MATCH SET n.label = CASE WHEN n:Entity AND row.label <> '' THEN row.label ELSE n.label END
+"""
+
+# A non-empty label is never replaced by an empty one. Only facts that change are written (a no-op SET of thousands
+# of relationships in one transaction is very slow on Neo4j 5).
+_UPDATE_FACTS = """
+UNWIND $rows AS row
+MATCH ()-[f:FACT]->() USING INDEX f:FACT(id) WHERE f.id = row.id
+WITH f, row WHERE (row.head_label <> '' AND row.head_label <> f.head_label)
+    OR (row.tail_label <> '' AND row.tail_label <> f.tail_label)
+SET f.head_label = CASE WHEN row.head_label <> '' THEN row.head_label ELSE f.head_label END,
+    f.tail_label = CASE WHEN row.tail_label <> '' THEN row.tail_label ELSE f.tail_label END
+"""
+
+_CREATE_FACTS = """
+UNWIND $rows AS row
+MATCH (h:KGNode {id: row.head})
+MATCH (t:KGNode {id: row.tail})
+WITH row, h, t WHERE NOT EXISTS { MATCH ()-[f:FACT]->() USING INDEX f:FACT(id) WHERE f.id = row.id }
+CREATE (h)-[:FACT {id: row.id, relation: row.relation, head_label: row.head_label, tail_label: row.tail_label}]->(t)
+"""
+
+_ITEM_NEIGHBOURS = """
+UNWIND $ids AS id
+MATCH (:Item {id: id})-[:FACT]-(e:Entity)
+RETURN DISTINCT e.id
+"""
+
+_RECOMPUTE_DF = """
+UNWIND $ids AS id
+MATCH (e:Entity {id: id})
+OPTIONAL MATCH (e)-[:FACT]-(i:Item)
+WITH e, count(DISTINCT i) AS df
+SET e.df = df
+"""
+
+_UPSERT_INTERACTIONS = """
+UNWIND $rows AS row
+MATCH (i:Item {id: row.item})
+MERGE (u:User {id: row.user})
+MERGE (u)-[r:INTERACTED]->(i)
+SET r.rating = row.rating, r.ts = row.ts
+"""
+
+# --- read statements --------------------------------------------------------------------------------------------
+
+_HAS_ITEMS = "UNWIND $ids AS id MATCH (i:Item {id: id}) RETURN i.id"
+
+_ITEMS = "UNWIND $ids AS id MATCH (i:Item {id: id}) RETURN i.id, i.title, i.text, i.attributes"
+
+_ITEM_PAGE = """
+MATCH (i:Item) WHERE $last IS NULL OR i.id > $last
+RETURN i.id, i.title, i.text, i.attributes ORDER BY i.id LIMIT $n
+"""
+
+_SEARCH = """
+MATCH (i:Item) WHERE i.title_fold CONTAINS $q
+WITH i, COUNT { (i)<-[:INTERACTED]-(:User) } AS c
+RETURN i.id, i.title, i.text, i.attributes ORDER BY c DESC, i.id LIMIT $n
+"""
+
+_HISTORY = """
+MATCH (u:User {id: $user})-[r:INTERACTED]->(i:Item)
+RETURN u.id, i.id, r.rating, r.ts ORDER BY r.ts IS NULL, r.ts DESC, i.id DESC LIMIT $n
+"""
+
+_USER_PAGE = "MATCH (u:User) WHERE $last IS NULL OR u.id > $last RETURN u.id ORDER BY u.id LIMIT $n"
+
+# A missing timestamp sorts first within a user (``false`` sorts before ``true``).
+_INTERACTIONS_PAGE = """
+UNWIND $users AS uid
+MATCH (u:User {id: uid})-[r:INTERACTED]->(i:Item)
+RETURN u.id, i.id, r.rating, r.ts ORDER BY u.id, r.ts IS NOT NULL, r.ts, i.id
+"""
+
+_POPULAR = """
+MATCH (:User)-[r:INTERACTED]->(i:Item)
+WITH i.id AS id, count(r) AS c WHERE NOT id IN $exclude
+RETURN id, c ORDER BY c DESC, id LIMIT $n
+"""
+
+# Each fact of each asked node (either direction) with the degree of its other endpoint (1 unless an entity).
+_ITEM_FACTS = """
+UNWIND $ids AS id
+MATCH (x:KGNode {id: id})-[f:FACT]-(o:KGNode)
+RETURN id, f.id, f.relation, CASE WHEN o:Entity AND o.df > 0 THEN o.df ELSE 1 END
+"""
+
+_GET_FACTS = """
+UNWIND $ids AS fid
+MATCH (h:KGNode)-[f:FACT]->(t:KGNode) USING INDEX f:FACT(id) WHERE f.id = fid
+RETURN f.id, h.id, f.relation, t.id,
+    CASE WHEN h:Item AND h.title <> '' THEN h.title WHEN h:Entity AND h.label <> '' THEN h.label
+         ELSE f.head_label END,
+    CASE WHEN t:Item AND t.title <> '' THEN t.title WHEN t:Entity AND t.label <> '' THEN t.label
+         ELSE f.tail_label END
+"""
+
+_ITEM_ENTITIES = """
+UNWIND $ids AS id
+MATCH (:KGNode {id: id})-[:FACT]-(e:Entity)
+RETURN DISTINCT id, e.id
+"""
+
+_N_ITEMS = "MATCH (i:Item) RETURN count(i)"
+
+# Seed —fact→ entity links with the entity's degree in [1, $max_df].
+_SEED_LINKS = """
+UNWIND $seeds AS sid
+MATCH (s:KGNode {id: sid})-[f:FACT]-(e:Entity)
+WHERE e.df >= 1 AND e.df <= $max_df
+RETURN sid, e.id, f.id, f.relation, e.df
+"""
+
+# Σ over paths = Σ over entities of (Σ of the entity's seed-link weights) × (facts linking the candidate to it).
+_KG_SCORES = """
+UNWIND $entities AS row
+MATCH (e:Entity {id: row.id})-[:FACT]-(c:Item)
+WITH c.id AS cand, sum(row.w) AS score
+WHERE NOT cand IN $skip
+RETURN cand, score ORDER BY score DESC, cand LIMIT $n
+"""
+
+_CAND_LINKS = """
+UNWIND $cands AS cid
+MATCH (c:KGNode {id: cid})-[f:FACT]-(e:Entity)
+WHERE e.id IN $entities
+RETURN cid, e.id, e.label, f.id, f.relation
+"""
+
+_STATS = """
+CALL () { MATCH (n:Item) RETURN count(n) AS items }
+CALL () { MATCH (n:Entity) RETURN count(n) AS entities }
+CALL () { MATCH ()-[r:FACT]->() RETURN count(r) AS facts }
+CALL () { MATCH (n:User) RETURN count(n) AS users }
+CALL () { MATCH ()-[r:INTERACTED]->() RETURN count(r) AS interactions }
+RETURN items, entities, facts, users, interactions
+"""
+
+
+def _rarity(n_items: int | None, df: int | None) -> float:
+    """``log(1 + N_items / df)`` (0 for a missing or non-positive df), as in the SQLite store."""
+    if not df or df <= 0 or not n_items:
+        return 0.0
+    return math.log1p(n_items / df)
+
+
+def _chunks(seq: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _item(row: Sequence[Any]) -> Item:
+    return Item(id=row[0], title=row[1], text=row[2] or "", attributes=json.loads(row[3] or "{}"))
+
+
+def _interaction(row: Sequence[Any]) -> Interaction:
+    rating = None if row[2] is None else float(row[2])
+    ts = None if row[3] is None else int(row[3])
+    return Interaction(user_id=row[0], item_id=row[1], rating=rating, timestamp=ts)
+
+
+class Neo4jGraphStore:
+    """A :class:`~knowrec.kg_store.base.GraphStore` on a Neo4j 5.26+ server.
+
+    Nothing is opened by the constructor: the first use (or :meth:`verify`) connects, checks the server and creates
+    the uniqueness constraints (``IF NOT EXISTS``). The driver is thread-safe and every operation opens its own
+    session, so one store can serve a threaded server.
+
+    Args:
+        uri: ``bolt://host:7687``, ``neo4j://…`` (or the ``+s``/``+ssc`` variants).
+        user: User name, used only when ``password`` is given.
+        password: Password; ``None`` connects without authentication.
+        database: Database name; ``None`` is the server's default database.
+        connection_timeout: Seconds to wait for a connection before :class:`StoreUnavailable`.
+        retry_time: Seconds a read is retried on transient errors (server restarting, leader switch).
+
+    Example:
+        >>> from knowrec.types import Fact, Interaction, Item
+        >>> store = Neo4jGraphStore("bolt://127.0.0.1:7687")  # doctest: +SKIP
+        >>> store.write(GraphBatch(
+        ...     items=[Item(id="1", title="Toy Story"), Item(id="2", title="Toy Story 2")],
+        ...     facts=[Fact(head="1", relation="director", tail="p:lasseter", tail_label="John Lasseter"),
+        ...            Fact(head="2", relation="director", tail="p:lasseter", tail_label="John Lasseter")],
+        ... ))  # doctest: +SKIP
+        WriteStats(items=2, facts=2, interactions=0)
+        >>> [(c.item_id, round(c.score, 3)) for c in store.kg_candidates({"1": 1.0}, set(), n=5)]  # doctest: +SKIP
+        [('2', 0.693)]
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        user: str = "neo4j",
+        password: str | None = None,
+        database: str | None = None,
+        connection_timeout: float = 10.0,
+        retry_time: float = 10.0,
+    ) -> None:
+        self.uri = uri
+        self.user = user
+        self.database = database or None
+        self._password = password
+        self._connection_timeout = connection_timeout
+        self._retry_time = retry_time
+        self._lock = threading.Lock()
+        self._driver: Any = None
+        self._ready = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        db = f", database={self.database!r}" if self.database else ""
+        return f"Neo4jGraphStore({self.uri!r}{db})"
+
+    # --- connection ---------------------------------------------------------------------------------------------
+
+    def _unavailable(self, why: str) -> StoreUnavailable:
+        return StoreUnavailable(f"cannot reach Neo4j at {self.uri}: {why}")
+
+    def _reason(self, e: BaseException) -> str:
+        """A one-line reason from a driver exception (the driver's messages span several lines)."""
+        from neo4j import exceptions as nx
+
+        if isinstance(e, nx.AuthError):
+            return f"authentication failed for user {self.user!r} ({_one_line(str(e.message or e))})"
+        text = _one_line(str(e)) or type(e).__name__
+        if "reason" in text and "Failed to establish connection" in text:
+            # "Couldn't connect to h:p (resolved to …): Failed to establish connection to … (reason [Errno 111] …)"
+            text = text[text.rfind("(reason") + 1 :].rstrip(")").replace("reason ", "", 1)
+        return text
+
+    def _is_unavailable(self, e: BaseException) -> bool:
+        """Whether a driver exception means the server cannot be used (vs. a bug in a statement)."""
+        from neo4j import exceptions as nx
+
+        if isinstance(e, nx.AuthError | nx.Forbidden):
+            return True
+        if isinstance(e, nx.ClientError):  # syntax, constraint, type errors: a bug, not an outage
+            return False
+        return isinstance(e, nx.Neo4jError | nx.DriverError | OSError)
+
+    def verify(self) -> None:
+        """Connect, check the server and create the constraints if missing.
+
+        Raises:
+            StoreUnavailable: The server cannot be reached, refuses the credentials or the database does not exist.
+                The message names the URI.
+        """
+        self._get_driver()
+
+    def _get_driver(self) -> Any:
+        with self._lock:
+            if self._closed:
+                raise self._unavailable("the store is closed")
+            if self._ready:
+                return self._driver
+            scheme = self.uri.split("://", 1)[0].lower() if "://" in self.uri else ""
+            if scheme not in _SCHEMES:
+                raise self._unavailable(f"not a Bolt URI (use one of {', '.join(s + '://' for s in _SCHEMES)})")
+            import neo4j
+
+            try:
+                if self._driver is None:
+                    auth = (self.user, self._password) if self._password is not None else None
+                    self._driver = neo4j.GraphDatabase.driver(
+                        self.uri,
+                        auth=auth,
+                        connection_timeout=self._connection_timeout,
+                        connection_acquisition_timeout=self._connection_timeout + 5.0,
+                        max_transaction_retry_time=self._retry_time,
+                        notifications_min_severity="OFF",
+                        user_agent="knowrec",
+                    )
+                self._driver.verify_connectivity()
+                with self._driver.session(database=self.database) as session:
+                    for stmt in _SCHEMA:
+                        logger.debug("Cypher %s", stmt)
+                        session.run(stmt).consume()
+            except Exception as e:
+                if isinstance(e, ValueError | TypeError) or self._is_unavailable(e):
+                    logger.debug("Neo4j at %s unavailable", self.uri, exc_info=True)
+                    raise self._unavailable(self._reason(e)) from None
+                raise
+            self._ready = True
+            logger.debug("connected to Neo4j at %s", self.uri)
+            return self._driver
+
+    def close(self) -> None:
+        """Close the driver. Safe to call twice; later use raises :class:`StoreUnavailable`."""
+        with self._lock:
+            self._closed = True
+            driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.close()
+
+    def _call(self, what: Callable[[], _T]) -> _T:
+        """Run ``what`` turning an outage into :class:`StoreUnavailable` (statement errors are left as they are)."""
+        try:
+            return what()
+        except (StoreUnavailable, InvalidInput):
+            raise
+        except Exception as e:
+            if self._is_unavailable(e):
+                logger.debug("Neo4j at %s failed", self.uri, exc_info=True)
+                raise self._unavailable(self._reason(e)) from None
+            raise
+
+    def _read(self, work: Callable[[Any], _T]) -> _T:
+        """Run ``work(tx)`` in a managed read transaction of a new session."""
+        driver = self._get_driver()
+
+        def go() -> _T:
+            with driver.session(database=self.database, default_access_mode="READ") as session:
+                return session.execute_read(work)
+
+        return self._call(go)
+
+    @staticmethod
+    def _rows(tx: Any, query: str, **params: Any) -> list[list[Any]]:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Cypher %s %s", _one_line(query), _describe(params))
+        return [list(r.values()) for r in tx.run(query, params)]
+
+    def _run(self, tx: Any, query: str, **params: Any) -> None:
+        """Run one write statement in ``tx`` (a seam for tests that fail a write part-way)."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Cypher %s %s", _one_line(query), _describe(params))
+        tx.run(query, params).consume()
+
+    # --- write --------------------------------------------------------------------------------------------------
+
+    def write(self, batch: GraphBatch, progress: Progress | None = None) -> WriteStats:
+        """Upsert a batch in one transaction; returns how many items, facts and interactions were new.
+
+        Items update title, text and attributes; facts update their labels (a non-empty label is never replaced
+        by an empty one); interactions update rating and timestamp. Entities are the fact endpoints that are not
+        item ids; their labels come from the facts. ``progress(stage, n)`` is called after each chunk of
+        5,000 rows with stage ``"items"``, ``"facts"`` or ``"interactions"``; if it raises, nothing is written.
+
+        Raises:
+            InvalidInput: An interaction names an item that is neither in the batch nor stored (nothing written).
+            StoreUnavailable: The server cannot be reached or the transaction fails (nothing written).
+        """
+        driver = self._get_driver()
+
+        def go() -> WriteStats:
+            with driver.session(database=self.database) as session, session.begin_transaction() as tx:
+                stats = self._write(tx, batch, progress)
+                tx.commit()
+                return stats
+
+        stats = self._call(go)
+        logger.info("graph store %s: wrote %s", self.uri, stats)
+        return stats
+
+    def _counts(self, tx: Any) -> dict[str, int]:
+        row = self._rows(tx, _COUNTS)[0]
+        return {"items": int(row[0]), "facts": int(row[1]), "interactions": int(row[2])}
+
+    def _write(self, tx: Any, batch: GraphBatch, progress: Progress | None) -> WriteStats:
+        batch_item_ids = {item.id for item in batch.items}
+        if batch.interactions:
+            wanted = _unique(x.item_id for x in batch.interactions if x.item_id not in batch_item_ids)
+            missing: list[str] = []
+            for chunk in _chunks(wanted, _READ_CHUNK):
+                missing.extend(r[0] for r in self._rows(tx, _MISSING_ITEMS, ids=list(chunk)))
+            missing.sort()
+            if missing:
+                shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
+                raise InvalidInput(
+                    f"{len(missing)} interacted item id(s) are not stored items: {shown}", field="item_id"
+                )
+
+        before = self._counts(tx)
+
+        for item_chunk in _chunks(batch.items, _CHUNK):
+            rows: dict[str, dict[str, Any]] = {}
+            for it in item_chunk:  # a later row of the same id wins, as with one upsert per row
+                rows[it.id] = {
+                    "id": it.id,
+                    "title": it.title,
+                    "title_fold": it.title.casefold(),
+                    "text": it.text,
+                    "attributes": json.dumps(it.attributes, ensure_ascii=False, separators=(",", ":")),
+                }
+            self._run(tx, _UPSERT_ITEMS, rows=list(rows.values()))
+            if progress is not None:
+                progress("items", len(item_chunk))
+
+        labels: dict[str, str] = {}
+        for f in batch.facts:
+            for node, label in ((f.head, f.head_label), (f.tail, f.tail_label)):
+                if label or node not in labels:
+                    labels[node] = label
+        ends = [{"id": node, "label": label} for node, label in labels.items()]
+        for echunk in _chunks(ends, _CHUNK):
+            self._run(tx, _UPSERT_ENDPOINTS, rows=list(echunk))
+
+        for fchunk in _chunks(batch.facts, _CHUNK):
+            frows: dict[str, dict[str, str]] = {}
+            for f in fchunk:
+                row = frows.get(f.id)
+                if row is None:
+                    frows[f.id] = {
+                        "id": f.id,
+                        "head": f.head,
+                        "relation": f.relation,
+                        "tail": f.tail,
+                        "head_label": f.head_label,
+                        "tail_label": f.tail_label,
+                    }
+                else:  # the same fact twice in a chunk: non-empty labels of the later one win
+                    row["head_label"] = f.head_label or row["head_label"]
+                    row["tail_label"] = f.tail_label or row["tail_label"]
+            self._run(tx, _UPDATE_FACTS, rows=list(frows.values()))
+            self._run(tx, _CREATE_FACTS, rows=list(frows.values()))
+            if progress is not None:
+                progress("facts", len(fchunk))
+
+        if batch.items or batch.facts:
+            # Entities whose df may have changed: endpoints of the batch's facts and neighbours of its items.
+            touched = set(labels)
+            for ichunk_ids in _chunks(sorted(batch_item_ids), _READ_CHUNK):
+                touched.update(r[0] for r in self._rows(tx, _ITEM_NEIGHBOURS, ids=list(ichunk_ids)))
+            for tchunk in _chunks(sorted(touched), _CHUNK):
+                self._run(tx, _RECOMPUTE_DF, ids=list(tchunk))
+
+        for xchunk in _chunks(batch.interactions, _CHUNK):
+            xrows: dict[tuple[str, str], dict[str, Any]] = {}
+            for x in xchunk:  # a later row of the same pair wins
+                xrows[(x.user_id, x.item_id)] = {
+                    "user": x.user_id,
+                    "item": x.item_id,
+                    "rating": x.rating,
+                    "ts": x.timestamp,
+                }
+            self._run(tx, _UPSERT_INTERACTIONS, rows=list(xrows.values()))
+            if progress is not None:
+                progress("interactions", len(xchunk))
+
+        after = self._counts(tx)
+        return WriteStats(**{t: after[t] - before[t] for t in before})
+
+    # --- items --------------------------------------------------------------------------------------------------
+
+    def has_items(self, item_ids: Sequence[str]) -> set[str]:
+        """The subset of ``item_ids`` that are stored items."""
+        ids = _unique(item_ids)
+
+        def work(tx: Any) -> set[str]:
+            found: set[str] = set()
+            for chunk in _chunks(ids, _READ_CHUNK):
+                found.update(r[0] for r in self._rows(tx, _HAS_ITEMS, ids=list(chunk)))
+            return found
+
+        return self._read(work) if ids else set()
+
+    def items(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        """Stored items by id, in the order asked (missing ids are left out)."""
+        ids = _unique(item_ids)
+
+        def work(tx: Any) -> dict[str, Item]:
+            found: dict[str, Item] = {}
+            for chunk in _chunks(ids, _READ_CHUNK):
+                for row in self._rows(tx, _ITEMS, ids=list(chunk)):
+                    found[row[0]] = _item(row)
+            return found
+
+        found = self._read(work) if ids else {}
+        return {i: found[i] for i in ids if i in found}
+
+    def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
+        """All items in id order, in lists of ``batch_size`` (each page is read in its own transaction)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        last: str | None = None
+        while True:
+
+            def page(tx: Any, last: str | None = last) -> list[list[Any]]:
+                return self._rows(tx, _ITEM_PAGE, last=last, n=batch_size)
+
+            rows = self._read(page)
+            if not rows:
+                return
+            yield [_item(r) for r in rows]
+            if len(rows) < batch_size:
+                return
+            last = rows[-1][0]
+
+    def search_items(self, text: str, n: int = 10) -> list[Item]:
+        """Items whose title contains ``text`` (case-insensitive, Unicode case folding), most interacted first."""
+        if n <= 0:
+            return []
+        rows = self._read(lambda tx: self._rows(tx, _SEARCH, q=text.casefold(), n=n))
+        return [_item(r) for r in rows]
+
+    # --- interactions -------------------------------------------------------------------------------------------
+
+    def history(self, user_id: str, n: int | None = None) -> list[Interaction]:
+        """The user's interactions, most recent first; no timestamp counts as oldest; ties by item id descending."""
+        if n is not None and n <= 0:
+            return []
+        limit = _NO_LIMIT if n is None else n
+        rows = self._read(lambda tx: self._rows(tx, _HISTORY, user=user_id, n=limit))
+        return [_interaction(r) for r in rows]
+
+    def interactions(self) -> Iterator[Interaction]:
+        """Every interaction in (user, timestamp, item) order; missing timestamps first within a user.
+
+        Read in pages of users, each in its own transaction, so a concurrent write may show up between pages.
+        """
+        page_users = 1000
+        last: str | None = None
+        while True:
+
+            def work(tx: Any, last: str | None = last) -> tuple[list[str], list[list[Any]]]:
+                users = [r[0] for r in self._rows(tx, _USER_PAGE, last=last, n=page_users)]
+                rows = self._rows(tx, _INTERACTIONS_PAGE, users=users) if users else []
+                return users, rows
+
+            users, rows = self._read(work)
+            if not users:
+                return
+            for row in rows:
+                yield _interaction(row)
+            if len(users) < page_users:
+                return
+            last = users[-1]
+
+    def popular(self, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, int]]:
+        """Most-interacted items as ``(item_id, count)``, ties by item id ascending; excluded ids left out."""
+        if n <= 0:
+            return []
+        rows = self._read(lambda tx: self._rows(tx, _POPULAR, exclude=list(exclude), n=n))
+        return [(r[0], int(r[1])) for r in rows]
+
+    # --- facts --------------------------------------------------------------------------------------------------
+
+    def facts(self, item_ids: Sequence[str], n: int | None = None) -> dict[str, list[Fact]]:
+        """Each item's own facts (head or tail), rarest other endpoint first, at most ``n`` per item.
+
+        Order: degree (``df``) of the other endpoint ascending (an endpoint that is an item counts as ``df`` 1),
+        then relation, then fact id. Every asked id is a key (an empty list when it has no facts). Labels are
+        filled from the stored items and entities.
+        """
+        ids = _unique(item_ids)
+        out: dict[str, list[Fact]] = {i: [] for i in ids}
+        if not ids or (n is not None and n <= 0):
+            return out
+
+        def work(tx: Any) -> tuple[dict[str, list[str]], dict[str, Fact]]:
+            links: dict[str, set[tuple[int, str, str]]] = {i: set() for i in ids}
+            for chunk in _chunks(ids, _READ_CHUNK):
+                for item_id, fid, relation, df in self._rows(tx, _ITEM_FACTS, ids=list(chunk)):
+                    links[item_id].add((int(df), relation, fid))
+            ranked = {i: [t[2] for t in sorted(found)][:n] for i, found in links.items()}
+            return ranked, self._get_facts(tx, [fid for fids in ranked.values() for fid in fids])
+
+        ranked, found = self._read(work)
+        for item_id, fids in ranked.items():
+            out[item_id] = [found[fid] for fid in fids if fid in found]
+        return out
+
+    def _get_facts(self, tx: Any, fact_ids: Sequence[str]) -> dict[str, Fact]:
+        found: dict[str, Fact] = {}
+        for chunk in _chunks(_unique(fact_ids), _READ_CHUNK):
+            for row in self._rows(tx, _GET_FACTS, ids=list(chunk)):
+                found[row[0]] = Fact(
+                    id=row[0],
+                    head=row[1],
+                    relation=row[2],
+                    tail=row[3],
+                    head_label=row[4] or "",
+                    tail_label=row[5] or "",
+                )
+        return found
+
+    def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
+        """Facts by id, in the order asked (missing ids left out); labels filled from the stored nodes."""
+        ids = _unique(fact_ids)
+        if not ids:
+            return {}
+        found = self._read(lambda tx: self._get_facts(tx, ids))
+        return {i: found[i] for i in ids if i in found}
+
+    def item_entities(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
+        """Entity ids linked to each item by a fact in either direction; every asked id is a key."""
+        ids = _unique(item_ids)
+        out: dict[str, set[str]] = {i: set() for i in ids}
+
+        def work(tx: Any) -> list[list[Any]]:
+            rows: list[list[Any]] = []
+            for chunk in _chunks(ids, _READ_CHUNK):
+                rows.extend(self._rows(tx, _ITEM_ENTITIES, ids=list(chunk)))
+            return rows
+
+        for item_id, entity in self._read(work) if ids else []:
+            out[item_id].add(entity)
+        return out
+
+    # --- knowledge-graph retrieval ------------------------------------------------------------------------------
+
+    def _seed_links(self, tx: Any, seeds: Mapping[str, float], max_df: int) -> list[tuple[str, str, str, str, float]]:
+        """``(seed, entity, seed fact, seed relation, weight)`` for entities linked to at most ``max_df`` items."""
+        n_items = int(self._rows(tx, _N_ITEMS)[0][0])
+        links: list[tuple[str, str, str, str, float]] = []
+        for chunk in _chunks(list(seeds), _READ_CHUNK):
+            for seed, entity, fid, rel, df in self._rows(tx, _SEED_LINKS, seeds=list(chunk), max_df=max_df):
+                links.append((seed, entity, fid, rel, seeds[seed] * _rarity(n_items, int(df))))
+        return links
+
+    def _paths(
+        self, tx: Any, links: Sequence[tuple[str, str, str, str, float]], cands: Sequence[str], per_candidate: int
+    ) -> dict[str, list[KGPath]]:
+        """The ``per_candidate`` heaviest paths of each candidate from the seed links."""
+        by_entity: dict[str, list[tuple[str, str, str, str, float]]] = {}
+        for link in links:
+            by_entity.setdefault(link[1], []).append(link)
+        rows = self._rows(tx, _CAND_LINKS, cands=list(cands), entities=list(by_entity)) if cands and links else []
+        found: dict[str, list[tuple[Any, ...]]] = {c: [] for c in cands}
+        for cand, entity, label, tfact, trel in rows:
+            for seed, _, sfact, srel, w in by_entity.get(entity, ()):
+                if seed != cand:
+                    found[cand].append((-w, seed, entity, sfact, tfact, srel, trel, label or entity))
+        out: dict[str, list[KGPath]] = {}
+        for cand, paths in found.items():
+            paths.sort(key=lambda p: p[:5])
+            out[cand] = [
+                KGPath(
+                    source_item=seed,
+                    entity=entity,
+                    entity_label=label,
+                    source_fact=sfact,
+                    target_fact=tfact,
+                    source_relation=srel,
+                    target_relation=trel,
+                    weight=-neg_w,
+                )
+                for neg_w, seed, entity, sfact, tfact, srel, trel, label in paths[:per_candidate]
+            ]
+        return out
+
+    def kg_candidates(
+        self,
+        seed_items: Mapping[str, float],
+        exclude: set[str] | frozenset[str],
+        n: int,
+        max_entity_items: int = 200,
+    ) -> list[Candidate]:
+        """Items sharing entities with the weighted seed items, best first (ties by item id).
+
+        Score = Σ over paths ``seed → entity → candidate`` of seed weight × ``log(1 + N_items / df(entity))``;
+        entities linked to more than ``max_entity_items`` items are ignored; seeds and ``exclude`` never appear.
+        Each candidate carries its 5 heaviest paths (``KGPath.weight`` = seed weight × rarity; an entity without
+        a label is labelled with its id) and ``sources={"kg": score}``.
+        """
+        if not seed_items or n <= 0 or max_entity_items < 1:
+            return []
+        seeds = {k: float(v) for k, v in seed_items.items()}
+
+        def work(tx: Any) -> tuple[list[tuple[str, float]], dict[str, list[KGPath]]]:
+            links = self._seed_links(tx, seeds, max_entity_items)
+            if not links:
+                return [], {}
+            entity_w: dict[str, float] = {}
+            for _, entity, _, _, w in links:
+                entity_w[entity] = entity_w.get(entity, 0.0) + w
+            skip = [*seeds, *exclude]
+            entities = [{"id": e, "w": w} for e, w in entity_w.items()]
+            scores = [(r[0], float(r[1])) for r in self._rows(tx, _KG_SCORES, entities=entities, skip=skip, n=n)]
+            return scores, self._paths(tx, links, [c for c, _ in scores], _PATHS_PER_CANDIDATE)
+
+        scores, paths = self._read(work)
+        return [
+            Candidate(item_id=cand, score=score, sources={"kg": score}, paths=tuple(paths[cand]))
+            for cand, score in scores
+        ]
+
+    def paths(self, user_items: Sequence[str], item_id: str, n: int = 5) -> list[KGPath]:
+        """Paths ``user item → shared entity → item_id``, highest weight (rarity) first, at most ``n``.
+
+        Every user item weighs 1 and no entity is left out for being common (common ones just weigh little).
+        """
+        seeds = [i for i in _unique(user_items) if i != item_id]
+        if not seeds or n <= 0:
+            return []
+
+        def work(tx: Any) -> list[KGPath]:
+            links = self._seed_links(tx, dict.fromkeys(seeds, 1.0), _NO_LIMIT)
+            return self._paths(tx, links, [item_id], n)[item_id]
+
+        return self._read(work)
+
+    # --- counts -------------------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counts of ``items``, ``entities``, ``facts``, ``users`` and ``interactions``."""
+        row = self._read(lambda tx: self._rows(tx, _STATS))[0]
+        return {k: int(v) for k, v in zip(("items", "entities", "facts", "users", "interactions"), row, strict=True)}
+
+
+def _describe(params: Mapping[str, Any]) -> str:
+    """Parameters for a DEBUG log line: lists shown by length only."""
+    return ", ".join(f"{k}=[{len(v)} rows]" if isinstance(v, list) else f"{k}={v!r}" for k, v in params.items())
