@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -71,16 +74,45 @@ def _embedding_function_class() -> type:
 _EF_CLASS: type | None = None
 
 
+def _is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a transport failure rather than an error the server answered with."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionError | TimeoutError):
+            return True
+        if type(seen).__module__.startswith(("httpx", "httpcore")) and "Error" in type(seen).__name__:
+            return not type(seen).__name__.startswith("HTTPStatus")
+        if isinstance(seen, ValueError) and "Could not connect to a Chroma server" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def KnowrecEmbeddingFunction(embedder: Embedder) -> Any:
     """The registered Chroma embedding function wrapping ``embedder``."""
     return _embedding_function_class()(embedder)
 
 
 class ChromaItemIndex:
-    """Item vectors in Chroma, embedded (``path``) or server (``host``/``port``).
+    """Item vectors in Chroma: embedded (``path``) or a server (``url``, or ``host``/``port``).
+
+    No I/O happens in the constructor; the first use (or :meth:`verify`) opens the collection and raises
+    :class:`~knowrec.errors.StoreUnavailable` naming the location when that fails. A server is probed with a short
+    timeout first, so an unreachable one fails in seconds rather than hanging.
+
+    Args:
+        embedder: embeds documents (and is registered as the collection's embedding function).
+        path: folder of an embedded Chroma (``PersistentClient``).
+        url: a Chroma server, e.g. ``http://127.0.0.1:8000`` (``https://`` turns TLS on).
+        token: sent as ``Authorization: Bearer <token>`` to the server.
+        host: a Chroma server by host name (with ``port``, default 8000); kept for callers that have no URL.
+        port: the server port with ``host``.
+        collection: collection name.
+        connect_timeout: seconds allowed to reach the server (probe and each connection).
 
     Example:
         >>> idx = ChromaItemIndex(embedder, path=Path("/tmp/kr/chroma"))  # doctest: +SKIP
+        >>> idx = ChromaItemIndex(embedder, url="http://127.0.0.1:8000")  # doctest: +SKIP
         >>> idx.upsert(["1"], ["Toy Story (1995). Genres: Animation"])  # doctest: +SKIP
         1
     """
@@ -90,47 +122,136 @@ class ChromaItemIndex:
         embedder: Embedder,
         *,
         path: Path | None = None,
+        url: str | None = None,
+        token: str | None = None,
         host: str | None = None,
         port: int | None = None,
         collection: str = COLLECTION,
+        connect_timeout: float = 5.0,
     ) -> None:
-        if (path is None) == (host is None):
-            raise ValueError("give exactly one of path (embedded) or host (server)")
+        if sum(x is not None for x in (path, url, host)) != 1:
+            raise ValueError("give exactly one of path (embedded), url (server) or host (server)")
+        if port is not None and host is None:
+            raise ValueError("port goes with host")
         self.embedder = embedder
         self.path = path
-        self.host = host
-        self.port = port
         self.collection_name = collection
+        self.connect_timeout = connect_timeout
+        self._token = token
+        self._prefix = ""
+        if url is not None:
+            parsed = urlsplit(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"Chroma url must look like http://host:port (got {url!r})")
+            self.ssl = parsed.scheme == "https"
+            self.host: str | None = parsed.hostname
+            try:
+                self.port: int | None = parsed.port or (443 if self.ssl else 8000)
+            except ValueError as exc:
+                raise ValueError(f"Chroma url has a bad port: {url!r}") from exc
+            self._prefix = parsed.path.rstrip("/")
+        else:
+            self.ssl = False
+            self.host = host
+            self.port = (port or 8000) if host is not None else None
         self._client: Any = None
         self._col: Any = None
 
     @property
+    def is_server(self) -> bool:
+        return self.path is None
+
+    @property
     def location(self) -> str:
-        return str(self.path) if self.path is not None else f"http://{self.host}:{self.port}"
+        """The folder (embedded) or the server URL (without credentials)."""
+        if self.path is not None:
+            return str(self.path)
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{'https' if self.ssl else 'http'}://{host}:{self.port}{self._prefix}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def _probe(self) -> None:
+        """``GET /api/v2/heartbeat`` with a short timeout; raises :class:`StoreUnavailable` with one clear message."""
+        url = f"{self.location}/api/v2/heartbeat"
+        req = urllib.request.Request(url, headers=self._headers())
+        try:
+            with urllib.request.urlopen(req, timeout=self.connect_timeout) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            hint = " (check KNOWREC_CHROMA_TOKEN)" if exc.code in (401, 403) else " (is it a Chroma 1.x server?)"
+            raise StoreUnavailable(
+                f"Chroma server at {self.location} answered HTTP {exc.code} to its heartbeat{hint}"
+            ) from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StoreUnavailable(
+                f"cannot reach the Chroma server at {self.location}: {reason} "
+                f"(is `chroma run` / the chroma service up? set KNOWREC_CHROMA_URL)"
+            ) from None
+
+    def _http_client(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+        headers = self._headers() or None
+        if self._prefix or (self.host and ":" in self.host):  # a path prefix or IPv6: chromadb takes a full URL
+            client = chromadb.HttpClient(host=self.location, ssl=self.ssl, headers=headers, settings=chroma_settings)
+        else:
+            client = chromadb.HttpClient(
+                host=str(self.host),
+                port=int(self.port or 8000),
+                ssl=self.ssl,
+                headers=headers,
+                settings=chroma_settings,
+            )
+        # chromadb's httpx session has no timeout at all: bound the connect phase (requests may still take long)
+        session = getattr(getattr(client, "_server", None), "_session", None)
+        if session is not None:
+            import httpx
+
+            session.timeout = httpx.Timeout(None, connect=self.connect_timeout)
+        return client
 
     def _collection(self) -> Any:
         if self._col is not None:
             return self._col
+        if self.is_server:
+            self._probe()
         try:
-            import chromadb
-            from chromadb.config import Settings as ChromaSettings
-
-            chroma_settings = ChromaSettings(anonymized_telemetry=False)
             if self.path is not None:
+                import chromadb
+                from chromadb.config import Settings as ChromaSettings
+
                 self.path.mkdir(parents=True, exist_ok=True)
-                self._client = chromadb.PersistentClient(path=str(self.path), settings=chroma_settings)
-            else:
-                self._client = chromadb.HttpClient(
-                    host=str(self.host), port=int(self.port or 8000), settings=chroma_settings
+                client = chromadb.PersistentClient(
+                    path=str(self.path), settings=ChromaSettings(anonymized_telemetry=False)
                 )
-            self._col = self._client.get_or_create_collection(
+            else:
+                client = self._http_client()
+            col = client.get_or_create_collection(
                 self.collection_name,
                 embedding_function=KnowrecEmbeddingFunction(self.embedder),
                 configuration={"hnsw": {"space": "cosine"}},
             )
         except Exception as exc:
-            raise StoreUnavailable(f"cannot open Chroma at {self.location}: {exc}") from exc
-        return self._col
+            raise StoreUnavailable(f"cannot open Chroma at {self.location}: {exc or type(exc).__name__}") from exc
+        self._client, self._col = client, col
+        return col
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn a lost server connection into :class:`StoreUnavailable` naming the URL."""
+        try:
+            yield
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if self.is_server and _is_connection_error(exc):
+                raise StoreUnavailable(f"lost the Chroma server at {self.location}: {exc}") from exc
+            raise
 
     def verify(self) -> None:
         """Open the collection; raises :class:`StoreUnavailable` naming the location if that fails."""
@@ -138,51 +259,60 @@ class ChromaItemIndex:
 
     def upsert(self, ids: Sequence[str], documents: Sequence[str], progress: Progress | None = None) -> int:
         col = self._collection()
-        max_batch = min(int(self._client.get_max_batch_size()), 512)
         written = 0
-        for start in range(0, len(ids), max_batch):
-            chunk_ids = list(ids[start : start + max_batch])
-            chunk_docs = list(documents[start : start + max_batch])
-            vecs = self.embedder.embed(chunk_docs)
-            metas = [{"doc_hash": doc_hash(d)} for d in chunk_docs]
-            col.upsert(ids=chunk_ids, documents=chunk_docs, embeddings=vecs, metadatas=metas)
-            written += len(chunk_ids)
-            if progress is not None:
-                progress("index", len(chunk_ids))
+        with self._guard():
+            max_batch = min(int(self._client.get_max_batch_size()), 512)
+            for start in range(0, len(ids), max_batch):
+                chunk_ids = list(ids[start : start + max_batch])
+                chunk_docs = list(documents[start : start + max_batch])
+                vecs = self.embedder.embed(chunk_docs)
+                metas = [{"doc_hash": doc_hash(d)} for d in chunk_docs]
+                col.upsert(ids=chunk_ids, documents=chunk_docs, embeddings=vecs, metadatas=metas)
+                written += len(chunk_ids)
+                if progress is not None:
+                    progress("index", len(chunk_ids))
         return written
 
     def doc_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         col = self._collection()
         out: dict[str, str] = {}
-        for start in range(0, len(ids), 5000):
-            got = col.get(ids=list(ids[start : start + 5000]), include=["metadatas"])
-            for i, meta in zip(got["ids"], got["metadatas"] or [], strict=False):
-                out[i] = str((meta or {}).get("doc_hash", ""))
+        with self._guard():
+            for start in range(0, len(ids), 5000):
+                got = col.get(ids=list(ids[start : start + 5000]), include=["metadatas"])
+                for i, meta in zip(got["ids"], got["metadatas"] or [], strict=False):
+                    out[i] = str((meta or {}).get("doc_hash", ""))
         return out
 
     def snapshot(self, ids: Sequence[str]) -> object:
         if not ids:
             return None
-        return self._collection().get(ids=list(ids), include=["documents", "embeddings", "metadatas"])
+        col = self._collection()
+        with self._guard():
+            return col.get(ids=list(ids), include=["documents", "embeddings", "metadatas"])
 
     def restore(self, snapshot: object, remove: Sequence[str]) -> None:
         self.delete(remove)
         got: Any = snapshot
         if got and got.get("ids"):
-            self._collection().upsert(
-                ids=got["ids"], documents=got["documents"], embeddings=got["embeddings"], metadatas=got["metadatas"]
-            )
+            col = self._collection()
+            with self._guard():
+                col.upsert(
+                    ids=got["ids"], documents=got["documents"], embeddings=got["embeddings"], metadatas=got["metadatas"]
+                )
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             col = self._collection()
-            for start in range(0, len(ids), 5000):
-                col.delete(ids=list(ids[start : start + 5000]))
+            with self._guard():
+                for start in range(0, len(ids), 5000):
+                    col.delete(ids=list(ids[start : start + 5000]))
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not ids:
             return {}
-        got = self._collection().get(ids=list(ids), include=["embeddings"])
+        col = self._collection()
+        with self._guard():
+            got = col.get(ids=list(ids), include=["embeddings"])
         embs = got.get("embeddings")
         if embs is None:
             return {}
@@ -192,11 +322,12 @@ class ChromaItemIndex:
         self, vector: np.ndarray, k: int, exclude: set[str] | frozenset[str] = frozenset()
     ) -> list[tuple[str, float]]:
         col = self._collection()
-        total = col.count()
-        if total == 0 or k <= 0:
-            return []
-        n = min(total, k + len(exclude))
-        res = col.query(query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=n, include=["distances"])
+        with self._guard():
+            total = col.count()
+            if total == 0 or k <= 0:
+                return []
+            n = min(total, k + len(exclude))
+            res = col.query(query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=n, include=["distances"])
         out: list[tuple[str, float]] = []
         for item_id, dist in zip(res["ids"][0], res["distances"][0], strict=True):
             if item_id in exclude:
@@ -209,10 +340,13 @@ class ChromaItemIndex:
     def ids(self) -> set[str]:
         col = self._collection()
         out: set[str] = set()
-        total = col.count()
-        for offset in range(0, total, 5000):
-            out.update(col.get(limit=5000, offset=offset, include=[])["ids"])
+        with self._guard():
+            total = col.count()
+            for offset in range(0, total, 5000):
+                out.update(col.get(limit=5000, offset=offset, include=[])["ids"])
         return out
 
     def count(self) -> int:
-        return int(self._collection().count())
+        col = self._collection()
+        with self._guard():
+            return int(col.count())

@@ -1,0 +1,170 @@
+"""Contract tests of :class:`knowrec.kg_store.base.ItemIndex`, run against every backend.
+
+Backends: Chroma embedded (``PersistentClient`` in a temporary folder) and a real Chroma server (the session's
+``chroma run``, see ``tests/servers_chroma.py``), each server test in its own collection. Only the protocol is used
+in the assertions; a new backend adds a param to the ``index`` fixture.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowrec.kg_store.base import ItemIndex
+from knowrec.kg_store.chroma_index import ChromaItemIndex, doc_hash
+from tests.fakes import HashEmbedder
+
+DOCS = {
+    "1": "Heat (1995). Crime thriller by Michael Mann",
+    "2": "Collateral (2004). Crime thriller by Michael Mann",
+    "3": "Alien (1979). Science fiction horror by Ridley Scott",
+    "4": "Blade Runner (1982). Science fiction by Ridley Scott",
+    "5": "Toy Story (1995). Animation comedy",
+}
+NASTY = {
+    'it\'s "quoted"': 'Amélie "quoted" it\'s — 東京 🎬',
+    "'); DROP TABLE items; --": "nasty id document",
+    "東京/🎬 ünï": "unicode id document",
+}
+
+
+def _collection_name() -> str:
+    return f"kr-test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["embedded", "server"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ItemIndex]:
+    if request.param == "embedded":
+        yield ChromaItemIndex(HashEmbedder(), path=tmp_path / "chroma")
+        return
+    url = request.getfixturevalue("chroma_server")
+    name = _collection_name()
+    idx = ChromaItemIndex(HashEmbedder(), url=url, collection=name)
+    yield idx
+    if idx._client is not None:  # leave the shared server clean
+        idx._client.delete_collection(name)
+
+
+@pytest.fixture
+def loaded(index: ItemIndex) -> ItemIndex:
+    assert index.upsert(list(DOCS), list(DOCS.values())) == len(DOCS)
+    return index
+
+
+def _vec(text: str) -> np.ndarray:
+    return HashEmbedder().embed([text])[0]
+
+
+def test_satisfies_protocol(index: ItemIndex):
+    assert isinstance(index, ItemIndex)
+
+
+def test_empty_index(index: ItemIndex):
+    assert index.count() == 0
+    assert index.ids() == set()
+    assert index.query(_vec("anything"), 3) == []
+    assert index.doc_hashes(["1"]) == {}
+    assert index.vectors(["1"]) == {}
+    assert index.vectors([]) == {}
+    assert index.snapshot([]) is None
+
+
+def test_upsert_counts_and_ids(loaded: ItemIndex):
+    assert loaded.count() == len(DOCS)
+    assert loaded.ids() == set(DOCS)
+
+
+def test_upsert_is_idempotent_and_replaces(loaded: ItemIndex):
+    assert loaded.upsert(list(DOCS), list(DOCS.values())) == len(DOCS)
+    assert loaded.count() == len(DOCS)
+    loaded.upsert(["1"], ["Heat (1995). A new text"])
+    assert loaded.count() == len(DOCS)
+    assert loaded.doc_hashes(["1"]) == {"1": doc_hash("Heat (1995). A new text")}
+
+
+def test_upsert_reports_progress(index: ItemIndex):
+    seen: list[tuple[str, int]] = []
+    index.upsert(list(DOCS), list(DOCS.values()), progress=lambda stage, n: seen.append((stage, n)))
+    assert seen and {s for s, _ in seen} == {"index"} and sum(n for _, n in seen) == len(DOCS)
+
+
+def test_doc_hashes_leave_out_missing(loaded: ItemIndex):
+    got = loaded.doc_hashes(["1", "3", "missing"])
+    assert got == {"1": doc_hash(DOCS["1"]), "3": doc_hash(DOCS["3"])}
+
+
+def test_vectors_are_the_embedder_output(loaded: ItemIndex):
+    got = loaded.vectors(["2", "4", "missing"])
+    assert set(got) == {"2", "4"}
+    for i, v in got.items():
+        assert v.dtype == np.float32
+        np.testing.assert_allclose(v, _vec(DOCS[i]), atol=1e-6)
+
+
+def test_query_nearest_first_with_cosine_similarity(loaded: ItemIndex):
+    got = loaded.query(_vec(DOCS["3"]), 2)
+    assert [i for i, _ in got] == ["3", "4"]  # 4 shares "Science fiction by Ridley Scott"
+    assert got[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert got[0][1] >= got[1][1]
+
+
+def test_query_exclude_and_k(loaded: ItemIndex):
+    got = loaded.query(_vec(DOCS["1"]), 2, exclude={"1", "2"})
+    ids = [i for i, _ in got]
+    assert len(ids) == 2 and not {"1", "2"} & set(ids)
+    assert loaded.query(_vec(DOCS["1"]), 0) == []
+    assert len(loaded.query(_vec(DOCS["1"]), 50)) == len(DOCS)
+    assert loaded.query(_vec(DOCS["1"]), 3, exclude=frozenset(DOCS)) == []
+
+
+def test_delete(loaded: ItemIndex):
+    loaded.delete(["2", "missing"])
+    loaded.delete([])
+    assert loaded.ids() == set(DOCS) - {"2"}
+    assert loaded.count() == len(DOCS) - 1
+    assert "2" not in {i for i, _ in loaded.query(_vec(DOCS["2"]), 5)}
+
+
+def test_snapshot_and_restore_undo_changes(loaded: ItemIndex):
+    before_hashes = loaded.doc_hashes(list(DOCS))
+    before_vecs = loaded.vectors(list(DOCS))
+    snap = loaded.snapshot(["1", "2", "missing"])
+    # a failed ingest: changed 1, deleted 2, added 9
+    loaded.upsert(["1", "9"], ["changed text", "a new item"])
+    loaded.delete(["2"])
+    loaded.restore(snap, remove=["9"])
+    assert loaded.ids() == set(DOCS)
+    assert loaded.doc_hashes(list(DOCS)) == before_hashes
+    after_vecs = loaded.vectors(list(DOCS))
+    for i in DOCS:
+        np.testing.assert_allclose(after_vecs[i], before_vecs[i], atol=1e-6)
+
+
+def test_restore_of_empty_snapshot_only_removes(loaded: ItemIndex):
+    snap = loaded.snapshot([])
+    loaded.upsert(["9"], ["a new item"])
+    loaded.restore(snap, remove=["9"])
+    assert loaded.ids() == set(DOCS)
+
+
+def test_ids_with_quotes_and_unicode_round_trip(index: ItemIndex):
+    index.upsert(list(NASTY), list(NASTY.values()))
+    assert index.ids() == set(NASTY)
+    assert index.doc_hashes(list(NASTY)) == {i: doc_hash(d) for i, d in NASTY.items()}
+    first = next(iter(NASTY))
+    assert index.query(_vec(NASTY[first]), 1)[0][0] == first
+    index.delete([first])
+    assert index.ids() == set(NASTY) - {first}
+
+
+def test_many_documents_span_batches(index: ItemIndex):
+    n = 1200  # more than one upsert batch (512) and paged reads
+    ids = [f"item-{i}" for i in range(n)]
+    assert index.upsert(ids, [f"document number {i} word{i % 7}" for i in range(n)]) == n
+    assert index.count() == n
+    assert index.ids() == set(ids)
+    assert len(index.doc_hashes(ids)) == n
