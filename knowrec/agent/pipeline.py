@@ -104,14 +104,11 @@ class Pipeline:
         self, cands: Sequence[Candidate], liked: Sequence[str]
     ) -> tuple[dict[str, tuple[KGPath, ...]], dict[str, list[Fact]]]:
         """Connecting paths (from the KG generator, else looked up) and each candidate's own top facts."""
-        paths: dict[str, tuple[KGPath, ...]] = {}
-        for c in cands:
-            if c.paths:
-                paths[c.item_id] = c.paths
-            elif liked:
-                paths[c.item_id] = tuple(self.store.paths(list(liked), c.item_id, n=5))
-            else:
-                paths[c.item_id] = ()
+        paths: dict[str, tuple[KGPath, ...]] = {c.item_id: c.paths for c in cands}
+        lookup = [c.item_id for c in cands if not c.paths]
+        if liked and lookup:  # one store round trip for every candidate without paths
+            for item_id, found in self.store.paths_many(list(liked), lookup, n=5).items():
+                paths[item_id] = tuple(found)
         own = self.store.facts([c.item_id for c in cands], n=max(self.ranking.facts_per_candidate, 4))
         return paths, own
 
@@ -140,12 +137,16 @@ class Pipeline:
         with timer.stage("facts"):
             paths, own = self.candidate_facts(top, prof.liked)
             titles = self.store.items([c.item_id for c in top] + list(prof.liked))
+            # facts on paths that are not among the candidates' own top facts: one lookup for all candidates
+            known = {f.id for c in rerank for f in own.get(c.item_id, [])}
+            on_paths = {p.target_fact for c in rerank for p in paths.get(c.item_id, ())} - known
+            path_facts = self.store.get_facts(sorted(on_paths)) if on_paths else {}
         with timer.stage("rank"):
             items = [
                 RankItem(
                     candidate=c,
                     title=titles[c.item_id].title if c.item_id in titles else c.item_id,
-                    facts=self._prompt_facts(c.item_id, paths.get(c.item_id, ()), own.get(c.item_id, [])),
+                    facts=self._prompt_facts(paths.get(c.item_id, ()), own.get(c.item_id, []), path_facts),
                 )
                 for c in rerank
             ]
@@ -215,15 +216,18 @@ class Pipeline:
         )
 
     # -- helpers --------------------------------------------------------------------------------------------------
-    def _prompt_facts(self, item_id: str, paths: Sequence[KGPath], own: Sequence[Fact]) -> tuple[Fact, ...]:
-        """Facts shown to the LLM: those on paths to the history first, then the item's rarest own facts."""
+    def _prompt_facts(
+        self, paths: Sequence[KGPath], own: Sequence[Fact], path_facts: Mapping[str, Fact]
+    ) -> tuple[Fact, ...]:
+        """Facts shown to the LLM: those on paths to the history first, then the item's rarest own facts.
+
+        ``path_facts`` holds the path facts that are not among ``own`` (looked up once for all candidates).
+        """
         limit = self.ranking.facts_per_candidate
         on_path = [p.target_fact for p in paths]
         own_by_id = {f.id: f for f in own}
         picked: list[Fact] = []
-        missing = [fid for fid in on_path if fid not in own_by_id]
-        if missing:
-            own_by_id.update(self.store.get_facts(missing))
+        own_by_id.update({fid: path_facts[fid] for fid in on_path if fid not in own_by_id and fid in path_facts})
         for fid in dict.fromkeys(on_path):
             if fid in own_by_id and len(picked) < limit:
                 picked.append(own_by_id[fid])

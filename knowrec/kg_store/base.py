@@ -107,6 +107,10 @@ class GraphStore(Protocol):
         """Paths from any of ``user_items`` to ``item_id`` through one shared entity, highest weight first."""
         ...
 
+    def paths_many(self, user_items: Sequence[str], item_ids: Sequence[str], n: int = 5) -> dict[str, list[KGPath]]:
+        """:meth:`paths` for several items in one round trip; every requested id is a key."""
+        ...
+
     def popular(self, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, int]]:
         """Most-interacted items as ``(item_id, count)``, ties by item id; excluded ids left out."""
         ...

@@ -155,6 +155,8 @@ MATCH (u:User {id: uid})-[r:INTERACTED]->(i:Item)
 RETURN u.id, i.id, r.rating, r.ts ORDER BY u.id, r.ts IS NOT NULL, r.ts, i.id
 """
 
+_N_INTERACTIONS = "MATCH ()-[r:INTERACTED]->() RETURN count(r)"
+
 _POPULAR = """
 MATCH (:User)-[r:INTERACTED]->(i:Item)
 WITH i.id AS id, count(r) AS c WHERE NOT id IN $exclude
@@ -298,6 +300,7 @@ class Neo4jGraphStore:
         self._driver: Any = None
         self._ready = False
         self._closed = False
+        self._popular_cache: tuple[int, list[tuple[str, int]]] | None = None
 
     def __repr__(self) -> str:
         db = f", database={self.database!r}" if self.database else ""
@@ -622,8 +625,26 @@ class Neo4jGraphStore:
         """Most-interacted items as ``(item_id, count)``, ties by item id ascending; excluded ids left out."""
         if n <= 0:
             return []
-        rows = self._read(lambda tx: self._rows(tx, _POPULAR, exclude=list(exclude), n=n))
-        return [(r[0], int(r[1])) for r in rows]
+        # Counts change only when interactions are added (there are no deletes), so the number of interactions
+        # (from Neo4j's count store: O(1)) tells whether the cached ranking is still right, whoever wrote.
+
+        def work(tx: Any) -> tuple[int, list[tuple[str, int]]]:
+            total = int(self._rows(tx, _N_INTERACTIONS)[0][0])
+            cached = self._popular_cache
+            if cached is not None and cached[0] == total:
+                return cached
+            rows = self._rows(tx, _POPULAR, exclude=[], n=_NO_LIMIT)
+            return total, [(r[0], int(r[1])) for r in rows]
+
+        self._popular_cache = self._read(work)
+        out: list[tuple[str, int]] = []
+        for item_id, count in self._popular_cache[1]:
+            if item_id in exclude:
+                continue
+            out.append((item_id, count))
+            if len(out) >= n:
+                break
+        return out
 
     # --- facts --------------------------------------------------------------------------------------------------
 
@@ -781,6 +802,31 @@ class Neo4jGraphStore:
             return self._paths(tx, links, [item_id], n)[item_id]
 
         return self._read(work)
+
+    def paths_many(self, user_items: Sequence[str], item_ids: Sequence[str], n: int = 5) -> dict[str, list[KGPath]]:
+        """:meth:`paths` for each of ``item_ids`` in one read transaction; every asked id is a key."""
+        ids = _unique(item_ids)
+        out: dict[str, list[KGPath]] = {i: [] for i in ids}
+        seeds = _unique(user_items)
+        if not ids or not seeds or n <= 0:
+            return out
+        seed_set = set(seeds)
+        plain = [i for i in ids if i not in seed_set]
+
+        def work(tx: Any) -> dict[str, list[KGPath]]:
+            found: dict[str, list[KGPath]] = {}
+            if plain:
+                links = self._seed_links(tx, dict.fromkeys(seeds, 1.0), _NO_LIMIT)
+                found.update(self._paths(tx, links, plain, n))
+            for i in ids:  # an item that is itself a seed: the seeds without it
+                if i in seed_set:
+                    others = [x for x in seeds if x != i]
+                    links = self._seed_links(tx, dict.fromkeys(others, 1.0), _NO_LIMIT) if others else []
+                    found[i] = self._paths(tx, links, [i], n)[i] if links else []
+            return found
+
+        out.update(self._read(work))
+        return out
 
     # --- counts -------------------------------------------------------------------------------------------------
 

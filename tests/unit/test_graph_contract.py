@@ -385,6 +385,18 @@ def test_paths(loaded: GraphStore) -> None:
     assert loaded.paths([], "m4") == []
 
 
+def test_paths_many_is_paths_for_each(loaded: GraphStore) -> None:
+    seeds = ["m1", "m3"]
+    asked = ["m4", "m2", "m3", "m6", "nope"]  # m3 is itself a seed; "nope" is not stored
+    got = loaded.paths_many(seeds, asked, n=2)
+    assert list(got) == asked
+    for item_id in asked:
+        assert got[item_id] == loaded.paths(seeds, item_id, n=2), item_id
+    assert got["m4"] and got["m3"]  # m3 reaches m1 through p:a2 and genre facts
+    assert loaded.paths_many([], ["m4"]) == {"m4": []}
+    assert loaded.paths_many(seeds, []) == {}
+
+
 # --- awkward ids and labels -------------------------------------------------------------------------------------
 
 
