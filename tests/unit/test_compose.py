@@ -22,9 +22,33 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 SERVICES = {"neo4j", "chroma", "vllm", "knowrec"}
 
 
+INSTALL_SCRIPT = ROOT / "scripts" / "install-docker-compose.sh"
+_installed: list[bool] = []
+
+
+def _install_plugin_once() -> str | None:
+    """Run ``scripts/install-docker-compose.sh`` once per session (it builds Compose v2 from its Go module);
+    ``None`` on success, else what went wrong."""
+    if _installed:
+        return None if _installed[0] else "scripts/install-docker-compose.sh failed earlier in this session"
+    res = subprocess.run(["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=1800, check=False)
+    _installed.append(res.returncode == 0)
+    return (
+        None
+        if res.returncode == 0
+        else f"scripts/install-docker-compose.sh exited {res.returncode}: {res.stderr[-800:]}"
+    )
+
+
 def _compose_command() -> list[str]:
-    """``docker compose`` (the v2 plugin), or a standalone v2 ``docker-compose``; fails the test when neither works."""
+    """``docker compose`` (the v2 plugin), or a standalone v2 ``docker-compose``; when neither works, the plugin is
+    built once with ``scripts/install-docker-compose.sh``; fails the test when that fails too."""
     tried: list[str] = []
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode != 0:
+        why = _install_plugin_once()
+        if why:
+            tried.append(why)
     docker = shutil.which("docker")
     if docker:
         probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, check=False)
@@ -192,6 +216,7 @@ def test_knowrec_service_wiring(config: dict[str, Any]):
     assert env["KNOWREC_LLM__BACKEND"] == "http"
     assert env["KNOWREC_LLM__BASE_URL"] == "http://vllm:8000/v1"
     assert env["KNOWREC_LLM__DIALECT"] == "vllm"
+    assert env["KNOWREC_LLM__MODEL"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
     deps = app["depends_on"]
     assert set(deps) == {"neo4j", "chroma", "vllm"}
     assert all(dep["condition"] == "service_healthy" for dep in deps.values())
@@ -199,7 +224,7 @@ def test_knowrec_service_wiring(config: dict[str, Any]):
 
 
 def test_knowrec_env_is_read_by_settings(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
-    """The graph/Chroma variables of the knowrec service are what Settings reads (LLM HTTP settings come later)."""
+    """Every KNOWREC_* variable of the knowrec service is one that Settings reads, with the meaning intended."""
     from knowrec.config import Settings
 
     env = config["services"]["knowrec"]["environment"]
@@ -207,13 +232,33 @@ def test_knowrec_env_is_read_by_settings(config: dict[str, Any], monkeypatch: py
         monkeypatch.delenv(key)
     monkeypatch.setenv("KNOWREC_CONFIG", "/nonexistent/knowrec.toml")
     for key, value in env.items():
-        if key.startswith("KNOWREC_") and not key.startswith("KNOWREC_LLM__"):
+        if key.startswith("KNOWREC_"):
             monkeypatch.setenv(key, value)
     s = Settings()
     assert s.graph_backend == "neo4j" and s.graph_uri == "bolt://neo4j:7687"
     assert s.graph_password is not None and s.graph_password.get_secret_value() == "s3cret-pass"
     assert s.chroma_url == "http://chroma:8000"
     assert s.data_dir == Path("/data")
+    assert s.llm.backend == "http" and s.llm.base_url == "http://vllm:8000/v1" and s.llm.dialect == "vllm"
+    assert s.llm.model == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+    assert s.llm.adapter is None  # LORA_NAME unset: the base model answers
+    assert s.server.api_key is None  # KNOWREC_API_KEY unset: no auth
+
+
+def test_lora_adapter_reaches_knowrec(monkeypatch: pytest.MonkeyPatch):
+    """With LORA_NAME set, vLLM serves the adapter and knowrec's requests name it."""
+    from knowrec.config import Settings
+
+    env = compose_config(LORA_NAME="movies-r16", KNOWREC_API_KEY="k3y")["services"]["knowrec"]["environment"]
+    for key in [k for k in os.environ if k.startswith("KNOWREC_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("KNOWREC_CONFIG", "/nonexistent/knowrec.toml")
+    for key, value in env.items():
+        if key.startswith("KNOWREC_"):
+            monkeypatch.setenv(key, value)
+    s = Settings()
+    assert s.llm.adapter == "movies-r16"
+    assert s.server.api_key is not None and s.server.api_key.get_secret_value() == "k3y"
 
 
 def test_dockerfile():
