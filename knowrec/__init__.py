@@ -12,6 +12,7 @@ from knowrec.errors import ConfigError, InvalidInput, KnowrecError, LLMError, No
 from knowrec.recommender import Recommender
 from knowrec.types import (
     Candidate,
+    ChatProfile,
     ChatTurn,
     Fact,
     IngestSummary,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Candidate",
+    "ChatProfile",
     "ChatTurn",
     "ConfigError",
     "Fact",

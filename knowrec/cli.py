@@ -1,4 +1,4 @@
-"""Command line: ``knowrec demo | ingest | recommend | similar | info``.
+"""Command line: ``knowrec demo | ingest | recommend | similar | info | serve | eval``.
 
 Errors print one clear line on stderr and exit with status 1 (2 for usage errors).
 """
@@ -11,14 +11,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from knowrec.config import Settings
+from knowrec.config import RankerConfig, Settings
 from knowrec.errors import KnowrecError
 from knowrec.recommender import Recommender
 from knowrec.types import Recommendation
@@ -38,7 +38,12 @@ T = TypeVar("T")
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Where the stores live (default: settings / KNOWREC_DATA_DIR).")
 ]
-Mode = Annotated[str | None, typer.Option("--mode", help="Ranking mode: verbalizer, listwise or none.")]
+_MODES = get_args(RankerConfig.model_fields["mode"].annotation)
+# a plain string checked by Settings (not click.Choice), so a bad mode is the usual one-line "invalid setting" error
+Mode = Annotated[
+    str | None,
+    typer.Option("--mode", help=f"Ranking mode: {', '.join(_MODES[:-1])} or {_MODES[-1]} (default: settings)."),
+]
 
 
 @contextmanager
@@ -209,6 +214,113 @@ def info(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json
         rec.close()
 
     _run(go)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    data_dir: DataDir = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the HTTP API, the OpenAI-compatible /v1/chat/completions and the web chat page at /.
+
+    An API key is required when KNOWREC_SERVER__API_KEY is set (Authorization: Bearer KEY or X-API-Key: KEY).
+    """
+
+    def go() -> None:
+        try:
+            import uvicorn
+
+            from knowrec.server import create_app
+        except ImportError as exc:
+            raise typer.BadParameter(f"{exc.name} is missing: pip install 'knowrec[server]'") from None
+        rec = _recommender(data_dir)
+        uvicorn.run(create_app(rec), host=host, port=port, log_level=log_level)
+        rec.close()
+
+    _run(go)
+
+
+def _print_turn(turn: Any) -> None:
+    """An assistant chat turn: its text, then the recommended items (reasons, cited facts) or the looked-up facts."""
+    if turn.recommendation is not None and turn.recommendation.items:
+        head = turn.text.split("\n", 1)[0]
+        out.print(f"[bold cyan]knowrec>[/] {head}", highlight=False)
+        table = Table(show_lines=True, box=None, padding=(0, 1))
+        table.add_column("#", justify="right")
+        table.add_column("item")
+        table.add_column("why", ratio=3)
+        for it in turn.recommendation.items:
+            why = "\n".join(f"{r.text} [dim]{' '.join(r.fact_ids)}[/]" for r in it.reasons) or "[dim]—[/]"
+            facts = "\n".join(f"[dim]{f.id}: {f.text()}[/]" for f in it.facts)
+            table.add_row(str(it.rank), f"{it.title}\n[dim]id {it.item_id}[/]", why + ("\n" + facts if facts else ""))
+        out.print(table)
+    else:
+        out.print(f"[bold cyan]knowrec>[/] {turn.text}", highlight=False)
+
+
+@app.command()
+def chat(
+    user: Annotated[str | None, typer.Option("--user", help="Chat as this user (their history counts).")] = None,
+    session: Annotated[str | None, typer.Option("--session", help="Continue this session id.")] = None,
+    k: Annotated[int | None, typer.Option("--k", "-k", min=1, max=50, help="Items per answer.")] = None,
+    data_dir: DataDir = None,
+    mode: Mode = None,
+) -> None:
+    """Talk to the recommender: /like N, /dislike N, /profile, /help, /quit (Ctrl-D also ends it)."""
+    from knowrec.agent.chat import profile_summary
+
+    rec = _run(lambda: _recommender(data_dir, mode, progress=False))
+    sid = _run(lambda: session or rec.new_session(user))
+    n = k or rec.settings.chat.k
+    out.print(f"[dim]session {sid} — type a wish (“something like Heat but no dramas”), /help, or /quit[/]")
+    last: list[str] = []
+    while True:
+        try:
+            out.print("[bold]you>[/] ", end="")
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            out.print()
+            break
+        if not line:  # end of input (Ctrl-D, or the end of piped text)
+            out.print()
+            break
+        msg = line.strip()
+        if not msg:
+            continue
+        try:
+            with _errors():
+                if msg in ("/quit", "/exit", "/q"):
+                    break
+                if msg == "/help":
+                    out.print("/like N, /dislike N (N = position in the last list), /profile, /quit")
+                elif msg == "/profile":
+                    info = rec._chat_agent.sessions.get(sid)
+                    prof = info.profile if info else None
+                    out.print(profile_summary(prof, rec.store) if prof else "nothing yet", highlight=False)
+                elif msg.startswith(("/like", "/dislike")):
+                    cmd, _, arg = msg.partition(" ")
+                    if not arg.strip().isdigit() or not 1 <= int(arg) <= len(last):
+                        err.print(f"[bold red]error:[/] {cmd} needs a position 1–{len(last)} of the last list")
+                        continue
+                    item = last[int(arg) - 1]
+                    rec.feedback(item, cmd == "/like", session_id=sid)
+                    out.print(f"noted: you {'liked' if cmd == '/like' else 'disliked'} item {item}")
+                elif msg.startswith("/"):
+                    err.print(f"[bold red]error:[/] unknown command {msg.split()[0]} (try /help)")
+                else:
+                    turn = rec.chat(sid, msg, user_id=user, k=n)
+                    if turn.items:
+                        last = list(turn.items)
+                    _print_turn(turn)
+        except typer.Exit:
+            continue
+        except KeyboardInterrupt:
+            out.print()
+            break
+    out.print(f"[dim]bye — continue with: knowrec chat --session {sid}[/]")
+    rec.close()
 
 
 eval_app = typer.Typer(help="Offline evaluation: protocols P1–P3, tuned baselines, ablations, reports.")

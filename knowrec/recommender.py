@@ -7,11 +7,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from knowrec.agent.chat import ChatAgent, SessionStore
 from knowrec.agent.collaborative import EASE
 from knowrec.agent.explain import LLMExplainer
 from knowrec.agent.llm.base import LLMClient
 from knowrec.agent.pipeline import Pipeline
-from knowrec.agent.rank import ListwiseRanker, Ranker, RetrievalRanker, VerbalizerRanker
+from knowrec.agent.rank import ListwiseRanker, PointwiseRanker, Ranker, RetrievalRanker, VerbalizerRanker
 from knowrec.agent.retrieve import (
     CandidateGenerator,
     CollaborativeGenerator,
@@ -24,7 +25,7 @@ from knowrec.errors import ConfigError, InvalidInput, NotFound
 from knowrec.kg_store.base import Embedder, GraphStore, ItemIndex
 from knowrec.kg_store.chroma_index import ChromaItemIndex
 from knowrec.kg_store.ingest import EASE_FILE, ingest_dataset, rich_progress
-from knowrec.types import IngestSummary, Item, Recommendation, RecQuery
+from knowrec.types import ChatTurn, IngestSummary, Item, Recommendation, RecQuery
 
 __all__ = ["Recommender"]
 
@@ -102,13 +103,29 @@ class Recommender:
     @property
     def llm(self) -> LLMClient | None:
         """The configured LLM client, or ``None`` with ``llm.backend='none'``."""
-        if self._llm is None and self.settings.llm.backend == "llama_cpp":
-            from knowrec.agent.llm.llama_cpp import LlamaCppClient, bundled_llm_path
-
+        if self._llm is None:
             cfg = self.settings.llm
-            self._llm = LlamaCppClient(
-                cfg.model_path or bundled_llm_path(), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed
-            )
+            if cfg.backend == "llama_cpp":
+                from knowrec.agent.llm.llama_cpp import LlamaCppClient, bundled_llm_path
+
+                self._llm = LlamaCppClient(
+                    cfg.model_path or bundled_llm_path(), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed
+                )
+            elif cfg.backend == "http":
+                from knowrec.agent.llm.http import OpenAIHTTPClient
+
+                self._llm = OpenAIHTTPClient(
+                    cfg.base_url,
+                    cfg.model,
+                    api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
+                    adapter=cfg.adapter,
+                    dialect=cfg.dialect,
+                    timeout_s=cfg.timeout_s,
+                    max_retries=cfg.max_retries,
+                    concurrency=cfg.concurrency,
+                    max_logprobs=cfg.max_logprobs,
+                    chat_template=cfg.chat_template,
+                )
         return self._llm
 
     def _ranker(self, mode: str) -> Ranker:
@@ -122,7 +139,9 @@ class Recommender:
             return VerbalizerRanker(llm, llm_weight=w)
         if mode == "listwise":
             return ListwiseRanker(llm, llm_weight=w)
-        raise ConfigError(f"unknown ranker mode {mode!r}; use verbalizer, listwise or none")
+        if mode == "pointwise":
+            return PointwiseRanker(llm, llm_weight=w)
+        raise ConfigError(f"unknown ranker mode {mode!r}; use verbalizer, listwise, pointwise or none")
 
     @cached_property
     def _ease(self) -> EASE | None:
@@ -248,7 +267,7 @@ class Recommender:
         *,
         exclude: list[str] | None = None,
         candidates: list[str] | None = None,
-        mode: Literal["verbalizer", "listwise", "none"] | None = None,
+        mode: Literal["verbalizer", "listwise", "pointwise", "none"] | None = None,
     ) -> Recommendation:
         """Recommend ``k`` items for a user, each with reasons that cite KG facts.
 
@@ -280,6 +299,53 @@ class Recommender:
             raise NotFound("the store is empty: ingest data first (knowrec ingest … or knowrec demo)")
         return self.pipeline(mode).recommend(q)
 
+    # -- chat -------------------------------------------------------------------------------------------------------
+    @cached_property
+    def _chat_agent(self) -> ChatAgent:
+        cfg = self.settings.chat
+        sessions = SessionStore(cfg.sessions_file or self.settings.data_dir / "sessions.sqlite")
+        return ChatAgent(
+            self.store,
+            self.recommend,
+            sessions,
+            cfg,
+            llm=(lambda: self.llm) if cfg.extract_with_llm else (lambda: None),
+            like_threshold=self.settings.retrieval.like_threshold,
+        )
+
+    def new_session(self, user_id: str | None = None) -> str:
+        """Start a chat session; its user is ``user_id`` or ``"chat:<session id>"``. Returns the session id."""
+        return self._chat_agent.new_session(user_id)
+
+    def chat(self, session_id: str, message: str, *, user_id: str | None = None, k: int = 5) -> ChatTurn:
+        """Answer one chat message (the session is created if unknown); returns the assistant's turn.
+
+        The agent asks one clarifying question when it knows nothing, looks up facts ("who directed Alien?"), or
+        recommends ``k`` items through :meth:`recommend`, honouring what the session said (excluded genres or
+        people, era, "more like X but lighter", likes and dislikes). Sessions persist in ``sessions.sqlite``.
+
+        Example:
+            >>> sid = rec.new_session()  # doctest: +SKIP
+            >>> turn = rec.chat(sid, "more like Toy Story, but no comedies")  # doctest: +SKIP
+            >>> turn.action, len(turn.items)  # doctest: +SKIP
+            ('recommend', 5)
+        """
+        return self._chat_agent.chat(session_id, message, user_id=user_id, k=k)
+
+    def chat_history(self, session_id: str) -> list[ChatTurn]:
+        """Every turn of a session, oldest first. Raises :class:`~knowrec.errors.NotFound` for an unknown session."""
+        return self._chat_agent.history(session_id)
+
+    def feedback(self, item_id: str, liked: bool, *, session_id: str | None = None, user_id: str | None = None) -> None:
+        """Record that a user liked or disliked an item: a stored interaction (rating 5 or 1) and, with a session,
+        its profile (a disliked item never comes back in that session).
+
+        Raises:
+            NotFound: unknown item (or unknown session).
+            InvalidInput: neither ``session_id`` nor ``user_id`` given.
+        """
+        self._chat_agent.feedback(str(item_id), liked, session_id=session_id, user_id=user_id)
+
     def similar(self, item_id: str | int, k: int = 10) -> list[tuple[Item, float]]:
         """Items most similar to ``item_id`` by embedding, as ``(item, cosine)``.
 
@@ -299,6 +365,8 @@ class Recommender:
         return {"stats": self.store.stats(), "index_count": self.index.count(), "settings": self.settings.describe()}
 
     def close(self) -> None:
+        if "_chat_agent" in self.__dict__:
+            self._chat_agent.sessions.close()
         if self._store is not None:
             self._store.close()
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "Candidate",
+    "ChatProfile",
     "ChatTurn",
     "Fact",
     "IngestSummary",
@@ -184,13 +185,48 @@ class Recommendation(_Frozen):
     usage: dict[str, int] = Field(default_factory=dict)
 
 
+class ChatProfile(_Frozen):
+    """Structured taste extracted from a conversation (see :mod:`knowrec.agent.chat`)."""
+
+    liked: tuple[str, ...] = ()
+    """Item ids the user liked in this session."""
+    disliked: tuple[str, ...] = ()
+    """Item ids the user disliked; never recommended again in the session."""
+    include_genres: tuple[str, ...] = ()
+    """Genre labels as stored (e.g. ``"Comedy"``)."""
+    exclude_genres: tuple[str, ...] = ()
+    include_people: tuple[str, ...] = ()
+    """Entity labels (directors, actors, …)."""
+    exclude_people: tuple[str, ...] = ()
+    era: tuple[int | None, int | None] | None = None
+    """``(from_year, to_year)``, either end open."""
+    like_item: str | None = None
+    """"More like X": the item id of X."""
+    modifier: str | None = None
+    """"… but lighter": passed to retrieval as query text."""
+    query: str | None = None
+    """The latest free-text wish."""
+
+    def is_empty(self) -> bool:
+        """True when nothing is known yet."""
+        return self == ChatProfile()
+
+
 class ChatTurn(_Frozen):
     """One turn of a conversation (used by the chat agent)."""
 
     session_id: str
     role: Literal["user", "assistant"]
     text: str
+    action: Literal["ask", "lookup", "recommend", "feedback", "answer"] = "answer"
     recommendation: Recommendation | None = None
+    items: tuple[str, ...] = ()
+    """Recommended item ids in order (the same as ``recommendation.items``)."""
+    facts: tuple[Fact, ...] = ()
+    """Facts looked up or cited in the text."""
+    profile: ChatProfile | None = None
+    """The session's profile after this turn (assistant turns)."""
+    created_at: float = 0.0
 
 
 class IngestSummary(_Frozen):

@@ -7,6 +7,7 @@ import pytest
 from knowrec.kg_store.base import GraphBatch
 from knowrec.types import Fact, Interaction, Item
 from tests.servers_chroma import chroma_server  # noqa: F401  (session fixture: a real `chroma run`)
+from tests.servers_llm import llm_server  # noqa: F401
 from tests.servers_neo4j import neo4j_server  # noqa: F401  (session fixture: a real Neo4j 5.26)
 
 

@@ -1,4 +1,5 @@
-"""LLM rankers: ``verbalizer`` (label log-probabilities, one pass), ``listwise`` (constrained JSON), ``none``.
+"""LLM rankers: ``verbalizer`` (label log-probabilities, one pass), ``listwise`` (constrained JSON), ``pointwise``
+(yes/no log-probabilities, one pass per candidate), ``none``.
 
 Every ranker returns a full ordering of the candidates it was given. The LLM's order is fused with the retrieval
 order (both rank-normalised to [0, 1]) so a weak model can only move items so far; invalid LLM output is repaired
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,10 @@ from knowrec.types import Candidate, Fact
 
 __all__ = [
     "LABELS",
+    "NO_LABELS",
+    "YES_LABELS",
     "ListwiseRanker",
+    "PointwiseRanker",
     "RankContext",
     "RankItem",
     "RankResult",
@@ -37,6 +42,13 @@ log = logging.getLogger(__name__)
 
 LABELS = tuple(string.ascii_uppercase)
 """Candidate labels shown to the LLM; each is one token in common vocabularies."""
+
+YES_LABELS = ("Yes", "yes")
+NO_LABELS = ("No", "no")
+"""Answer tokens read by the pointwise ranker, right after the assistant turn opens (no leading space). Each is one
+token in SmolLM2's vocabulary (also " yes"/" no", which are not used: no space precedes the answer). The capitalised
+forms carry most of the probability mass there; the lower-case ones are added so a model that answers in lower case
+is read too. P(yes) is the mass of the yes forms normalised over both."""
 
 _RELATION_WORDS = {
     "director": "director",
@@ -281,4 +293,87 @@ class ListwiseRanker(_LLMRanker):
             prompt=self.prompt,
             model=reply.model or self.llm.model_id,
             usage=dict(reply.usage),
+        )
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    if math.isinf(top):
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+class PointwiseRanker(_LLMRanker):
+    """One yes/no question per candidate; the score is ``log P(yes) − log P(no)`` of the first answer token.
+
+    The prompt opens with the user's history (and query), identical for every candidate of a request, so the KV
+    cache of that prefix is reused across candidates (in process) and across requests (a server's prefix cache).
+    A candidate whose call fails keeps a neutral score (the median of the others) and is reported as a repair;
+    if every call fails the retrieval order is returned, flagged as a fallback. Costs one prompt per candidate.
+
+    Example:
+        >>> from knowrec.agent.llm.llama_cpp import LlamaCppClient, bundled_llm_path
+        >>> ranker = PointwiseRanker(LlamaCppClient(bundled_llm_path()), llm_weight=0.3)
+        >>> titles = {"1": "Ronin (1998)", "2": "Up (2009)"}
+        >>> cands = [RankItem(Candidate(item_id=i, score=1.0), t) for i, t in titles.items()]
+        >>> res = ranker.rank(RankContext(history_titles=("Heat (1995)",)), cands, k=2)
+        >>> sorted(res.order), res.prompt.ref
+        (['1', '2'], 'rank_pointwise@1')
+    """
+
+    mode = "pointwise"
+    prompt_name = "rank_pointwise"
+    labels = (*YES_LABELS, *NO_LABELS)
+
+    def _score(self, ctx: RankContext, item: RankItem) -> tuple[float, float, int]:
+        """(yes − no log-odds, P(yes) over {yes, no}, prompt tokens) for one candidate; raises LLMError."""
+        cand = _prompt_candidates([item])[0]
+        user_text = self.prompt.render(history=list(ctx.history_titles), query=ctx.query, candidate=cand)
+        prompt = self.llm.format_chat(_messages(self.system, user_text))
+        logprobs = self.llm.label_logprobs(prompt, list(self.labels))
+        tokens = int(getattr(self.llm, "last_prompt_tokens", 0) or 0)
+        yes = _logsumexp([logprobs.get(lab, -math.inf) for lab in YES_LABELS])
+        no = _logsumexp([logprobs.get(lab, -math.inf) for lab in NO_LABELS])
+        if math.isinf(yes) and math.isinf(no):
+            raise LLMError("neither yes nor no received a finite log-probability", retryable=False)
+        both = _logsumexp([yes, no])
+        return yes - no, math.exp(yes - both), tokens
+
+    def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult:
+        order = [it.candidate.item_id for it in items]
+        if len(items) < 2:
+            return RankResult(order=order, final_scores=rank_normalise(order), prompt=self.prompt, model="none")
+        scores: dict[str, float] = {}
+        p_yes: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        prompt_tokens = 0
+        for it in items:
+            item_id = it.candidate.item_id
+            try:
+                score, prob, tokens = self._score(ctx, it)
+            except LLMError as exc:
+                failed[item_id] = str(exc)
+                continue
+            scores[item_id], p_yes[item_id] = score, prob
+            prompt_tokens += tokens
+        if not scores:
+            first = next(iter(failed.values()))
+            return self._fallback(order, f"LLM error on all {len(order)} candidates: {first}")
+        repairs: list[str] = []
+        if failed:
+            neutral = statistics.median(scores.values())
+            for item_id in failed:
+                scores[item_id] = neutral
+            shown = "; ".join(f"{i}: {e}" for i, e in list(failed.items())[:3])
+            repairs.append(f"{len(failed)} candidate(s) kept a neutral LLM score after an LLM error ({shown})")
+        llm_order = _order_by(scores, order)
+        final = fuse_scores(order, llm_order, self.llm_weight)
+        return RankResult(
+            order=_order_by(final, order),
+            final_scores=final,
+            llm_scores=p_yes,
+            repairs=repairs,
+            prompt=self.prompt,
+            model=self.llm.model_id,
+            usage={"prompt_tokens": prompt_tokens, "completion_tokens": 0, "llm_calls": len(order)},
         )

@@ -16,6 +16,7 @@ PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
     # name: settings overrides ("settings") and recommend() arguments ("call"); "llm": whether it calls the LLM
     "knowrec": {"settings": {}, "call": {}, "llm": True},
     "knowrec-listwise": {"settings": {}, "call": {"mode": "listwise"}, "llm": True},
+    "knowrec-pointwise": {"settings": {}, "call": {"mode": "pointwise"}, "llm": True},
     "retrieval-only": {"settings": {}, "call": {"mode": "none", "diversity": 0.0}, "llm": False},
     "no-llm": {"settings": {}, "call": {"mode": "none"}, "llm": False},
     "no-kg": {

@@ -72,3 +72,28 @@ def test_multi_token_labels_are_refused(llm: LlamaCppClient):
 def test_missing_model_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         LlamaCppClient(tmp_path / "nope.gguf").verify()
+
+
+def test_pointwise_ranking_with_the_bundled_model(llm: LlamaCppClient):
+    from knowrec.agent.rank import NO_LABELS, YES_LABELS, PointwiseRanker, RankContext, RankItem
+    from knowrec.types import Candidate, Fact
+
+    # the pointwise ranker reads these as single tokens right after the assistant turn opens
+    assert len(llm.label_token_ids([*YES_LABELS, *NO_LABELS])) == 4
+    titles = ["Miami Vice (2006)", "Toy Story (1995)", "Manhunter (1986)", "Notting Hill (1999)", "Se7en (1995)"]
+    items = [
+        RankItem(
+            candidate=Candidate(item_id=str(i), score=1.0 - i / 10),
+            title=t,
+            facts=(Fact(head=str(i), relation="year", tail=t[-5:-1]),),
+        )
+        for i, t in enumerate(titles)
+    ]
+    ctx = RankContext(history_titles=("Heat (1995)", "Ronin (1998)", "Collateral (2004)"))
+    res = PointwiseRanker(llm, llm_weight=1.0).rank(ctx, items, 5)
+    assert not res.fallback and not res.repairs
+    assert sorted(res.order) == [str(i) for i in range(5)]  # a permutation of the candidates
+    probs = list(res.llm_scores.values())
+    assert len(probs) == 5 and all(math.isfinite(p) and 0.0 < p < 1.0 for p in probs)
+    assert len({round(p, 4) for p in probs}) >= 4  # the candidates are told apart
+    assert res.usage["prompt_tokens"] > 5 * 50 and res.model.startswith("SmolLM2")

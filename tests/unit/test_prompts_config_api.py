@@ -10,6 +10,7 @@ def test_public_api_is_pinned():
     assert sorted(knowrec.__all__) == sorted(
         [
             "Candidate",
+            "ChatProfile",
             "ChatTurn",
             "ConfigError",
             "Fact",
