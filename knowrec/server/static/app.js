@@ -1,0 +1,214 @@
+// knowrec web chat: talks to /v1/sessions, /v1/sessions/{id}/messages and /v1/feedback. No build step, no CDN.
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const conversation = $("conversation");
+  const form = $("chat-form");
+  const input = $("message");
+  const sendButton = $("send");
+  const statusLine = $("status");
+  const keyField = $("api-key");
+  const userField = $("user-id");
+
+  const store = {
+    get key() { return localStorage.getItem("knowrec.apiKey") || ""; },
+    set key(v) { v ? localStorage.setItem("knowrec.apiKey", v) : localStorage.removeItem("knowrec.apiKey"); },
+    get user() { return localStorage.getItem("knowrec.userId") || ""; },
+    set user(v) { v ? localStorage.setItem("knowrec.userId", v) : localStorage.removeItem("knowrec.userId"); },
+    get session() { return sessionStorage.getItem("knowrec.session") || ""; },
+    set session(v) { v ? sessionStorage.setItem("knowrec.session", v) : sessionStorage.removeItem("knowrec.session"); },
+  };
+
+  keyField.value = store.key;
+  userField.value = store.user;
+  keyField.addEventListener("change", () => { store.key = keyField.value.trim(); setStatus("idle", ""); });
+  userField.addEventListener("change", () => { store.user = userField.value.trim(); store.session = ""; });
+
+  let busy = false;
+  let turns = 0;
+
+  function setStatus(state, text) {
+    statusLine.dataset.state = state;
+    statusLine.textContent = text;
+  }
+
+  function el(tag, attrs, children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "text") node.textContent = v;
+      else if (k === "class") node.className = v;
+      else if (k.startsWith("data-")) node.setAttribute(k, v);
+      else node[k] = v;
+    }
+    for (const c of children || []) if (c) node.appendChild(c);
+    return node;
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const err = (body && body.error) || {};
+      super(err.message || `HTTP ${status}`);
+      this.status = status;
+      this.type = err.type || "error";
+      this.field = err.field || null;
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { "Accept": "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (store.key) headers["Authorization"] = "Bearer " + store.key;
+    const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    let data = null;
+    try { data = await resp.json(); } catch (_) { data = null; }
+    if (!resp.ok) throw new ApiError(resp.status, data);
+    return data;
+  }
+
+  function scrollDown() {
+    const main = conversation.parentElement;
+    main.scrollTop = main.scrollHeight;
+  }
+
+  function addMessage(role, text, extraClass) {
+    const node = el("div", {
+      class: `msg msg-${role}` + (extraClass ? " " + extraClass : ""),
+      "data-testid": `${role}-message`,
+      "data-role": role,
+    }, [el("div", { class: "msg-text", text: text })]);
+    conversation.appendChild(node);
+    scrollDown();
+    return node;
+  }
+
+  function factText(f) {
+    return `${f.head_label || f.head} —${f.relation}→ ${f.tail_label || f.tail}`;
+  }
+
+  function card(item, turnIndex) {
+    const facts = new Map((item.facts || []).map((f) => [f.id, f]));
+    const reasons = el("ul", { class: "rec-reasons", "data-testid": "rec-reasons" },
+      (item.reasons || []).map((r) => el("li", { class: "rec-reason" }, [
+        document.createTextNode(r.text + " "),
+        el("span", { class: "fact-id", text: (r.fact_ids || []).join(" ") }),
+      ])));
+    const cited = [];
+    for (const r of item.reasons || []) {
+      for (const id of [...(r.fact_ids || []), ...(r.context_fact_ids || [])]) {
+        if (facts.has(id) && !cited.includes(id)) cited.push(id);
+      }
+    }
+    for (const id of facts.keys()) if (!cited.includes(id)) cited.push(id);
+    const factList = el("ul", { class: "rec-facts", "data-testid": "rec-facts" },
+      cited.map((id) => el("li", { class: "rec-fact", "data-fact-id": id }, [
+        document.createTextNode(factText(facts.get(id)) + " "),
+        el("span", { class: "fact-id", text: id }),
+      ])));
+    const like = el("button", { type: "button", class: "like-btn", "data-testid": "like", text: "👍 Like", title: "Like" });
+    const dislike = el("button", { type: "button", class: "dislike-btn", "data-testid": "dislike", text: "👎 Dislike", title: "Dislike" });
+    const node = el("article", {
+      class: "rec-card",
+      "data-testid": "rec-card",
+      "data-item-id": item.item_id,
+      "data-turn": String(turnIndex),
+    }, [
+      el("h3", { class: "rec-title", "data-testid": "rec-title", text: item.title }),
+      reasons,
+      factList,
+      el("div", { class: "rec-actions" }, [like, dislike]),
+    ]);
+    like.addEventListener("click", () => feedback(item.item_id, true, node));
+    dislike.addEventListener("click", () => feedback(item.item_id, false, node));
+    return node;
+  }
+
+  function renderTurn(turn) {
+    turns += 1;
+    const node = addMessage("assistant", turn.text || "");
+    node.dataset.turn = String(turns);
+    node.dataset.action = turn.action || "";
+    const rec = turn.recommendation;
+    if (rec && rec.items && rec.items.length) {
+      node.appendChild(el("div", { class: "cards", "data-testid": "cards" }, rec.items.map((it) => card(it, turns))));
+      const meta = `ranking ${rec.ranking_mode} · model ${rec.model}` + (rec.fallback ? ` · fallback: ${rec.fallback_reason}` : "");
+      node.appendChild(el("div", { class: "meta", text: meta }));
+    } else if (turn.facts && turn.facts.length) {
+      node.appendChild(el("ul", { class: "rec-facts", "data-testid": "turn-facts" },
+        turn.facts.map((f) => el("li", { class: "rec-fact", "data-fact-id": f.id, text: factText(f) }))));
+    }
+    scrollDown();
+  }
+
+  function showError(err) {
+    if (err.status === 401) {
+      setStatus("error", "This server wants an API key: enter it above, then send again.");
+      keyField.focus();
+    } else {
+      setStatus("error", `Error: ${err.message}`);
+    }
+    addMessage("assistant", `⚠ ${err.message}`, "msg-error");
+  }
+
+  async function ensureSession() {
+    if (store.session) return store.session;
+    const created = await api("POST", "/v1/sessions", { user_id: store.user || null });
+    store.session = created.session_id;
+    return store.session;
+  }
+
+  async function send(text) {
+    if (busy || !text) return;
+    busy = true;
+    sendButton.disabled = true;
+    addMessage("user", text);
+    setStatus("busy", "Thinking…");
+    try {
+      const sid = await ensureSession();
+      const turn = await api("POST", `/v1/sessions/${encodeURIComponent(sid)}/messages`, {
+        message: text, user_id: store.user || null, k: 5,
+      });
+      renderTurn(turn);
+      setStatus("idle", "");
+    } catch (err) {
+      showError(err);
+    } finally {
+      busy = false;
+      sendButton.disabled = false;
+      input.focus();
+    }
+  }
+
+  async function feedback(itemId, liked, node) {
+    if (busy) return;
+    for (const b of node.querySelectorAll("button")) b.disabled = true;
+    try {
+      const sid = await ensureSession();
+      await api("POST", "/v1/feedback", { item_id: itemId, liked, session_id: sid, user_id: store.user || null });
+      node.classList.add(liked ? "liked" : "disliked");
+      node.dataset.feedback = liked ? "liked" : "disliked";
+    } catch (err) {
+      for (const b of node.querySelectorAll("button")) b.disabled = false;
+      showError(err);
+      return;
+    }
+    await send("more");  // the next answer reflects the feedback
+  }
+
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = input.value.trim();
+    input.value = "";
+    send(text);
+  });
+
+  $("new-chat").addEventListener("click", () => {
+    store.session = "";
+    turns = 0;
+    for (const n of [...conversation.querySelectorAll(".msg")]) n.remove();
+    setStatus("idle", "New conversation.");
+    input.focus();
+  });
+
+  window.knowrecChat = { send, feedback, get sessionId() { return store.session; } };
+})();

@@ -1,0 +1,322 @@
+"""The chat agent with fakes: rules extraction, decisions, hard constraints, feedback, persistence, bad LLM answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from knowrec import ChatProfile, InvalidInput, NotFound, Recommender, Settings
+from knowrec.agent.chat import ProfileDelta, SessionStore, apply_delta, extract_rules, merge_deltas
+from knowrec.datasets import Dataset
+from knowrec.types import ChatTurn, Fact, Interaction, Item
+from tests.fakes import FakeLLM, HashEmbedder
+
+# id: (title, year, director, actors, genres)
+MOVIES = {
+    "1": ("Toy Story (1995)", 1995, "John Lasseter", ["Tom Hanks", "Tim Allen"], ["Animation", "Comedy"]),
+    "2": ("Toy Story 2 (1999)", 1999, "John Lasseter", ["Tom Hanks", "Tim Allen"], ["Animation", "Comedy"]),
+    "3": ("Heat (1995)", 1995, "Michael Mann", ["Al Pacino", "Robert De Niro"], ["Crime", "Drama"]),
+    "4": ("Collateral (2004)", 2004, "Michael Mann", ["Tom Cruise", "Jamie Foxx"], ["Crime", "Thriller"]),
+    "5": ("Alien (1979)", 1979, "Ridley Scott", ["Sigourney Weaver"], ["Horror", "Sci-Fi"]),
+    "6": ("Blade Runner (1982)", 1982, "Ridley Scott", ["Harrison Ford"], ["Sci-Fi", "Thriller"]),
+    "7": ("Big (1988)", 1988, "Penny Marshall", ["Tom Hanks"], ["Comedy", "Drama"]),
+    "8": ("Cars (2006)", 2006, "John Lasseter", ["Owen Wilson"], ["Animation", "Comedy"]),
+    "9": ("Matrix, The (1999)", 1999, "Lana Wachowski", ["Keanu Reeves"], ["Action", "Sci-Fi"]),
+    "10": ("Scream (1996)", 1996, "Wes Craven", ["Neve Campbell"], ["Horror", "Mystery"]),
+    "11": ("Godfather, The (1972)", 1972, "Francis Ford Coppola", ["Al Pacino"], ["Crime", "Drama"]),
+    "12": ("Gladiator (2000)", 2000, "Ridley Scott", ["Russell Crowe"], ["Action", "Drama"]),
+}
+
+
+def _slug(name: str) -> str:
+    return "dbr:" + name.replace(" ", "_")
+
+
+def dataset() -> Dataset:
+    items = [
+        Item(id=i, title=t, text=f"{t}. {' '.join(g)}.", attributes={"year": str(y), "genres": "|".join(g)})
+        for i, (t, y, _, _, g) in MOVIES.items()
+    ]
+    facts = []
+    for i, (t, y, d, actors, genres) in MOVIES.items():
+        facts.append(Fact(head=i, relation="director", tail=_slug(d), head_label=t, tail_label=d))
+        facts += [Fact(head=i, relation="starring", tail=_slug(a), head_label=t, tail_label=a) for a in actors]
+        facts += [Fact(head=i, relation="genre", tail=f"genre:{g}", head_label=t, tail_label=g) for g in genres]
+        facts.append(Fact(head=i, relation="year", tail=f"year:{y}", head_label=t, tail_label=str(y)))
+    inter = [("u1", "1", 5.0, 1), ("u1", "3", 5.0, 2), ("u2", "1", 4.0, 1), ("u2", "2", 5.0, 2)]
+    inter += [("u2", "8", 4.0, 3), ("u3", "5", 5.0, 1), ("u3", "6", 4.0, 2), ("u3", "9", 5.0, 3)]
+    inter += [("u4", "3", 5.0, 1), ("u4", "4", 5.0, 2), ("u4", "11", 4.0, 3), ("u5", "10", 4.0, 1)]
+    interactions = [Interaction(user_id=u, item_id=i, rating=r, timestamp=t) for u, i, r, t in inter]
+    return Dataset(name="chat-tiny", items=items, facts=facts, interactions=interactions)
+
+
+def make(tmp_path: Path, llm: FakeLLM | None = None, extract_with_llm: bool = False) -> Recommender:
+    settings = Settings(
+        data_dir=tmp_path,
+        progress=False,
+        retrieval={"ease_min_count": 1, "n_candidates": 12},
+        ranker={"mode": "none"},
+        llm={"backend": "none"} if llm is None else {},
+        chat={"extract_with_llm": extract_with_llm, "k": 3},
+    )
+    return Recommender(settings, embedder=HashEmbedder(), llm=llm)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    r = make(tmp_path)
+    r.ingest_dataset(dataset())
+    r.close()
+    return tmp_path
+
+
+@pytest.fixture
+def rec(data_dir: Path) -> Iterator[Recommender]:
+    r = make(data_dir)
+    yield r
+    r.close()
+
+
+def genres_of(rec: Recommender, item_id: str) -> set[str]:
+    return {f.tail_label for f in rec.store.facts([item_id])[item_id] if f.relation == "genre"}
+
+
+def rules(rec: Recommender, text: str, last: tuple[str, ...] = ()) -> ProfileDelta:
+    return extract_rules(text, rec._chat_agent.vocab(), rec.store, last)
+
+
+# -- rules ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        ("no horror please", "exclude_genres", ["Horror"]),
+        ("no comedies", "exclude_genres", ["Comedy"]),
+        ("I want something without thrillers, but sci-fi is great", "exclude_genres", ["Thriller"]),
+        ("I want something without thrillers, but sci-fi is great", "include_genres", ["Sci-Fi"]),
+        ("nothing with Tom Hanks", "exclude_people", ["Tom Hanks"]),
+        ("exclude Al Pacino and crime", "exclude_people", ["Al Pacino"]),
+        ("exclude Al Pacino and crime", "exclude_genres", ["Crime"]),
+        ("something directed by Ridley Scott", "include_people", ["Ridley Scott"]),
+        ("I liked Heat and Alien", "liked", ["3", "5"]),
+        ("I love the matrix", "liked", ["9"]),
+        ("I hated Big", "disliked", ["7"]),
+        ("more like Toy Story", "like_item", "1"),
+        ("something like Heat but lighter", "like_item", "3"),
+        ("something like Heat but lighter", "modifier", "lighter"),
+        ("from the 90s", "era", (1990, 1999)),
+        ("1980s classics", "era", (1980, 1989)),
+        ("anything after 2000", "era", (2001, None)),
+        ("before 1980 please", "era", (None, 1979)),
+        ("a heist movie with a twist", "query", "heist movie with a twist"),
+    ],
+)
+def test_rules_extract(rec: Recommender, text: str, field: str, value: object):
+    assert getattr(rules(rec, text), field) == value
+
+
+def test_rules_feedback_refers_to_the_last_answer(rec: Recommender):
+    last = ("4", "6", "12")
+    d = rules(rec, "loved it", last)
+    assert d.feedback and d.liked == ["4"]
+    assert rules(rec, "not that one", last).disliked == ["4"]
+    assert rules(rec, "hated the second one", last).disliked == ["6"]
+    assert rules(rec, "liked them all", last).liked == ["4", "6", "12"]
+    assert not rules(rec, "not that funny though", last).feedback
+    assert not rules(rec, "loved it", ()).feedback  # nothing recommended yet: nothing to refer to
+
+
+def test_rules_lookup_and_reset(rec: Recommender):
+    assert rules(rec, "who directed Heat?").lookup == ("item", "3", "director")
+    assert rules(rec, "tell me about Ridley Scott").lookup == ("entity", "Ridley Scott", "")
+    assert rules(rec, "what is the second one about?", ("4", "6")).lookup == ("item", "6", "")
+    assert rules(rec, "tell me about Zorblax Returns").lookup_failed == "Zorblax Returns"
+    assert rules(rec, "reset").reset
+
+
+def test_merge_rules_win_and_apply_delta_overrides():
+    r = ProfileDelta(include_genres=["Comedy"], era=(1990, 1999))
+    llm = ProfileDelta(exclude_genres=["Comedy", "Horror"], include_genres=["Drama"], era=(2000, None), query="x y")
+    m = merge_deltas(r, llm)
+    assert m.include_genres == ["Comedy", "Drama"] and m.exclude_genres == ["Horror"]
+    assert m.era == (1990, 1999) and m.query == "x y"
+    p = apply_delta(ChatProfile(exclude_genres=("Comedy",), liked=("1",)), ProfileDelta(include_genres=["Comedy"]))
+    assert p.include_genres == ("Comedy",) and p.exclude_genres == () and p.liked == ("1",)
+    p = apply_delta(p, ProfileDelta(disliked=["1"]))
+    assert p.liked == () and p.disliked == ("1",)
+
+
+# -- decisions -----------------------------------------------------------------------------------------------------
+def test_asks_once_when_nothing_is_known_then_recommends(rec: Recommender):
+    sid = rec.new_session()
+    t1 = rec.chat(sid, "hi")
+    assert t1.action == "ask" and not t1.items and t1.role == "assistant"
+    t2 = rec.chat(sid, "whatever you think")
+    assert t2.action == "recommend" and len(t2.items) == 5
+    assert t2.items == tuple(it.item_id for it in t2.recommendation.items)  # type: ignore[union-attr]
+
+
+def test_known_user_gets_recommendations_straight_away(rec: Recommender):
+    sid = rec.new_session(user_id="u1")
+    turn = rec.chat(sid, "hello", k=3)
+    assert turn.action == "recommend" and len(turn.items) == 3
+    assert not {"1", "3"} & set(turn.items)  # seen items never come back
+
+
+def test_lookup_returns_facts(rec: Recommender):
+    sid = rec.new_session()
+    turn = rec.chat(sid, "who directed Heat?")
+    assert turn.action == "lookup"
+    assert [f.tail_label for f in turn.facts] == ["Michael Mann"]
+    assert f"[{turn.facts[0].id}]" in turn.text
+    person = rec.chat(sid, "tell me about Ridley Scott")
+    assert {f.head for f in person.facts} == {"5", "6", "12"}
+    missing = rec.chat(sid, "tell me about Zorblax Returns")
+    assert missing.action == "answer" and "could not find" in missing.text
+
+
+def test_exclusions_and_era_are_enforced_in_every_later_answer(rec: Recommender):
+    sid = rec.new_session()
+    first = rec.chat(sid, "no comedies", k=5)
+    assert first.action == "recommend" and first.items
+    later = [rec.chat(sid, "I like Tom Hanks", k=5), rec.chat(sid, "more please", k=5)]
+    for turn in [first, *later]:
+        for item in turn.items:
+            assert "Comedy" not in genres_of(rec, item), turn.text
+    era = rec.chat(sid, "from the 90s", k=5)
+    assert era.items
+    for item in era.items:
+        assert 1990 <= int(rec.store.items([item])[item].attributes["year"]) <= 1999
+        assert "Comedy" not in genres_of(rec, item)
+    assert era.profile is not None and era.profile.exclude_genres == ("Comedy",) and era.profile.era == (1990, 1999)
+
+
+def test_more_like_x_shares_entities_with_x(rec: Recommender):
+    sid = rec.new_session()
+    turn = rec.chat(sid, "more like Heat", k=3)
+    assert turn.action == "recommend" and turn.items and "3" not in turn.items
+    x = rec.store.item_entities(["3"])["3"]
+    ents = rec.store.item_entities(list(turn.items))
+    assert all(ents[i] & x for i in turn.items)
+    assert "Collateral (2004)" in turn.text and "[F" in turn.text
+
+
+def test_dislike_feedback_writes_an_interaction_and_never_returns_the_item(rec: Recommender):
+    sid = rec.new_session()
+    first = rec.chat(sid, "more like Toy Story", k=3)
+    top = first.items[0]
+    turn = rec.chat(sid, "not that one", k=3)
+    assert turn.action == "feedback" and top not in turn.items
+    assert turn.profile is not None and turn.profile.disliked == (top,)
+    hist = {x.item_id: x.rating for x in rec.store.history(f"chat:{sid}")}
+    assert hist[top] == 1.0
+    for _ in range(2):
+        assert top not in rec.chat(sid, "more like Toy Story", k=5).items
+
+
+def test_dislike_demotes_similar_items(rec: Recommender):
+    sid = rec.new_session()
+    rec.feedback("8", False, session_id=sid)  # Cars: John Lasseter, Animation|Comedy
+    turn = rec.chat(sid, "something from 1995 to 2000", k=5)
+    ids = list(turn.items)
+    assert "8" not in ids
+    close = [i for i in ids if i in {"1", "2"}]  # same director as the disliked item
+    far = [i for i in ids if i not in {"1", "2"}]
+    assert far and all(ids.index(c) > ids.index(f) for c in close for f in far)
+
+
+def test_feedback_sdk(rec: Recommender):
+    rec.feedback("5", True, user_id="newbie")
+    assert [(x.item_id, x.rating) for x in rec.store.history("newbie")] == [("5", 5.0)]
+    sid = rec.new_session("u9")
+    rec.feedback("6", True, session_id=sid)
+    assert rec._chat_agent.sessions.get(sid).profile.liked == ("6",)  # type: ignore[union-attr]
+    assert rec.store.history("u9")[0].item_id == "6"
+    with pytest.raises(NotFound):
+        rec.feedback("nope", True, user_id="u1")
+    with pytest.raises(NotFound):
+        rec.feedback("5", True, session_id="no-such-session")
+    with pytest.raises(InvalidInput):
+        rec.feedback("5", True)
+
+
+def test_sessions_persist_across_a_restart(data_dir: Path):
+    r1 = make(data_dir)
+    sid = r1.new_session()
+    r1.chat(sid, "no horror", k=2)
+    r1.chat(sid, "I liked Heat", k=2)
+    r1.close()
+    r2 = make(data_dir)
+    turns = r2.chat_history(sid)
+    assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
+    assert turns[0].text == "no horror" and turns[1].items
+    assert turns[-1].profile == ChatProfile(liked=("3",), exclude_genres=("Horror",))
+    nxt = r2.chat(sid, "more", k=3)
+    assert nxt.profile is not None and nxt.profile.exclude_genres == ("Horror",)
+    with pytest.raises(NotFound):
+        r2.chat_history("unknown")
+    r2.close()
+    # the store itself, reopened
+    store = SessionStore(data_dir / "sessions.sqlite")
+    info = store.get(sid)
+    assert info is not None and info.user_id == f"chat:{sid}" and len(store.turns(sid)) == 6
+    store.close()
+
+
+def test_chat_creates_unknown_sessions_with_the_given_user(rec: Recommender):
+    turn = rec.chat("my-own-id", "hello", user_id="u3", k=2)
+    assert isinstance(turn, ChatTurn) and turn.session_id == "my-own-id" and turn.action == "recommend"
+    assert rec._chat_agent.sessions.get("my-own-id").user_id == "u3"  # type: ignore[union-attr]
+
+
+# -- the LLM's part -------------------------------------------------------------------------------------------------
+def _llm_answer(**kw: object) -> str:
+    base: dict[str, object] = {
+        "liked_titles": [],
+        "disliked_titles": [],
+        "include_genres": [],
+        "exclude_genres": [],
+        "include_people": [],
+        "exclude_people": [],
+        "from_year": 0,
+        "to_year": 0,
+        "like_title": "",
+        "modifier": "",
+        "query": "",
+    }
+    return json.dumps({**base, **kw})
+
+
+@pytest.mark.parametrize("reply", ["not json at all", "[1, 2]", '{"include_genres": 7, "from_year": "x"}'])
+def test_llm_garbage_falls_back_to_rules(data_dir: Path, reply: str):
+    r = make(data_dir, llm=FakeLLM(replies=[reply]), extract_with_llm=True)
+    turn = r.chat(r.new_session(), "no comedies", k=3)
+    assert turn.action == "recommend" and turn.profile == ChatProfile(exclude_genres=("Comedy",))
+    r.close()
+
+
+def test_llm_failure_falls_back_to_rules(data_dir: Path):
+    r = make(data_dir, llm=FakeLLM(fail=True), extract_with_llm=True)
+    r.settings  # noqa: B018
+    turn = r.chat(r.new_session(), "no comedies", k=3)
+    assert turn.profile == ChatProfile(exclude_genres=("Comedy",))
+    r.close()
+
+
+def test_llm_adds_grounded_facts_and_rules_win(data_dir: Path):
+    answer = _llm_answer(
+        include_genres=["Comedy", "Horror"],  # Comedy contradicts the rules; Horror is not in the message
+        include_people=["Steven Spielberg", "Scott"],  # only "Scott" → Ridley Scott is grounded
+        query="spaceships",
+    )
+    llm = FakeLLM(replies=[answer])
+    r = make(data_dir, llm=llm, extract_with_llm=True)
+    turn = r.chat(r.new_session(), "no comedies, something by scott with spaceships", k=3)
+    assert turn.profile is not None
+    assert turn.profile.exclude_genres == ("Comedy",) and turn.profile.include_genres == ()
+    assert turn.profile.include_people == ("Ridley Scott",)
+    assert turn.profile.query == "spaceships"
+    assert llm.calls and llm.calls[0]["schema"]["properties"]["include_genres"]["items"]["enum"]
+    r.close()

@@ -1,0 +1,365 @@
+"""The HTTP API against a hand-written fake recommender: routing, auth, limits, error mapping, OpenAI shapes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from knowrec.config import Settings
+from knowrec.errors import LLMError, NotFound, StoreUnavailable
+from knowrec.server import create_app
+from knowrec.types import ChatTurn, Fact, Item, Reason, Recommendation, RecommendedItem
+
+FACT = Fact(head="m1", relation="director", tail="p:d1", head_label="Alpha", tail_label="Dir One")
+ITEMS = {"m1": Item(id="m1", title="Alpha"), "m2": Item(id="m2", title="Beta")}
+
+
+def _rec(user_id: str | None, ids: list[str]) -> Recommendation:
+    items = tuple(
+        RecommendedItem(
+            item_id=i,
+            title=ITEMS[i].title,
+            rank=n + 1,
+            score=1.0 / (n + 1),
+            retrieval_score=1.0,
+            reasons=(Reason(text="Directed by Dir One.", fact_ids=(FACT.id,)),),
+            facts=(FACT,),
+        )
+        for n, i in enumerate(ids)
+    )
+    return Recommendation(user_id=user_id, items=items, ranking_mode="none", model="none")
+
+
+class FakeStore:
+    def items(self, ids: list[str]) -> dict[str, Item]:
+        return {i: ITEMS[i] for i in ids if i in ITEMS}
+
+    def facts(self, ids: list[str], n: int | None = None) -> dict[str, list[Fact]]:
+        return {i: [FACT] if i == "m1" else [] for i in ids}
+
+
+class FakeRecommender:
+    """Duck-typed :class:`knowrec.Recommender`: just what the server calls."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = FakeStore()
+        self.fail: Exception | None = None
+        self.verify_error: Exception | None = None
+        self.sessions: dict[str, list[ChatTurn]] = {}
+        self.feedbacks: list[tuple[str, bool, str | None]] = []
+        self.calls: list[tuple[str, Any]] = []
+
+    def verify(self) -> dict[str, str]:
+        if self.verify_error:
+            raise self.verify_error
+        return {"graph": "fake"}
+
+    def recommend(self, user_id: str | None, k: int = 10, **kw: Any) -> Recommendation:
+        self.calls.append(("recommend", {"user_id": user_id, "k": k, **kw}))
+        if self.fail:
+            raise self.fail
+        return _rec(user_id, ["m1", "m2"][:k])
+
+    def new_session(self, user_id: str | None = None) -> str:
+        sid = f"s{len(self.sessions) + 1}"
+        self.sessions[sid] = []
+        return sid
+
+    def chat(self, session_id: str, message: str, *, user_id: str | None = None, k: int = 5) -> ChatTurn:
+        self.calls.append(("chat", {"session_id": session_id, "message": message, "user_id": user_id, "k": k}))
+        if self.fail:
+            raise self.fail
+        turns = self.sessions.setdefault(session_id, [])
+        now = time.time()
+        turns.append(ChatTurn(session_id=session_id, role="user", text=message, action="answer", created_at=now))
+        liked = [i for i, ok, _ in self.feedbacks if ok]
+        rec = _rec(user_id, ["m2"] if liked else ["m1", "m2"])
+        reply = ChatTurn(
+            session_id=session_id,
+            role="assistant",
+            text=f"Here are {len(rec.items)} picks for you, friend.",
+            action="recommend",
+            recommendation=rec,
+            items=tuple(it.item_id for it in rec.items),
+            created_at=now,
+        )
+        turns.append(reply)
+        return reply
+
+    def chat_history(self, session_id: str) -> list[ChatTurn]:
+        if session_id not in self.sessions:
+            raise NotFound(f"unknown session {session_id!r}")
+        return self.sessions[session_id]
+
+    def feedback(self, item_id: str, liked: bool, *, session_id: str | None = None, user_id: str | None = None) -> None:
+        if item_id not in ITEMS:
+            raise NotFound(f"unknown item id {item_id!r}")
+        self.feedbacks.append((item_id, liked, session_id))
+
+    def close(self) -> None:
+        pass
+
+
+def _client(tmp_path: Path, **server: Any) -> tuple[TestClient, FakeRecommender]:
+    settings = Settings(data_dir=tmp_path, llm={"backend": "none"}, ranker={"mode": "none"}, server=server)
+    fake = FakeRecommender(settings)
+    app = create_app(fake, settings)  # type: ignore[arg-type]
+    return TestClient(app, raise_server_exceptions=False), fake
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[tuple[TestClient, FakeRecommender]]:
+    c, fake = _client(tmp_path)
+    with c:
+        yield c, fake
+
+
+def _err(resp: Any, status: int, type_: str | None = None, field: str | None = None) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    err = resp.json()["error"]
+    assert err["message"]
+    if type_ is not None:
+        assert err["type"] == type_
+    if field is not None:
+        assert err["field"] == field
+    return err
+
+
+def test_recommendations_and_items(client):
+    c, fake = client
+    r = c.post("/v1/recommendations", json={"user_id": "u1", "k": 2, "query": "funny", "exclude": ["m9"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [it["item_id"] for it in body["items"]] == ["m1", "m2"]
+    assert body["items"][0]["facts"][0]["id"] == FACT.id
+    assert fake.calls[-1][1] == {
+        "user_id": "u1",
+        "k": 2,
+        "query": "funny",
+        "diversity": 0.3,
+        "exclude": ["m9"],
+        "mode": None,
+    }
+    r = c.get("/v1/items/m1")
+    assert r.status_code == 200
+    assert r.json()["item"]["title"] == "Alpha" and r.json()["facts"][0]["relation"] == "director"
+    _err(c.get("/v1/items/nope"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"k": 0}, "body.k"),
+        ({"k": 101}, "body.k"),  # above server.max_k (100)
+        ({"k": "many"}, "body.k"),
+        ({"diversity": 2}, "body.diversity"),
+        ({"mode": "verbalizer"}, "body.mode"),  # needs an LLM; this server has none
+        ({"mode": "magic"}, "body.mode"),
+        ({"colour": "red"}, "body.colour"),
+        ({"exclude": "m1"}, "body.exclude"),
+    ],
+)
+def test_invalid_input_names_the_field(client, payload, field):
+    c, _ = client
+    _err(c.post("/v1/recommendations", json=payload), 422, field=field)
+
+
+def test_malformed_and_missing_bodies(client):
+    c, _ = client
+    err = _err(c.post("/v1/recommendations", content=b"{not json", headers={"content-type": "application/json"}), 422)
+    assert err["field"].startswith("body")
+    _err(c.post("/v1/feedback"), 422, field="body")
+    bad_utf8 = c.post("/v1/feedback", content=b'{"item_id": "\xff\xfe"}', headers={"content-type": "application/json"})
+    _err(bad_utf8, 422, field="body")
+    _err(c.post("/v1/feedback", json={"item_id": "m1"}), 422, field="body.liked")
+    _err(c.post("/v1/sessions/s1/messages", json={"message": ""}), 422, field="body.message")
+    _err(c.get("/v1/items/m1?facts=-1"), 422, field="query.facts")
+    _err(c.get("/v1/nothing-here"), 404, "not_found")
+    assert _err(c.delete("/v1/recommendations"), 405).get("field") == "method"
+    assert c.delete("/v1/recommendations").headers["allow"] == "POST"
+
+
+def test_body_limit_413(tmp_path):
+    c, _ = _client(tmp_path, max_body_bytes=2048)
+    big = {"user_id": "u1", "query": "x" * 1500, "exclude": ["m" * 100] * 10}
+    _err(c.post("/v1/recommendations", json=big), 413, "payload_too_large", "body")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+        yield b'{"user_id": "u1", "exclude": ['
+        for _ in range(100):
+            yield b'"mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm",'
+        yield b'"m"]}'
+
+    _err(c.post("/v1/recommendations", content=chunks(), headers={"content-type": "application/json"}), 413)
+    assert c.post("/v1/recommendations", json={"user_id": "u1", "k": 1}).status_code == 200
+
+
+def test_api_key(tmp_path):
+    c, _ = _client(tmp_path, api_key="s3cret")
+    err = _err(c.post("/v1/recommendations", json={"k": 1}), 401, "unauthorized")
+    assert "API key" in err["message"]
+    _err(c.post("/v1/recommendations", json={"k": 1}, headers={"Authorization": "Bearer wrong"}), 401)
+    _err(c.post("/v1/recommendations", json={"k": 1}, headers={"X-API-Key": "wrong"}), 401)
+    _err(c.get("/v1/models"), 401)
+    _err(c.get("/openapi.json"), 401)
+    # the key is checked before the body is read: a bad body without a key is still 401
+    _err(c.post("/v1/recommendations", content=b"{", headers={"content-type": "application/json"}), 401)
+    assert c.post("/v1/recommendations", json={"k": 1}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.post("/v1/recommendations", json={"k": 1}, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert c.get("/v1/models", headers={"Authorization": "bearer s3cret"}).status_code == 200
+    for public in ("/healthz", "/readyz", "/", "/static/app.js", "/static/style.css"):
+        assert c.get(public).status_code == 200, public
+    schema = c.get("/openapi.json", headers={"X-API-Key": "s3cret"}).json()
+    assert {"bearer", "apiKey"} <= set(schema["components"]["securitySchemes"])
+    assert "401" in schema["paths"]["/v1/recommendations"]["post"]["responses"]
+
+
+def test_cors_preflight_without_key(tmp_path):
+    c, _ = _client(tmp_path, api_key="k", cors_origins=["http://example.test"])
+    r = c.options(
+        "/v1/recommendations",
+        headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST"},
+    )
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "http://example.test"
+    r = c.get("/v1/models", headers={"Origin": "http://example.test"})
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "http://example.test"
+
+
+def test_readiness(client):
+    c, fake = client
+    assert c.get("/healthz").json() == {"status": "ok"}
+    r = c.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+    fake.verify_error = StoreUnavailable("cannot reach bolt://nowhere:7687")
+    r = c.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["status"] == "unavailable"
+    assert r.json()["error"] == {
+        "type": "store_unavailable",
+        "message": "cannot reach bolt://nowhere:7687",
+        "field": None,
+        "errors": None,
+    }
+    fake.verify_error = LLMError("llm down")
+    assert c.get("/readyz").json()["error"]["type"] == "llm_unavailable"
+    assert c.get("/healthz").status_code == 200  # liveness does no I/O
+
+
+def test_sdk_errors_map_to_status_codes(client):
+    c, fake = client
+    fake.fail = LLMError("the LLM server timed out", retryable=True)
+    r = c.post("/v1/recommendations", json={})
+    _err(r, 503, "llm_unavailable")
+    assert r.headers["retry-after"] == "1"
+    fake.fail = StoreUnavailable("graph store gone")
+    _err(c.post("/v1/recommendations", json={}), 503, "store_unavailable")
+    fake.fail = NotFound("the store is empty")
+    _err(c.post("/v1/recommendations", json={}), 404)
+    fake.fail = RuntimeError("boom with secrets")
+    r = c.post("/v1/recommendations", json={})
+    err = _err(r, 500, "internal_error")
+    assert "boom" not in r.text and "Traceback" not in r.text and err["message"]
+
+
+def test_sessions_messages_feedback(client):
+    c, fake = client
+    r = c.post("/v1/sessions", json={"user_id": "u1"})
+    assert r.status_code == 201
+    sid = r.json()["session_id"]
+    assert c.post("/v1/sessions").status_code == 201  # body optional
+    r = c.post(f"/v1/sessions/{sid}/messages", json={"message": "something funny", "k": 2})
+    assert r.status_code == 200, r.text
+    turn = r.json()
+    assert turn["role"] == "assistant" and turn["action"] == "recommend"
+    assert turn["items"] == ["m1", "m2"] and turn["recommendation"]["items"][0]["reasons"]
+    r = c.post("/v1/feedback", json={"item_id": "m1", "liked": True, "session_id": sid})
+    assert r.status_code == 200 and r.json() == {"ok": True, "item_id": "m1", "liked": True}
+    assert fake.feedbacks == [("m1", True, sid)]
+    _err(c.post("/v1/feedback", json={"item_id": "zzz", "liked": False, "user_id": "u1"}), 404)
+    _err(c.post("/v1/feedback", json={"item_id": "m1", "liked": False}), 422, field="body.session_id")
+    hist = c.get(f"/v1/sessions/{sid}").json()
+    assert hist["session_id"] == sid and [t["role"] for t in hist["turns"]] == ["user", "assistant"]
+    _err(c.get("/v1/sessions/unknown"), 404, "not_found")
+    _err(c.post(f"/v1/sessions/{sid}/messages", json={"message": "hi", "k": 500}), 422, field="body.k")
+
+
+def test_openai_chat_completion(client):
+    c, fake = client
+    r = c.post("/v1/chat/completions", json={"model": "knowrec", "messages": [{"role": "user", "content": "hello"}]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["model"] == "knowrec"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Here are 2 picks for you, friend."}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["knowrec"]["items"] == ["m1", "m2"] and body["knowrec"]["action"] == "recommend"
+    assert r.headers["x-session-id"] == body["knowrec"]["session_id"]
+    # the same `user` continues the same session; X-Session-Id wins over it
+    msgs = [{"role": "system", "content": "be nice"}, {"role": "user", "content": [{"type": "text", "text": "more"}]}]
+    a = c.post("/v1/chat/completions", json={"messages": msgs, "user": "alice"}).json()["knowrec"]["session_id"]
+    b = c.post("/v1/chat/completions", json={"messages": msgs, "user": "alice"}).json()["knowrec"]["session_id"]
+    assert a == b
+    assert fake.calls[-1][1]["message"] == "more"
+    h = c.post("/v1/chat/completions", json={"messages": msgs, "user": "alice"}, headers={"X-Session-Id": "mine"})
+    assert h.json()["knowrec"]["session_id"] == "mine"
+    _err(c.post("/v1/chat/completions", json={"model": "gpt-4", "messages": msgs}), 422, field="body.model")
+    _err(c.post("/v1/chat/completions", json={"messages": []}), 422, field="body.messages")
+    _err(c.post("/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]}), 422)
+    models = c.get("/v1/models").json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["knowrec"]
+
+
+def test_openai_chat_completion_stream(client):
+    c, _ = client
+    payload = {"messages": [{"role": "user", "content": "hello"}], "stream": True}
+    with c.stream("POST", "/v1/chat/completions", json=payload) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert all(ch["object"] == "chat.completion.chunk" for ch in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks)
+    assert text == "Here are 2 picks for you, friend."
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["knowrec"]["items"] == ["m1", "m2"]
+
+
+def test_web_page_is_served(client):
+    c, _ = client
+    r = c.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for marker in ('id="conversation"', 'id="message"', 'id="send"', 'id="api-key"', "/static/app.js"):
+        assert marker in r.text
+    js = c.get("/static/app.js").text
+    assert "/v1/feedback" in js and "innerHTML" not in js  # cards are built with textContent only
+    assert "http://" not in r.text + js and "https://" not in r.text + js  # nothing from a CDN
+
+
+def test_openapi_schema(client):
+    c, _ = client
+    schema = c.get("/openapi.json").json()
+    paths = schema["paths"]
+    for p in (
+        "/v1/recommendations",
+        "/v1/sessions",
+        "/v1/sessions/{session_id}/messages",
+        "/v1/sessions/{session_id}",
+        "/v1/feedback",
+        "/v1/items/{item_id}",
+        "/healthz",
+        "/readyz",
+        "/v1/chat/completions",
+        "/v1/models",
+    ):
+        assert p in paths, p
+    assert "/" not in paths
