@@ -22,7 +22,6 @@ import os
 import platform
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _common import cpu_name, free_port
 
 from knowrec import Recommender, Settings
 
@@ -52,22 +52,6 @@ def pct(values: Sequence[float], q: float) -> float:
 
 def summary(ms: Sequence[float]) -> dict[str, float]:
     return {"n": len(ms), "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "max_ms": round(max(ms), 1) if ms else 0.0}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings_for(data_dir: Path, mode: str | None) -> dict[str, Any]:

@@ -21,26 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from _common import cpu_name, pct
 
 from knowrec import Recommender, Settings
 from knowrec.datasets import load_demo
 
 STAGES = ["profile", "retrieve", "facts", "rank", "diversify", "explain", "total"]
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

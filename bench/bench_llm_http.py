@@ -28,23 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import cpu_name, pct
 
 from knowrec import Recommender, Settings
 from knowrec.agent.llm.llama_cpp import bundled_llm_path
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def start_server(log: Path, n_ctx: int) -> tuple[subprocess.Popen[bytes], str]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import cpu_name, pct
 
 from knowrec import Recommender, Settings
 from knowrec.datasets import load_demo
@@ -50,20 +51,6 @@ GRAPH_CALLS = (
     "popular",
 )
 INDEX_CALLS = ("vectors", "query")
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class CachedEmbedder:

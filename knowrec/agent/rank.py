@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from knowrec.agent.llm.base import LLMClient, Message
+from knowrec.agent.llm.base import LLMClient, Message, logsumexp
 from knowrec.errors import LLMError
 from knowrec.prompts import Prompt, load_prompt
 from knowrec.types import Candidate, Fact
@@ -296,13 +296,6 @@ class ListwiseRanker(_LLMRanker):
         )
 
 
-def _logsumexp(values: Sequence[float]) -> float:
-    top = max(values)
-    if math.isinf(top):
-        return top
-    return top + math.log(sum(math.exp(v - top) for v in values))
-
-
 class PointwiseRanker(_LLMRanker):
     """One yes/no question per candidate; the score is ``log P(yes) − log P(no)`` of the first answer token.
 
@@ -332,11 +325,11 @@ class PointwiseRanker(_LLMRanker):
         prompt = self.llm.format_chat(_messages(self.system, user_text))
         logprobs = self.llm.label_logprobs(prompt, list(self.labels))
         tokens = int(getattr(self.llm, "last_prompt_tokens", 0) or 0)
-        yes = _logsumexp([logprobs.get(lab, -math.inf) for lab in YES_LABELS])
-        no = _logsumexp([logprobs.get(lab, -math.inf) for lab in NO_LABELS])
+        yes = logsumexp([logprobs.get(lab, -math.inf) for lab in YES_LABELS])
+        no = logsumexp([logprobs.get(lab, -math.inf) for lab in NO_LABELS])
         if math.isinf(yes) and math.isinf(no):
             raise LLMError("neither yes nor no received a finite log-probability", retryable=False)
-        both = _logsumexp([yes, no])
+        both = logsumexp([yes, no])
         return yes - no, math.exp(yes - both), tokens
 
     def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult:

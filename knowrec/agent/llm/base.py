@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["LLMClient", "LLMReply", "Message"]
+__all__ = ["LLMClient", "LLMReply", "Message", "logsumexp"]
 
 Message = dict[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
@@ -54,3 +55,11 @@ class LLMClient(Protocol):
         Every label must be a single token of the model's vocabulary.
         """
         ...
+
+
+def logsumexp(values: Sequence[float]) -> float:
+    """``log(sum(exp(v)))`` without overflow; ``-inf`` when every value is ``-inf`` (log-probabilities of labels)."""
+    top = max(values)
+    if math.isinf(top):
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))

@@ -39,7 +39,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from knowrec.agent.llm.base import LLMReply, Message
+from knowrec.agent.llm.base import LLMReply, Message, logsumexp
 from knowrec.errors import ConfigError, LLMError
 
 __all__ = ["AsyncOpenAIHTTPClient", "Dialect", "OpenAIHTTPClient", "render_chatml", "response_format"]
@@ -82,13 +82,6 @@ def response_format(dialect: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 def _label_key(token: str) -> str:
     return token.strip()
-
-
-def _logsumexp(values: Sequence[float]) -> float:
-    top = max(values)
-    if math.isinf(top):
-        return top
-    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 class _Retryable(Exception):
@@ -330,7 +323,7 @@ class AsyncOpenAIHTTPClient:
         grouped: dict[str, list[float]] = {}
         for tok, value in top.items():
             grouped.setdefault(_label_key(tok), []).append(value)
-        result = {lab: _logsumexp(grouped[lab]) if lab in grouped else -math.inf for lab in labels}
+        result = {lab: logsumexp(grouped[lab]) if lab in grouped else -math.inf for lab in labels}
         return result, data
 
     async def tokenize(self, text: str) -> list[int]:
