@@ -339,8 +339,13 @@ class Neo4jGraphStore:
         Raises:
             StoreUnavailable: The server cannot be reached, refuses the credentials or the database does not exist.
                 The message names the URI.
+
+        Once connected, each call checks the server again (readiness probes use this).
         """
-        self._get_driver()
+        was_ready = self._ready
+        driver = self._get_driver()
+        if was_ready:
+            self._call(driver.verify_connectivity)
 
     def _get_driver(self) -> Any:
         with self._lock:
@@ -793,15 +798,7 @@ class Neo4jGraphStore:
 
         Every user item weighs 1 and no entity is left out for being common (common ones just weigh little).
         """
-        seeds = [i for i in _unique(user_items) if i != item_id]
-        if not seeds or n <= 0:
-            return []
-
-        def work(tx: Any) -> list[KGPath]:
-            links = self._seed_links(tx, dict.fromkeys(seeds, 1.0), _NO_LIMIT)
-            return self._paths(tx, links, [item_id], n)[item_id]
-
-        return self._read(work)
+        return self.paths_many(user_items, [item_id], n)[item_id]
 
     def paths_many(self, user_items: Sequence[str], item_ids: Sequence[str], n: int = 5) -> dict[str, list[KGPath]]:
         """:meth:`paths` for each of ``item_ids`` in one read transaction; every asked id is a key."""
@@ -810,20 +807,10 @@ class Neo4jGraphStore:
         seeds = _unique(user_items)
         if not ids or not seeds or n <= 0:
             return out
-        seed_set = set(seeds)
-        plain = [i for i in ids if i not in seed_set]
 
-        def work(tx: Any) -> dict[str, list[KGPath]]:
-            found: dict[str, list[KGPath]] = {}
-            if plain:
-                links = self._seed_links(tx, dict.fromkeys(seeds, 1.0), _NO_LIMIT)
-                found.update(self._paths(tx, links, plain, n))
-            for i in ids:  # an item that is itself a seed: the seeds without it
-                if i in seed_set:
-                    others = [x for x in seeds if x != i]
-                    links = self._seed_links(tx, dict.fromkeys(others, 1.0), _NO_LIMIT) if others else []
-                    found[i] = self._paths(tx, links, [i], n)[i] if links else []
-            return found
+        def work(tx: Any) -> dict[str, list[KGPath]]:  # ``_paths`` drops paths that start at the item itself
+            links = self._seed_links(tx, dict.fromkeys(seeds, 1.0), _NO_LIMIT)
+            return self._paths(tx, links, ids, n)
 
         out.update(self._read(work))
         return out

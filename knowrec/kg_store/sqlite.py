@@ -769,16 +769,7 @@ class SQLiteGraphStore:
 
         Every user item weighs 1 and no entity is left out for being common (common ones just weigh little).
         """
-        seeds = [i for i in _unique(user_items) if i != item_id]
-        if not seeds or n <= 0:
-            return []
-        with self._db() as conn:
-            try:
-                self._load_seeds(conn, ((s, 1.0) for s in seeds), 2**62)
-                found = self._paths(conn, [item_id], n)
-            finally:
-                self._clear_temp(conn)
-        return found[item_id]
+        return self.paths_many(user_items, [item_id], n)[item_id]
 
     def paths_many(self, user_items: Sequence[str], item_ids: Sequence[str], n: int = 5) -> dict[str, list[KGPath]]:
         """:meth:`paths` for each of ``item_ids`` (a seed is never its own path); every asked id is a key."""
@@ -787,19 +778,12 @@ class SQLiteGraphStore:
         seeds = _unique(user_items)
         if not ids or not seeds or n <= 0:
             return out
-        seed_set = set(seeds)
-        plain = [i for i in ids if i not in seed_set]
-        if plain:
-            with self._db() as conn:
-                try:
-                    self._load_seeds(conn, ((s, 1.0) for s in seeds), 2**62)
-                    found = self._paths(conn, plain, n)
-                finally:
-                    self._clear_temp(conn)
-            out.update({i: found[i] for i in plain})
-        for i in ids:  # an item that is itself a seed: the seeds without it
-            if i in seed_set:
-                out[i] = self.paths(seeds, i, n)
+        with self._db() as conn:  # a path never starts at the item itself (``_KG_PATHS`` drops seed = candidate)
+            try:
+                self._load_seeds(conn, ((s, 1.0) for s in seeds), 2**62)
+                out.update(self._paths(conn, ids, n))
+            finally:
+                self._clear_temp(conn)
         return out
 
     # --- counts -------------------------------------------------------------------------------------------------
