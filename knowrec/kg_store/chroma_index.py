@@ -254,8 +254,12 @@ class ChromaItemIndex:
             raise
 
     def verify(self) -> None:
-        """Open the collection; raises :class:`StoreUnavailable` naming the location if that fails."""
+        """Open the collection and, for a server, check it answers now (every call: readiness probes use this);
+        raises :class:`StoreUnavailable` naming the location if that fails."""
+        opened = self._col is not None
         self._collection()
+        if opened and self.is_server:
+            self._probe()
 
     def upsert(self, ids: Sequence[str], documents: Sequence[str], progress: Progress | None = None) -> int:
         col = self._collection()

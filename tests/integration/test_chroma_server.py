@@ -180,11 +180,14 @@ def test_lost_server_is_store_unavailable(tmp_path: Path):
             time.sleep(0.2)
         idx = ChromaItemIndex(HashEmbedder(), url=url)
         idx.upsert(["a"], ["a document"])
+        idx.verify()
     finally:
         proc.terminate()
         proc.wait(timeout=15)
     with pytest.raises(StoreUnavailable, match=url):
         idx.count()
+    with pytest.raises(StoreUnavailable, match=url):  # verify() checks again once open (readiness probes)
+        idx.verify()
 
 
 def test_recommender_end_to_end_on_the_server(chroma_server: str, tmp_path: Path):

@@ -155,10 +155,13 @@ def test_server_killed_mid_ingest_then_restarted(tmp_path: Path, tiny_kg: GraphB
     store = _FailingStore(server.uri, after=-1, action=server.kill)
     try:
         store.write(tiny_kg)
+        store.verify()
         store.statements, store.after = 0, 4
         with pytest.raises(StoreUnavailable, match=re.escape(f"cannot reach Neo4j at {server.uri}")):
             store.write(_big_batch())
         assert server.proc.poll() is not None
+        with pytest.raises(StoreUnavailable, match=re.escape(server.uri)):  # checked again once connected
+            store.verify()
         server = Neo4jProcess(server.port, server.data_dir, server.log_path)
         server.wait_ready()
         store.after = -1  # never fail again
