@@ -38,6 +38,8 @@ class RetrievalConfig(_Stage):
     """How many recent interactions form the profile."""
     like_threshold: float = 3.5
     """Ratings at or above this count as liked (interactions without a rating count as liked)."""
+    dislike_threshold: float = 2.0
+    """Ratings at or below this are dislikes: never used as taste seeds, even for a user with nothing liked."""
     generators: tuple[Literal["vector", "kg", "collaborative", "popularity"], ...] = (
         "collaborative",
         "kg",

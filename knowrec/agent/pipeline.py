@@ -80,9 +80,10 @@ class Pipeline:
         """The user's recent liked items and everything they have seen; unknown users are cold-start."""
         history = self.store.history(user_id) if user_id is not None else []
         seen = frozenset(x.item_id for x in history)
-        liked = [x.item_id for x in history if x.rating is None or x.rating >= self.retrieval.like_threshold] or [
-            x.item_id for x in history
-        ]
+        cfg = self.retrieval
+        liked = [x.item_id for x in history if x.rating is None or x.rating >= cfg.like_threshold]
+        if not liked:  # nothing clearly liked: the lukewarm items, but never a dislike (e.g. feedback "not that one")
+            liked = [x.item_id for x in history if x.rating is not None and x.rating > cfg.dislike_threshold]
         return Profile(
             user_id=user_id,
             liked=tuple(liked[: self.retrieval.history_len]),

@@ -107,6 +107,20 @@ def test_cold_start_and_exclude(rec: Recommender):
     assert not {"4", "7"} & {it.item_id for it in excluded.items}
 
 
+def test_a_dislike_is_never_a_taste_seed(rec: Recommender):
+    """A user whose only interaction is a dislike (rating 1): no item is recommended for sharing the disliked item's
+    director, and no reason says "which you liked"."""
+    from knowrec.kg_store.base import GraphBatch
+
+    rec.store.write(GraphBatch(interactions=[Interaction(user_id="grumpy", item_id="1", rating=1.0, timestamp=9)]))
+    pipe = rec.pipeline("none")
+    assert pipe.profile("grumpy").liked == ()
+    result = rec.recommend("grumpy", k=3, mode="none")
+    assert "1" not in {it.item_id for it in result.items}
+    assert not any("which you liked" in r.text for it in result.items for r in it.reasons)
+    assert all("kg" not in it.sources for it in result.items)  # no KG seeds from the disliked film
+
+
 class ExplodingStore(SQLiteGraphStore):
     def write(self, batch, progress=None):  # type: ignore[no-untyped-def]
         raise RuntimeError("disk on fire")
