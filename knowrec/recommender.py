@@ -59,6 +59,7 @@ class Recommender:
         self._index = index
         self._embedder = embedder
         self._llm = llm
+        self._owns_llm = False  # only a client built here is closed by close(); an injected one may be shared
         self._pipeline: Pipeline | None = None
 
     # -- builders (the only place clients are constructed) -----------------------------------------------------------
@@ -114,6 +115,7 @@ class Recommender:
             elif cfg.backend == "http":
                 from knowrec.agent.llm.http import OpenAIHTTPClient
 
+                self._owns_llm = True
                 self._llm = OpenAIHTTPClient(
                     cfg.base_url,
                     cfg.model,
@@ -365,10 +367,14 @@ class Recommender:
         return {"stats": self.store.stats(), "index_count": self.index.count(), "settings": self.settings.describe()}
 
     def close(self) -> None:
+        """Release the stores, the chat sessions file and an HTTP LLM client built here. Safe to call twice."""
         if "_chat_agent" in self.__dict__:
             self._chat_agent.sessions.close()
         if self._store is not None:
             self._store.close()
+        close_llm = getattr(self._llm, "close", None)
+        if self._owns_llm and close_llm is not None:
+            close_llm()
 
     def __enter__(self) -> Recommender:
         return self

@@ -27,6 +27,12 @@ _HEADER = re.compile(r"\{#-?\s*knowrec-prompt\s+(?P<body>[^#]*?)\s*-?#\}")
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
 
+@cache
+def _compiled(source: str) -> jinja2.Template:
+    """A prompt's template, compiled once (rankers render per request, pointwise once per candidate)."""
+    return _ENV.from_string(source)
+
+
 @dataclass(frozen=True)
 class Prompt:
     """A loaded template. ``render`` returns the text with the header removed."""
@@ -53,7 +59,7 @@ class Prompt:
         extra = values.keys() - self.variables
         if missing or extra:
             raise ConfigError(f"prompt {self.ref}: missing variables {sorted(missing)}, unexpected {sorted(extra)}")
-        return _ENV.from_string(self.source).render(**values).strip()
+        return _compiled(self.source).render(**values).strip()
 
 
 def available_prompts() -> list[str]:

@@ -149,6 +149,7 @@ class LlamaCppClient:
         with self._lock:
             hit = self._recall(key)
             if hit is not None:
+                self.last_prompt_tokens = len(self._tokens(prompt))  # usage is per call, even when memoised
                 return dict(hit)
             llm = self._load()
             ids = self.label_token_ids(labels)
