@@ -95,7 +95,8 @@ def _print_recommendation(rec: Recommendation) -> None:
     if rec.repairs:
         flag += f" [yellow]repairs: {'; '.join(rec.repairs)}[/]"
     prompt = f"{rec.prompt_id}@{rec.prompt_version}" if rec.prompt_id else "—"
-    out.print(f"[dim]ranking {rec.ranking_mode} · model {rec.model} · prompt {prompt} · {timing}[/]{flag}")
+    line = f"fusion {rec.fusion} · ranking {rec.ranking_mode} · model {rec.model} · prompt {prompt} · {timing}"
+    out.print(f"[dim]{line}[/]{flag}")
 
 
 @app.command()
@@ -132,20 +133,78 @@ def ingest(
     format: Annotated[str, typer.Option("--format", "-f", help="movielens or generic.")] = "generic",
     kg: Annotated[Path | None, typer.Option(help="MovieLens: DBpedia triples file (TSV, may be .gz).")] = None,
     max_users: Annotated[int | None, typer.Option(help="Keep only this many users (smallest ids).")] = None,
+    no_fit: Annotated[
+        bool, typer.Option("--no-fit", help="Do not fit the models afterwards (run `fit` later).")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Validate and write a dataset to the stores (atomic and idempotent)."""
+    """Validate and write a dataset to the stores (atomic and idempotent), then fit the models."""
 
     def go() -> None:
         if format not in ("movielens", "generic"):
             raise typer.BadParameter("use movielens or generic", param_hint="--format")
         rec = _recommender(data_dir)
-        s = rec.ingest(path, format=format, kg_path=kg, max_users=max_users)  # type: ignore[arg-type]
+        s = rec.ingest(path, format=format, kg_path=kg, max_users=max_users, fit=not no_fit)  # type: ignore[arg-type]
         out.print(
             f"[green]ok[/] {s.items} items ({s.new_items} new), {s.facts} facts ({s.new_facts} new), "
             f"{s.entities} entities, {s.users} users, {s.interactions} interactions ({s.new_interactions} new); "
             f"{s.indexed} documents embedded; {s.seconds:.1f} s"
         )
+        if not no_fit:
+            _print_models(rec.models_info())
+        rec.close()
+
+    _run(go)
+
+
+def _print_models(m: dict[str, Any]) -> None:
+    if not m.get("fitted"):
+        out.print("[bold]models[/] none fitted: retrieval fuses by RRF ([dim]run `knowrec fit`[/])")
+        return
+    seq = m["sequential"]
+    stale = " [yellow](stale: the store changed since; run `knowrec fit`)[/]" if m.get("stale") else ""
+    out.print(
+        f"[bold]models[/] fitted {m['fitted_at']} on {m['interactions']} interactions, {m['items']} items "
+        f"(data {m['data_fingerprint']}, seed {m['seed']}){stale}"
+    )
+    out.print(
+        f"  sequential: best epoch {seq['best_epoch']}, held-out NDCG@10 {seq['heldout_ndcg@10']} · {seq['served']}"
+    )
+    v = m.get("fusion_valid", {})
+    if m["fusion"] == "learned":
+        out.print(
+            f"  fusion: learned (LambdaRank); held-out NDCG@10 {v.get('valid_learned_ndcg@10')} vs RRF "
+            f"{v.get('valid_rrf_ndcg@10')}, Recall@20 {v.get('valid_learned_recall@20')} vs "
+            f"{v.get('valid_rrf_recall@20')}"
+        )
+    else:
+        out.print(f"  fusion: RRF ({v.get('skipped', 'no fitted fusion')})")
+
+
+@app.command()
+def fit(
+    data_dir: DataDir = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of every random choice (default: fit.seed).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: fit.threads).")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="Upper bound on the sequential model's epochs.")] = None,
+) -> None:
+    """Fit EASE, the sequential model, item statistics and the learned fusion on the stored interactions."""
+
+    def go() -> None:
+        rec = _recommender(data_dir)
+        cfg = rec.settings.fit
+        update: dict[str, Any] = {}
+        if seed is not None:
+            update["seed"] = seed
+        if threads is not None:
+            update["threads"] = threads
+        if max_epochs is not None:
+            update["sequential"] = cfg.sequential.model_copy(update={"max_epochs": max_epochs})
+        if update:
+            rec.settings = rec.settings.model_copy(update={"fit": cfg.model_copy(update=update)})
+        manifest = rec.fit()
+        out.print(f"[green]ok[/] fitted in {manifest['timings_s']['total']:.1f} s → {rec.settings.models_path}")
+        _print_models(rec.models_info())
         rec.close()
 
     _run(go)
@@ -205,6 +264,7 @@ def info(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json
             out.print(f"[bold]data dir[/] {rec.settings.data_dir}")
             out.print("[bold]stored[/] " + ", ".join(f"{k} {v}" for k, v in data["stats"].items()))
             out.print(f"[bold]indexed[/] {data['index_count']} item documents")
+            _print_models(data["models"])
             s = rec.settings
             out.print(
                 f"[bold]ranker[/] {s.ranker.mode} "

@@ -17,9 +17,12 @@ __all__ = [
     "ChatConfig",
     "DiversifyConfig",
     "ExplainConfig",
+    "FitConfig",
+    "FusionConfig",
     "LLMConfig",
     "RankerConfig",
     "RetrievalConfig",
+    "SequentialConfig",
     "ServerConfig",
     "Settings",
 ]
@@ -40,22 +43,92 @@ class RetrievalConfig(_Stage):
     """Ratings at or above this count as liked (interactions without a rating count as liked)."""
     dislike_threshold: float = 2.0
     """Ratings at or below this are dislikes: never used as taste seeds, even for a user with nothing liked."""
-    generators: tuple[Literal["vector", "kg", "collaborative", "popularity"], ...] = (
+    generators: tuple[Literal["sequential", "vector", "kg", "collaborative", "popularity"], ...] = (
+        "sequential",
         "collaborative",
         "kg",
         "vector",
         "popularity",
     )
+    pool_size: int = Field(default=100, ge=1, le=5000)
+    """How many candidates each generator proposes to the fusion (at least ``n_candidates``)."""
+    fusion: Literal["auto", "learned", "rrf"] = "auto"
+    """``auto``: the fitted fusion model when one exists, else RRF; ``rrf``: always RRF; ``learned``: fail without a
+    fitted model."""
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"collaborative": 1.0, "kg": 0.6, "vector": 0.4, "popularity": 0.2}
+        default_factory=lambda: {"sequential": 1.0, "collaborative": 1.0, "kg": 0.6, "vector": 0.4, "popularity": 0.2}
     )
-    """Reciprocal-rank-fusion weight of each generator."""
+    """Reciprocal-rank-fusion weight of each generator (used when no fusion model is fitted)."""
     rrf_k: int = 60
     max_entity_items: int = 200
     """KG generator: ignore entities shared by more items than this (genres, years)."""
     ease_lambda: float = 200.0
     ease_max_items: int = 6000
     ease_min_count: int = 2
+
+
+class SequentialConfig(_Stage):
+    """The sequential generator: SASRec with cross-entropy over the catalogue (LRURec's trainer settings)."""
+
+    hidden: int = Field(default=64, ge=8)
+    blocks: int = Field(default=2, ge=1)
+    heads: int = Field(default=1, ge=1)
+    dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
+    max_len: int = Field(default=200, ge=2)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    max_epochs: int = Field(default=200, ge=1)
+    """Upper bound; early stopping on the held-out next item picks the epoch."""
+    patience: int = Field(default=3, ge=1)
+    """Evaluations without improvement before training stops."""
+    eval_every: int = Field(default=5, ge=1)
+    eval_users: int = Field(default=2000, ge=10)
+    """Held-out users (sampled with the seed) whose NDCG@10 drives early stopping."""
+    negatives: int = Field(default=2048, ge=16)
+    """Sampled-softmax negatives per batch, used above ``full_softmax_max_items`` items."""
+    full_softmax_max_items: int = Field(default=20_000, ge=1)
+
+
+class FusionConfig(_Stage):
+    """The learned fusion (LightGBM LambdaRank) trained on held-out next items of the stored histories."""
+
+    enabled: bool = True
+    min_users: int = Field(default=30, ge=1)
+    """Fewer held-out users whose next item the generators find than this: no model, RRF stays."""
+    max_users: int = Field(default=2000, ge=1)
+    """Users sampled (with the seed) for the training examples (each gives ``fit.holdout_per_user`` groups)."""
+    cold_start_share: float = Field(default=0.3, ge=0.0, le=1.0)
+    """Extra examples without history, asking for the held-out item's genres as a query (cold start with a query)."""
+    num_leaves: int = Field(default=15, ge=2)
+    learning_rate: float = Field(default=0.05, gt=0)
+    rounds: int = Field(default=400, ge=1)
+    min_data_in_leaf: int = Field(default=50, ge=1)
+    early_stopping: int = Field(default=40, ge=1)
+    valid_share: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Users whose examples are kept out of training to pick the number of trees."""
+
+
+class FitConfig(_Stage):
+    """``knowrec fit``: EASE, the sequential model, item statistics and the fusion, with a seed."""
+
+    seed: int = 0
+    threads: int = Field(default=2, ge=1)
+    """Torch and LightGBM CPU threads."""
+    holdout_min_len: int = Field(default=3, ge=2)
+    """Users with at least this many interactions lend their last ones as held-out next items."""
+    holdout_per_user: int = Field(default=5, ge=1)
+    """How many of each user's last interactions are held out (each is one fusion training group; the models of the
+    probe stage never train on them)."""
+    protect_last: int = Field(default=0, ge=0)
+    """The last N stored interactions of each user are evaluation items (validation): they may be fitted on, but are
+    never a held-out label of the fusion or of early stopping. ``knowrec eval`` sets it for the test phase."""
+    sequential_min_users: int = Field(default=20, ge=1)
+    """Fewer users with held-out items than this (a tiny store): no sequential model is fitted."""
+    refit: bool = True
+    """Refit the sequential model on every interaction (with the chosen epoch count) after early stopping; ``False``
+    serves the model trained without the held-out items."""
+    sequential: SequentialConfig = SequentialConfig()
+    fusion: FusionConfig = FusionConfig()
 
 
 class LLMConfig(_Stage):
@@ -215,7 +288,10 @@ class Settings(BaseSettings):
     embedder_model: Path | None = None
     """A sentence-transformers model folder; ``None`` = the bundled all-MiniLM-L6-v2."""
     embed_batch_size: int = 64
+    models_dir: Path | None = None
+    """Where fitted models live (default ``<data dir>/models``)."""
     retrieval: RetrievalConfig = RetrievalConfig()
+    fit: FitConfig = FitConfig()
     llm: LLMConfig = LLMConfig()
     ranker: RankerConfig = RankerConfig()
     diversify: DiversifyConfig = DiversifyConfig()
@@ -259,7 +335,7 @@ class Settings(BaseSettings):
 
     @property
     def models_path(self) -> Path:
-        return self.data_dir / "models"
+        return self.models_dir or self.data_dir / "models"
 
     @classmethod
     def settings_customise_sources(

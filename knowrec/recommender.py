@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from knowrec.agent.chat import ChatAgent, SessionStore
-from knowrec.agent.collaborative import EASE
 from knowrec.agent.explain import LLMExplainer
 from knowrec.agent.llm.base import LLMClient
 from knowrec.agent.pipeline import Pipeline
@@ -18,13 +17,15 @@ from knowrec.agent.retrieve import (
     CollaborativeGenerator,
     KGGenerator,
     PopularityGenerator,
+    SequentialGenerator,
     VectorGenerator,
 )
 from knowrec.config import Settings
 from knowrec.errors import ConfigError, InvalidInput, NotFound
+from knowrec.fitting import FittedModels
 from knowrec.kg_store.base import Embedder, GraphStore, ItemIndex
 from knowrec.kg_store.chroma_index import ChromaItemIndex
-from knowrec.kg_store.ingest import EASE_FILE, ingest_dataset, rich_progress
+from knowrec.kg_store.ingest import ingest_dataset, rich_progress
 from knowrec.types import ChatTurn, IngestSummary, Item, Recommendation, RecQuery
 
 __all__ = ["Recommender"]
@@ -146,19 +147,71 @@ class Recommender:
         raise ConfigError(f"unknown ranker mode {mode!r}; use verbalizer, listwise, pointwise or none")
 
     @cached_property
-    def _ease(self) -> EASE | None:
-        path = self.settings.models_path / EASE_FILE
-        return EASE.load(path) if path.is_file() else None
+    def models(self) -> FittedModels:
+        """The fitted models of the data dir (EASE, sequential, item statistics, fusion); parts may be missing."""
+        return FittedModels.load(self.settings.models_path)
 
-    def _generators(self) -> list[CandidateGenerator]:
+    def _generators(self, models: FittedModels | None = None) -> list[CandidateGenerator]:
         cfg = self.settings.retrieval
+        m = self.models if models is None else models
         make: dict[str, Any] = {
+            "sequential": lambda: SequentialGenerator(m.sequential),
             "vector": lambda: VectorGenerator(self.index, self.embedder),
             "kg": lambda: KGGenerator(self.store, max_entity_items=cfg.max_entity_items),
-            "collaborative": lambda: CollaborativeGenerator(self._ease),
-            "popularity": lambda: PopularityGenerator(self.store),
+            "collaborative": lambda: CollaborativeGenerator(m.ease),
+            "popularity": lambda: PopularityGenerator(self.store, m.stats),
         }
         return [make[name]() for name in cfg.generators]
+
+    def _retrieval_pipeline(self, models: FittedModels) -> Pipeline:
+        """A retrieval-only pipeline over the given models (fitting builds the fusion's examples with it)."""
+        return Pipeline(
+            store=self.store,
+            index=self.index,
+            generators=self._generators(models),
+            ranker=RetrievalRanker(),
+            retrieval=self.settings.retrieval.model_copy(update={"fusion": "rrf"}),
+            ranking=self.settings.ranker,
+            diversify=self.settings.diversify,
+            explain=self.settings.explain,
+            stats=models.stats,
+            sequence_len=self.settings.fit.sequential.max_len,
+        )
+
+    def fit(self, *, progress: bool | None = None, reuse: Path | list[Path] | None = None) -> dict[str, Any]:
+        """Fit EASE, the sequential model, the item statistics and the learned fusion on the stored interactions.
+
+        See :mod:`knowrec.fitting` for the procedure (held-out next items, early stopping, seed). The models go to
+        ``<data dir>/models`` with a ``manifest.json``; the next recommendation uses them.
+
+        Args:
+            progress: show progress bars (default: ``settings.progress``).
+            reuse: models folders whose probe stage (fusion, epoch count) or sequential model may be reused where
+                they were fitted on the same data and settings (the bundled demo ships one).
+
+        Returns:
+            The manifest: fitted-at time, data fingerprint, chosen epochs, validation NDCG, timings.
+
+        Example:
+            >>> rec.fit()["sequential"]["best_epoch"]  # doctest: +SKIP
+            35
+        """
+        from knowrec.fitting import fit_models
+
+        show = self.settings.progress if progress is None else progress
+        manifest = fit_models(
+            self.store,
+            self.settings.models_path,
+            self.settings.fit,
+            self.settings.retrieval,
+            self._retrieval_pipeline,
+            progress=show,
+            reuse=reuse,
+            sequence_len=self.settings.fit.sequential.max_len,
+        )
+        self.__dict__.pop("models", None)
+        self._pipeline = None
+        return manifest
 
     def pipeline(self, mode: str | None = None) -> Pipeline:
         """The pipeline for a ranking mode (default: the configured one)."""
@@ -176,6 +229,9 @@ class Recommender:
             diversify=self.settings.diversify,
             explain=self.settings.explain,
             explainer=LLMExplainer(llm) if llm is not None and self.settings.explain.mode == "llm" else None,
+            fusion=self.models.fusion,
+            stats=self.models.stats,
+            sequence_len=self.settings.fit.sequential.max_len,
         )
         if mode == self.settings.ranker.mode:
             self._pipeline = pipe
@@ -207,8 +263,9 @@ class Recommender:
         kg_path: str | Path | None = None,
         max_users: int | None = None,
         progress: bool | None = None,
+        fit: bool = True,
     ) -> IngestSummary:
-        """Read a dataset folder and write it to the stores: validated, atomic, idempotent.
+        """Read a dataset folder and write it to the stores: validated, atomic, idempotent; then fit the models.
 
         Args:
             path: a folder in the generic format (``items.csv|jsonl``, ``interactions.csv``, ``facts.tsv``) or the
@@ -217,6 +274,7 @@ class Recommender:
             kg_path: MovieLens only: a DBpedia triples file (default: ``kg_triples.tsv.gz`` in the folder, if any).
             max_users: keep only this many users (smallest ids) — for quick trials.
             progress: show progress bars (default: ``settings.progress``).
+            fit: run :meth:`fit` afterwards (when something new was ingested or nothing is fitted yet).
 
         Raises:
             InvalidInput: a row is malformed; names file and line. Nothing is written.
@@ -232,21 +290,28 @@ class Recommender:
             ds = load_generic(folder)
         else:
             raise ConfigError(f"unknown format {format!r}; use movielens or generic")
-        return self.ingest_dataset(ds, progress=progress)
+        return self.ingest_dataset(ds, progress=progress, fit=fit)
 
-    def ingest_dataset(self, dataset: Any, *, progress: bool | None = None) -> IngestSummary:
-        """Write an already loaded :class:`~knowrec.datasets.Dataset` (see :meth:`ingest`)."""
+    def ingest_dataset(
+        self,
+        dataset: Any,
+        *,
+        progress: bool | None = None,
+        fit: bool = True,
+        reuse: Path | list[Path] | None = None,
+    ) -> IngestSummary:
+        """Write an already loaded :class:`~knowrec.datasets.Dataset` (see :meth:`ingest`), then :meth:`fit` (unless
+        ``fit=False``, or nothing new was ingested and models exist)."""
         show = self.settings.progress if progress is None else progress
         self.settings.models_path.mkdir(parents=True, exist_ok=True)
 
         def bars(totals: dict[str, int]) -> Any:
             return rich_progress(show, totals)
 
-        summary = ingest_dataset(
-            dataset, self.store, self.index, self.settings.models_path, self.settings.retrieval, progress=bars
-        )
-        self.__dict__.pop("_ease", None)  # reload the refitted collaborative model
+        summary = ingest_dataset(dataset, self.store, self.index, progress=bars)
         self._pipeline = None
+        if fit and (summary.new_interactions or not (self.settings.models_path / "manifest.json").is_file()):
+            self.fit(progress=show, reuse=reuse)
         return summary
 
     def ingest_demo(self, max_users: int | None = None, progress: bool | None = None) -> IngestSummary:
@@ -255,10 +320,14 @@ class Recommender:
         Args:
             max_users: ingest only the first users and the items they rated (a quick, small demo).
         """
-        from knowrec.datasets import load_demo, subsample
+        from knowrec.datasets import demo_models_path, load_demo, subsample
 
         ds = load_demo()
-        return self.ingest_dataset(ds if max_users is None else subsample(ds, max_users), progress=progress)
+        # the full demo's models ship in the package: fit() reuses them when the stored data is exactly the demo's
+        shipped = demo_models_path() if max_users is None else None
+        return self.ingest_dataset(
+            ds if max_users is None else subsample(ds, max_users), progress=progress, reuse=shipped
+        )
 
     def recommend(
         self,
@@ -364,7 +433,37 @@ class Recommender:
 
     def info(self) -> dict[str, Any]:
         """Store counts and the effective settings."""
-        return {"stats": self.store.stats(), "index_count": self.index.count(), "settings": self.settings.describe()}
+        return {
+            "stats": self.store.stats(),
+            "index_count": self.index.count(),
+            "models": self.models_info(),
+            "settings": self.settings.describe(),
+        }
+
+    def models_info(self) -> dict[str, Any]:
+        """What is fitted, when, on how much data, and whether the store has changed since (``stale``)."""
+        m = self.models.manifest
+        if not m:
+            return {"fitted": False, "fusion": "rrf", "hint": "run `knowrec fit`"}
+        stats = self.store.stats()
+        seq = m.get("sequential", {})
+        fus = m.get("fusion", {})
+        return {
+            "fitted": True,
+            "fitted_at": m.get("fitted_at"),
+            "data_fingerprint": m.get("data_fingerprint"),
+            "stale": stats["interactions"] != m.get("interactions") or stats["items"] != m.get("items"),
+            "interactions": m.get("interactions"),
+            "items": m.get("items"),
+            "sequential": {
+                "best_epoch": seq.get("best_epoch"),
+                "heldout_ndcg@10": seq.get("heldout_ndcg@10"),
+                "served": seq.get("served"),
+            },
+            "fusion": "learned" if self.models.fusion is not None else "rrf",
+            "fusion_valid": {k: v for k, v in fus.items() if k.startswith("valid_") or k == "skipped"},
+            "seed": m.get("config", {}).get("seed"),
+        }
 
     def close(self) -> None:
         """Release the stores, the chat sessions file and an HTTP LLM client built here. Safe to call twice."""

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "Candidate",
+    "CandidateList",
     "ChatProfile",
     "ChatTurn",
     "Fact",
@@ -112,6 +113,8 @@ class RecQuery(_Frozen):
     """Item ids of the user's recent positive history, most recent first (filled by the pipeline)."""
     seen: frozenset[str] = frozenset()
     """Every item the user has interacted with; never recommended (filled by the pipeline)."""
+    sequence: tuple[str, ...] = ()
+    """Every interacted item in time order, oldest first (the sequential model's input; filled by the pipeline)."""
     candidates: tuple[str, ...] = ()
     """If given, rank only these items (offline protocols with fixed candidate lists); empty = whole catalogue."""
 
@@ -136,7 +139,34 @@ class Candidate(_Frozen):
     score: float
     sources: dict[str, float] = Field(default_factory=dict)
     """Generator name → that generator's own score."""
+    ranks: dict[str, int] = Field(default_factory=dict)
+    """Generator name → this item's 1-based rank in that generator's list."""
     paths: tuple[KGPath, ...] = ()
+    features: tuple[float, ...] = ()
+    """The learned fusion's features (``CandidateList.feature_names``); empty under RRF."""
+
+
+class CandidateList(_Frozen):
+    """The fused candidates that retrieval hands to ranking, best first, and how they were fused.
+
+    Example:
+        >>> cl = CandidateList(items=(Candidate(item_id="1", score=0.5),), fusion="rrf")
+        >>> cl.ids()
+        ['1']
+    """
+
+    items: tuple[Candidate, ...] = ()
+    fusion: Literal["learned", "rrf"] = "rrf"
+    """``learned``: the fitted fusion model ordered them; ``rrf``: weighted reciprocal-rank fusion (nothing fitted)."""
+    generators: tuple[str, ...] = ()
+    """The generators that ran, in order."""
+    feature_names: tuple[str, ...] = ()
+
+    def ids(self) -> list[str]:
+        return [c.item_id for c in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 class Reason(_Frozen):
@@ -172,6 +202,8 @@ class Recommendation(_Frozen):
     items: tuple[RecommendedItem, ...]
     query: str | None = None
     cold_start: bool = False
+    fusion: Literal["learned", "rrf"] = "rrf"
+    """How retrieval fused its generators: ``learned`` (the fitted fusion model) or ``rrf`` (nothing fitted yet)."""
     ranking_mode: str
     model: str
     prompt_id: str | None = None

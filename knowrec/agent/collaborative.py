@@ -68,6 +68,13 @@ class EASE:
         log.debug("EASE fitted on %d users x %d items (lambda=%s)", len(users), n, lam)
         return cls(kept, b.astype(np.float32), lam)
 
+    def scores_all(self, history: Sequence[str]) -> np.ndarray:
+        """Scores of every item of :attr:`item_ids` for a user who interacted with ``history`` (zeros if none known)."""
+        idx = [self.index[i] for i in set(history) if i in self.index]
+        if not idx:
+            return np.zeros(len(self.item_ids), dtype=np.float32)
+        return np.asarray(self.weights[idx].sum(axis=0))
+
     def score(
         self, history: Sequence[str], n: int | None = None, exclude: set[str] | frozenset[str] = frozenset()
     ) -> list[tuple[str, float]]:

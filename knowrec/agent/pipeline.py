@@ -13,11 +13,31 @@ from dataclasses import dataclass
 
 from knowrec.agent.diversify import mmr
 from knowrec.agent.explain import ExplainInput, LLMExplainer, is_grounded, template_reasons
+from knowrec.agent.fusion import (
+    FEATURES,
+    FusionContext,
+    ItemStats,
+    LearnedFusion,
+    build_candidate_list,
+    feature_matrix,
+    rrf_order,
+)
 from knowrec.agent.rank import RankContext, Ranker, RankItem, RankResult
-from knowrec.agent.retrieve import CandidateGenerator, reciprocal_rank_fusion
+from knowrec.agent.retrieve import CandidateGenerator
 from knowrec.config import DiversifyConfig, ExplainConfig, RankerConfig, RetrievalConfig
+from knowrec.errors import ConfigError
 from knowrec.kg_store.base import GraphStore, ItemIndex
-from knowrec.types import Candidate, Fact, Item, KGPath, Reason, Recommendation, RecommendedItem, RecQuery
+from knowrec.types import (
+    Candidate,
+    CandidateList,
+    Fact,
+    Item,
+    KGPath,
+    Reason,
+    Recommendation,
+    RecommendedItem,
+    RecQuery,
+)
 
 __all__ = ["Pipeline", "Profile"]
 
@@ -33,6 +53,8 @@ class Profile:
     """Recent positively rated items, most recent first."""
     seen: frozenset[str]
     cold_start: bool
+    sequence: tuple[str, ...] = ()
+    """Every interacted item, oldest first (the most recent ``sequence_len``)."""
 
 
 class _Timer:
@@ -63,6 +85,9 @@ class Pipeline:
         explain: ExplainConfig,
         explainer: LLMExplainer | None = None,
         model_id: Callable[[], str] = lambda: "none",
+        fusion: LearnedFusion | None = None,
+        stats: ItemStats | None = None,
+        sequence_len: int = 200,
     ) -> None:
         self.store = store
         self.index = index
@@ -74,12 +99,18 @@ class Pipeline:
         self.explain_cfg = explain
         self.explainer = explainer
         self.model_id = model_id
+        self.fusion = fusion
+        self.stats = stats
+        self.sequence_len = sequence_len
+        if retrieval.fusion == "learned" and fusion is None:
+            raise ConfigError("retrieval.fusion is 'learned' but no fusion model is fitted: run `knowrec fit`")
 
     # -- stages ---------------------------------------------------------------------------------------------------
     def profile(self, user_id: str | None) -> Profile:
         """The user's recent liked items and everything they have seen; unknown users are cold-start."""
         history = self.store.history(user_id) if user_id is not None else []
         seen = frozenset(x.item_id for x in history)
+        sequence = tuple(x.item_id for x in reversed(history[: self.sequence_len]))
         cfg = self.retrieval
         liked = [x.item_id for x in history if x.rating is None or x.rating >= cfg.like_threshold]
         if not liked:  # nothing clearly liked: the lukewarm items, but never a dislike (e.g. feedback "not that one")
@@ -89,17 +120,66 @@ class Pipeline:
             liked=tuple(liked[: self.retrieval.history_len]),
             seen=seen,
             cold_start=not history,
+            sequence=sequence,
         )
 
-    def retrieve(self, query: RecQuery, n: int, timer: _Timer | None = None) -> list[Candidate]:
-        """Run every generator (each timed) and fuse their lists."""
+    def generate(self, query: RecQuery, n: int, timer: _Timer | None = None) -> dict[str, list[Candidate]]:
+        """Every generator's own list (each timed), ``max(n, retrieval.pool_size)`` long."""
         lists: dict[str, list[Candidate]] = {}
+        pool = max(n, self.retrieval.pool_size)
         for gen in self.generators:
             t = time.perf_counter()
-            lists[gen.name] = gen.generate(query, n)
+            lists[gen.name] = gen.generate(query, pool)
             if timer is not None:
                 timer.ms[f"retrieve.{gen.name}"] = round(1000 * (time.perf_counter() - t), 3)
-        return reciprocal_rank_fusion(lists, self.retrieval.weights, n, k=self.retrieval.rrf_k)
+        return lists
+
+    def fusion_context(self, query: RecQuery, cands: Sequence[Candidate]) -> FusionContext:
+        """What the fusion features need for one query: whole-catalogue sequential and EASE scores, and the cosine
+        of every candidate to the history and query vectors."""
+        ctx = FusionContext(history=query.history, sequence_len=len(query.sequence), has_query=bool(query.query))
+        for gen in self.generators:
+            model = getattr(gen, "model", None)
+            if gen.name == "sequential" and model is not None:
+                ctx.sequential_scores = gen.scores(query)  # type: ignore[attr-defined]
+                ctx.sequential_index = model.index
+            elif gen.name == "collaborative" and model is not None and query.seen:
+                ctx.collaborative_scores, ctx.collaborative_index = model.scores_all(list(query.seen)), model.index
+            elif gen.name == "vector":
+                hist = gen.history_vector(query)  # type: ignore[attr-defined]
+                qv = gen.query_vector(query)  # type: ignore[attr-defined]
+                if hist is not None or qv is not None:
+                    vecs = gen.index.vectors([c.item_id for c in cands])  # type: ignore[attr-defined]
+                    if hist is not None:
+                        ctx.history_sims = {i: float(v @ hist) for i, v in vecs.items()}
+                    if qv is not None:
+                        ctx.query_sims = {i: float(v @ qv) for i, v in vecs.items()}
+        return ctx
+
+    def fuse(self, query: RecQuery, lists: Mapping[str, Sequence[Candidate]], n: int) -> CandidateList:
+        """One typed candidate list: the learned fusion when fitted (and allowed), else weighted RRF."""
+        union = build_candidate_list(lists)
+        names = tuple(lists)
+        if self.fusion is None or self.retrieval.fusion == "rrf" or not union:
+            fused = rrf_order(union, self.retrieval.weights, self.retrieval.rrf_k)[:n]
+            return CandidateList(items=tuple(fused), fusion="rrf", generators=names)
+        x = feature_matrix(union, self.fusion_context(query, union), self.stats)
+        scores = self.fusion.score(x)
+        order = sorted(range(len(union)), key=lambda r: (-scores[r], union[r].item_id))[:n]
+        fused = [
+            union[r].model_copy(update={"score": float(scores[r]), "features": tuple(float(v) for v in x[r])})
+            for r in order
+        ]
+        return CandidateList(items=tuple(fused), fusion="learned", generators=names, feature_names=FEATURES)
+
+    def retrieve(self, query: RecQuery, n: int, timer: _Timer | None = None) -> CandidateList:
+        """Run every generator and fuse their lists into the ``n`` best candidates."""
+        lists = self.generate(query, n, timer)
+        t = time.perf_counter()
+        out = self.fuse(query, lists, n)
+        if timer is not None:
+            timer.ms["retrieve.fusion"] = round(1000 * (time.perf_counter() - t), 3)
+        return out
 
     def candidate_facts(
         self, cands: Sequence[Candidate], liked: Sequence[str]
@@ -119,10 +199,11 @@ class Pipeline:
         timer = _Timer()
         with timer.stage("profile"):
             prof = self.profile(query.user_id)
-            q = query.model_copy(update={"history": prof.liked, "seen": prof.seen})
+            q = query.model_copy(update={"history": prof.liked, "seen": prof.seen, "sequence": prof.sequence})
         with timer.stage("retrieve"):
             n = max(self.retrieval.n_candidates, q.k, len(q.candidates))
-            cands = self.retrieve(q, n, timer)
+            fused = self.retrieve(q, n, timer)
+            cands = list(fused.items)
             if q.candidates:  # fixed candidate lists: anything no generator scored goes last, in the given order
                 found = {c.item_id for c in cands}
                 banned = q.seen | set(q.exclude)
@@ -205,6 +286,7 @@ class Pipeline:
             items=tuple(out_items),
             query=query.query,
             cold_start=prof.cold_start,
+            fusion=fused.fusion,
             ranking_mode=self.ranker.mode,
             model=result.model if self.ranker.mode != "none" else "none",
             prompt_id=result.prompt.id if result.prompt else None,

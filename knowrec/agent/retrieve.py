@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from knowrec.agent.collaborative import EASE
 from knowrec.kg_store.base import Embedder, GraphStore, ItemIndex
-from knowrec.types import Candidate, KGPath, RecQuery
+from knowrec.types import Candidate, RecQuery
+
+if TYPE_CHECKING:
+    from knowrec.agent.fusion import ItemStats
+    from knowrec.fitting.sequential import SequentialModel
 
 __all__ = [
     "CandidateGenerator",
     "CollaborativeGenerator",
     "KGGenerator",
     "PopularityGenerator",
+    "SequentialGenerator",
     "VectorGenerator",
     "recency_weights",
     "reciprocal_rank_fusion",
@@ -69,17 +74,27 @@ class VectorGenerator:
         self.embedder = embedder
         self.query_weight = query_weight
 
+    def history_vector(self, query: RecQuery) -> np.ndarray | None:
+        """The recency-weighted, normalised mean of the history's item vectors (``None``: no history)."""
+        if not query.history:
+            return None
+        weights = recency_weights(query.history)
+        vecs = self.index.vectors(list(weights))
+        if not vecs:
+            return None
+        summed = np.sum([weights[i] * v for i, v in vecs.items()], axis=0)
+        return np.asarray(summed / (np.linalg.norm(summed) or 1.0))
+
+    def query_vector(self, query: RecQuery) -> np.ndarray | None:
+        """The embedding of the query text (``None``: no query)."""
+        return self.embedder.embed([query.query])[0] if query.query else None
+
     def profile_vector(self, query: RecQuery) -> np.ndarray | None:
         """The vector searched with, or ``None`` when there is neither history nor query text."""
-        profile: np.ndarray | None = None
-        if query.history:
-            weights = recency_weights(query.history)
-            vecs = self.index.vectors(list(weights))
-            if vecs:
-                summed = np.sum([weights[i] * v for i, v in vecs.items()], axis=0)
-                profile = summed / (np.linalg.norm(summed) or 1.0)
+        profile = self.history_vector(query)
         if query.query:
-            qv = self.embedder.embed([query.query])[0]
+            qv = self.query_vector(query)
+            assert qv is not None
             profile = qv if profile is None else self.query_weight * qv + (1 - self.query_weight) * profile
             profile = profile / (np.linalg.norm(profile) or 1.0)
         return profile
@@ -94,7 +109,8 @@ class VectorGenerator:
             hits = sorted(((i, float(np.dot(v, vec))) for i, v in vecs.items()), key=lambda h: (-h[1], h[0]))[:n]
         else:
             hits = self.index.query(vec, n, exclude=_banned(query))
-        return [Candidate(item_id=i, score=s, sources={self.name: s}) for i, s in hits]
+        # an orthogonal (or opposite) item is not similar at all; dropping it also avoids arbitrary ties at zero
+        return [Candidate(item_id=i, score=s, sources={self.name: s}) for i, s in hits if s > 1e-9]
 
 
 class KGGenerator:
@@ -115,6 +131,58 @@ class KGGenerator:
         return [c.model_copy(update={"sources": {self.name: c.score}}) for c in _restrict(query, cands, n)]
 
 
+def _top(
+    scores: np.ndarray,
+    items: Sequence[str],
+    query: RecQuery,
+    n: int,
+    name: str,
+    order: np.ndarray | None = None,
+) -> list[Candidate]:
+    """The ``n`` best-scored catalogue items that are neither seen nor excluded (and among ``query.candidates``);
+    ties by catalogue position. ``order`` is a precomputed best-first order of ``scores``."""
+    banned = _banned(query)
+    allowed = set(query.candidates) if query.candidates else None
+    if order is None:
+        want = n + len(banned)
+        if allowed is None and want < len(scores) // 4:
+            part = np.argpartition(-scores, want)[:want]
+            order = part[np.lexsort((part, -scores[part]))]
+        else:
+            order = np.argsort(-scores, kind="stable")
+    out: list[Candidate] = []
+    for j in order:
+        item = items[j]
+        if item in banned or (allowed is not None and item not in allowed):
+            continue
+        out.append(Candidate(item_id=item, score=float(scores[j]), sources={name: float(scores[j])}))
+        if len(out) >= n:
+            break
+    return out
+
+
+class SequentialGenerator:
+    """The next items a SASRec predicts after the user's whole sequence (read from the store at every call, so a new
+    interaction changes the next answer without refitting)."""
+
+    name = "sequential"
+
+    def __init__(self, model: SequentialModel | None) -> None:
+        self.model = model
+
+    def scores(self, query: RecQuery) -> np.ndarray | None:
+        """Scores of every item of ``model.items`` (``None``: no model or no known item in the sequence)."""
+        if self.model is None or not self.model.tokens(query.sequence):
+            return None
+        return self.model.score(query.sequence)
+
+    def generate(self, query: RecQuery, n: int) -> list[Candidate]:
+        scores = self.scores(query)
+        if scores is None or self.model is None:
+            return []
+        return _top(scores, self.model.items, query, n, self.name)
+
+
 class CollaborativeGenerator:
     """EASE scores from the user's whole interaction history (``query.seen``)."""
 
@@ -132,14 +200,17 @@ class CollaborativeGenerator:
 
 
 class PopularityGenerator:
-    """Most-interacted items: the cold-start floor."""
+    """Most-interacted items: the cold-start floor (counts from the fitted item statistics when there are some)."""
 
     name = "popularity"
 
-    def __init__(self, store: GraphStore) -> None:
+    def __init__(self, store: GraphStore, stats: ItemStats | None = None) -> None:
         self.store = store
+        self.stats = stats
 
     def generate(self, query: RecQuery, n: int) -> list[Candidate]:
+        if self.stats is not None:
+            return _top(self.stats.counts, self.stats.items, query, n, self.name, order=self.stats.pop_order)
         hits = self.store.popular(100_000 if query.candidates else n, exclude=set(_banned(query)))
         cands = [Candidate(item_id=i, score=float(c), sources={self.name: float(c)}) for i, c in hits]
         return _restrict(query, cands, n)
@@ -148,7 +219,7 @@ class PopularityGenerator:
 def reciprocal_rank_fusion(
     lists: Mapping[str, Sequence[Candidate]], weights: Mapping[str, float], n: int, k: int = 60
 ) -> list[Candidate]:
-    """Fuse ranked lists: ``score = Σ_g weight_g / (k + rank_g)``; sources and KG paths are merged.
+    """Fuse ranked lists: ``score = Σ_g weight_g / (k + rank_g)``; sources, ranks and KG paths are merged.
 
     Example:
         >>> a = [Candidate(item_id="x", score=1.0, sources={"a": 1.0})]
@@ -156,15 +227,6 @@ def reciprocal_rank_fusion(
         >>> [c.item_id for c in reciprocal_rank_fusion({"a": a, "b": b}, {"a": 1, "b": 1}, n=2)]
         ['x', 'y']
     """
-    scores: dict[str, float] = {}
-    sources: dict[str, dict[str, float]] = {}
-    paths: dict[str, tuple[KGPath, ...]] = {}
-    for name, cands in lists.items():
-        w = weights.get(name, 1.0)
-        for rank, c in enumerate(cands, start=1):
-            scores[c.item_id] = scores.get(c.item_id, 0.0) + w / (k + rank)
-            sources.setdefault(c.item_id, {}).update(c.sources or {name: c.score})
-            if c.paths and c.item_id not in paths:
-                paths[c.item_id] = c.paths
-    order = sorted(scores, key=lambda i: (-scores[i], i))[:n]
-    return [Candidate(item_id=i, score=scores[i], sources=sources[i], paths=paths.get(i, ())) for i in order]
+    from knowrec.agent.fusion import build_candidate_list, rrf_order
+
+    return rrf_order(build_candidate_list(lists), weights, k)[:n]

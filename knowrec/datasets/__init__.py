@@ -14,7 +14,16 @@ from knowrec.datasets.base import Dataset, subsample
 from knowrec.datasets.generic import load_generic, load_generic_files
 from knowrec.datasets.movielens import load_movielens
 
-__all__ = ["Dataset", "demo_path", "load_demo", "load_generic", "load_generic_files", "load_movielens", "subsample"]
+__all__ = [
+    "Dataset",
+    "demo_models_path",
+    "demo_path",
+    "load_demo",
+    "load_generic",
+    "load_generic_files",
+    "load_movielens",
+    "subsample",
+]
 
 
 def demo_path() -> Path:
@@ -25,6 +34,12 @@ def demo_path() -> Path:
         True
     """
     return Path(str(files("knowrec.datasets") / "demo"))
+
+
+def demo_models_path() -> Path:
+    """The models fitted on the full demo data, shipped so that ``knowrec demo`` answers without training first
+    (rebuilt by ``python scripts/build_demo_models.py``; used only when the stored data is exactly the demo's)."""
+    return demo_path() / "models"
 
 
 def load_demo(max_users: int | None = None) -> Dataset:

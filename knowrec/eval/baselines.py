@@ -436,9 +436,11 @@ class BPRMFScorer(IterativeScorer):
 class SASRecScorer(IterativeScorer):
     """SASRec (Kang & McAuley 2018) on CPU: a causal transformer over the last ``max_len`` items of the history.
 
-    Trained with next-item cross-entropy over the whole catalogue at every position (each fitting sequence is one
-    training example), Adam, a fixed seed and ``threads`` torch threads. ``score_all`` returns the logits after the
-    last history item; the user id is not used, so a history the model never saw is scored the same way.
+    The network and its training are :class:`knowrec.fitting.sequential.SequentialModel`, the pipeline's own
+    sequential generator. Trained with next-item cross-entropy over the whole catalogue at every position (each
+    fitting sequence is one training example), Adam, a fixed seed and ``threads`` torch threads. ``score_all``
+    returns the logits after the last history item; the user id is not used, so a history the model never saw is
+    scored the same way.
 
     Params:
         hidden: Embedding and model width (64).
@@ -460,62 +462,37 @@ class SASRecScorer(IterativeScorer):
     default_patience: ClassVar[int] = 3
 
     def _setup(self, sequences: dict[str, list[str]]) -> None:
-        import torch
+        from knowrec.fitting.sequential import SequentialModel
 
-        from knowrec.eval.neural import SASRec, pad_left, seed_torch
-
-        seed = int(self.params.get("seed", 0))
-        seed_torch(seed, int(self.params.get("threads", 1)))
-        self.max_len = int(self.params.get("max_len", 200))
-        tokens = [[self.index[i] + 1 for i in seq if i in self.index] for seq in sequences.values()]
-        tokens = [t[-(self.max_len + 1) :] for t in tokens if len(t) >= 2]
-        self._inputs = pad_left([t[:-1] for t in tokens], self.max_len)
-        self._targets = pad_left([t[1:] for t in tokens], self.max_len)
-        self._rng = np.random.default_rng(seed)
-        self.model = SASRec(
-            len(self.items),
-            self.max_len,
-            int(self.params.get("hidden", 64)),
-            int(self.params.get("blocks", 2)),
-            int(self.params.get("heads", 1)),
-            float(self.params.get("dropout", 0.2)),
+        p = self.params
+        self.model = SequentialModel(
+            self.items,
+            hidden=int(p.get("hidden", 64)),
+            blocks=int(p.get("blocks", 2)),
+            heads=int(p.get("heads", 1)),
+            dropout=float(p.get("dropout", 0.2)),
+            max_len=int(p.get("max_len", 200)),
+            lr=float(p.get("lr", 1e-3)),
+            batch_size=int(p.get("batch_size", 32)),
+            seed=int(p.get("seed", 0)),
+            threads=int(p.get("threads", 1)),
         )
-        self._opt = torch.optim.Adam(self.model.parameters(), lr=float(self.params.get("lr", 1e-3)), betas=(0.9, 0.98))
+        self.model.setup(sequences)
 
     def _train_epoch(self) -> float:
-        from knowrec.eval.neural import sasrec_epoch
-
-        return sasrec_epoch(
-            self.model, self._opt, self._inputs, self._targets, self._rng, int(self.params.get("batch_size", 32))
-        )
+        return self.model.train_epoch()
 
     def _state(self) -> Any:
-        return copy.deepcopy(self.model.state_dict())
+        return self.model.state()
 
     def _load_state(self, state: Any) -> None:
-        self.model.load_state_dict(state)
+        self.model.load_state(state)
 
     def score_all(self, user: str, history: Sequence[str]) -> np.ndarray:
         return self.score_many([user], [history])[0]
 
     def score_many(self, users: Sequence[str], histories: Sequence[Sequence[str]], batch: int = 128) -> np.ndarray:
-        import torch
-
-        from knowrec.eval.neural import pad_left
-
-        tokens = [[self.index[i] + 1 for i in h if i in self.index][-self.max_len :] for h in histories]
-        out = np.zeros((len(tokens), len(self.items)))
-        # Shortest first, each batch cut to its longest history (padding is masked, so this changes no score).
-        order = sorted(range(len(tokens)), key=lambda r: len(tokens[r]))
-        self.model.eval()
-        with torch.no_grad():
-            for start in range(0, len(order), batch):
-                rows = order[start : start + batch]
-                chunk = [tokens[r] for r in rows]
-                seqs = torch.from_numpy(pad_left(chunk, max(1, max(len(t) for t in chunk))))
-                states = self.model(seqs)[:, -1, :]
-                out[rows] = self.model.logits(states).numpy()
-        return out
+        return self.model.score_many(histories, batch).astype(np.float64)
 
 
 BASELINES: dict[str, type[Scorer]] = {

@@ -13,7 +13,8 @@ from knowrec.errors import InvalidInput
 __all__ = ["PIPELINE_SYSTEMS", "EvalConfig", "load_config"]
 
 PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
-    # name: settings overrides ("settings") and recommend() arguments ("call"); "llm": whether it calls the LLM
+    # name: settings overrides ("settings") and recommend() arguments ("call"); "llm": whether it calls the LLM;
+    # "models": fit its own models (fusion) into <store>/models-NAME, reusing the main fit's sequential model
     "knowrec": {"settings": {}, "call": {}, "llm": True},
     "knowrec-listwise": {"settings": {}, "call": {"mode": "listwise"}, "llm": True},
     "knowrec-pointwise": {"settings": {}, "call": {"mode": "pointwise"}, "llm": True},
@@ -21,11 +22,32 @@ PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
     "no-llm": {"settings": {}, "call": {"mode": "none"}, "llm": False},
     "no-kg": {
         "settings": {
-            "retrieval": {"generators": ["collaborative", "vector", "popularity"]},
+            "retrieval": {"generators": ["sequential", "collaborative", "vector", "popularity"]},
             "ranker": {"facts_per_candidate": 0},
         },
         "call": {},
         "llm": True,
+        "models": "no-kg",
+    },
+    # retrieval ablations (no LLM, all users): each refits the fusion without one source ("models": its own folder)
+    "no-llm-rrf": {"settings": {"retrieval": {"fusion": "rrf"}}, "call": {"mode": "none"}, "llm": False},
+    "fusion-no-kg": {
+        "settings": {"retrieval": {"generators": ["sequential", "collaborative", "vector", "popularity"]}},
+        "call": {"mode": "none"},
+        "llm": False,
+        "models": "no-kg",
+    },
+    "fusion-no-text": {
+        "settings": {"retrieval": {"generators": ["sequential", "collaborative", "kg", "popularity"]}},
+        "call": {"mode": "none"},
+        "llm": False,
+        "models": "no-text",
+    },
+    "fusion-no-sequential": {
+        "settings": {"retrieval": {"generators": ["collaborative", "kg", "vector", "popularity"]}},
+        "call": {"mode": "none"},
+        "llm": False,
+        "models": "no-sequential",
     },
     "no-diversity": {"settings": {}, "call": {"diversity": 0.0}, "llm": True},
 }

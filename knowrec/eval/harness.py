@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from knowrec.agent.fusion import build_candidate_list, rrf_order
 from knowrec.agent.rank import fuse_scores
-from knowrec.config import Settings
+from knowrec.config import FitConfig, Settings
 from knowrec.datasets import Dataset, load_demo, load_generic, load_movielens
 from knowrec.eval.config import PIPELINE_SYSTEMS, EvalConfig
 from knowrec.eval.data import Split, leave_one_out, preprocess
@@ -167,8 +168,13 @@ class Harness:
         h.update(json.dumps(self.cfg.dataset.model_dump(mode="json"), sort_keys=True).encode())
         return h.hexdigest()[:12]
 
-    def recommender(self, ctx: _Context, phase: str, overrides: dict[str, Any] | None = None) -> Recommender:
-        """A pipeline over a store holding only what ``phase`` may see (the catalogue and its training history)."""
+    def recommender(
+        self, ctx: _Context, phase: str, overrides: dict[str, Any] | None = None, models: str | None = None
+    ) -> Recommender:
+        """A pipeline over a store holding only what ``phase`` may see (the catalogue and its training history).
+
+        With ``models``, the pipeline's models are fitted for these overrides into ``<store>/models-NAME`` (an
+        ablation's fusion), reusing the phase's main sequential model."""
         store_dir = self.out / "stores" / phase
         marker = store_dir / "READY"
         fp = self._fingerprint(ctx)
@@ -178,7 +184,10 @@ class Harness:
                 shutil.rmtree(store_dir)
             if (other / "READY").exists() and (other / "READY").read_text() == fp:
                 shutil.copytree(other, store_dir)  # same items: reuse the embedded index, re-ingest interactions
-            rec = self._make(Settings(data_dir=store_dir, progress=True))
+            # fitted like the baselines: on the training split in the validation phase (its held-out items are the
+            # last training items); in the test phase on train + validation item, whose validation item is never a
+            # label (protect_last=1), reusing the validation phase's fusion and epoch count (same prefixes)
+            rec = self._make(Settings(data_dir=store_dir, progress=True, fit=self._fit_config(phase)))
             catalogue = set(ctx.split.items)
             keep = 1 if phase == "test" else 2
             interactions = [x for seq in ctx.sequences.values() for x in seq[: len(seq) - keep]]
@@ -193,13 +202,26 @@ class Harness:
                 (store_dir / "graph.sqlite").unlink()
                 for extra in store_dir.glob("graph.sqlite-*"):
                     extra.unlink()
-            rec.ingest_dataset(ds)
+            val_models = self.out / "stores" / "val" / "models"
+            rec.ingest_dataset(ds, reuse=val_models if phase == "test" else None)
             rec.close()
             marker.write_text(fp)
-        settings: dict[str, Any] = {"data_dir": store_dir, "progress": False}
+        settings: dict[str, Any] = {"data_dir": store_dir, "progress": False, "fit": self._fit_config(phase)}
         for key, val in (overrides or {}).items():
             settings[key] = val
-        return self._make(Settings(**settings))
+        if models is None:
+            return self._make(Settings(**settings))
+        settings["models_dir"] = store_dir / f"models-{models}"
+        rec = self._make(Settings(**settings))
+        if not (settings["models_dir"] / "manifest.json").is_file():
+            rec.fit(progress=True, reuse=[store_dir / "models", self.out / "stores" / "val" / f"models-{models}"])
+        return rec
+
+    @staticmethod
+    def _fit_config(phase: str) -> FitConfig:
+        """Validation phase: fitted on train (held-out = last training item). Test phase: on train + validation item,
+        which is never a label (``protect_last=1``), the sequential model refitted with the chosen epoch count."""
+        return FitConfig(protect_last=1 if phase == "test" else 0, refit=phase == "test", threads=1)
 
     def _make(self, settings: Settings) -> Recommender:
         """A Recommender sharing one embedder and one LLM client (and so its prompt cache) across systems."""
@@ -326,16 +348,58 @@ class Harness:
         meta_path.write_text(json.dumps(meta, indent=1))
         return meta
 
-    def run_pipeline(self, ctx: _Context, name: str, llm_weight: float | None) -> dict[str, Any]:
+    def tune_fusion(self, ctx: _Context) -> dict[str, Any]:
+        """Choose the fusion (learned or RRF) on the validation item: P2 NDCG@10 of the pipeline without the LLM,
+        over every evaluated user, in the validation store (fitted on the training split only)."""
+        meta_path = self.out / "cache" / "knowrec" / "fusion.json"
+        if meta_path.exists():
+            loaded: dict[str, Any] = json.loads(meta_path.read_text())
+            return loaded
+        from knowrec.errors import KnowrecError
+
+        table: list[dict[str, Any]] = []
+        for mode in ("learned", "rrf"):
+            try:
+                rec = self.recommender(ctx, "val", {"retrieval": {"fusion": mode}})
+                rec.pipeline("none")
+            except KnowrecError as exc:
+                table.append({"fusion": mode, "skipped": str(exc)})
+                continue
+            cache = UserCache(self.out / "cache" / "knowrec" / f"val-fusion-{mode}.jsonl")
+            todo = [u for u in ctx.users if not cache.done(u)]
+            advance = self.progress(f"fusion {mode} (val)", len(todo))
+
+            def one(user: str, rec: Recommender = rec) -> dict[str, Any]:
+                r = rec.recommend(user, k=self.cfg.protocols.list_len, mode="none", diversity=0.0)
+                order = [it.item_id for it in r.items]
+                return {"user": user, "rank": rank_in_list(order, ctx.split.val[user]), "fusion": r.fusion}
+
+            self._map(todo, one, cache, advance)
+            rec.close()
+            ndcg = mean([accuracy_metrics(cache.records[u]["rank"], (10,))["NDCG@10"] for u in ctx.users])
+            table.append({"fusion": mode, "NDCG@10": ndcg, "users": len(ctx.users)})
+        scored = [r for r in table if "NDCG@10" in r]
+        best = max(scored, key=lambda r: r["NDCG@10"])["fusion"] if scored else "rrf"
+        meta = {"fusion": best, "grid": table}
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(json.dumps(meta, indent=1))
+        return meta
+
+    def run_pipeline(
+        self, ctx: _Context, name: str, llm_weight: float | None, fusion: str | None = None
+    ) -> dict[str, Any]:
         spec = PIPELINE_SYSTEMS[name]
         overrides = json.loads(json.dumps(spec["settings"]))
+        if fusion is not None:
+            overrides.setdefault("retrieval", {}).setdefault("fusion", fusion)
         if llm_weight is not None and spec["llm"]:
             overrides.setdefault("ranker", {})["llm_weight"] = llm_weight
         users = ctx.llm_users if spec["llm"] else ctx.users
-        rec = self.recommender(ctx, "test", overrides)
+        rec = self.recommender(ctx, "test", overrides, models=spec.get("models"))
         call = dict(spec["call"])
         list_len = self.cfg.protocols.list_len
         meta: dict[str, Any] = {"settings": overrides, "call": call, "users": len(users), "llm": spec["llm"]}
+        meta["models"] = rec.models_info()
         for proto in self.cfg.protocols.names:
             cache = UserCache(self.out / "cache" / name / f"{proto}.jsonl")
             todo = [u for u in users if not cache.done(u)]
@@ -392,9 +456,14 @@ class Harness:
         advance = self.progress("retrieval p3", len(users))
         for user in users:
             prof = pipe.profile(user)
-            q = RecQuery(user_id=user, k=10, history=prof.liked, seen=prof.seen)
-            lists = {g.name: [c.item_id for c in g.generate(q, n)] for g in pipe.generators}
-            lists["fused"] = [c.item_id for c in pipe.retrieve(q, n)]
+            q = RecQuery(user_id=user, k=10, history=prof.liked, seen=prof.seen, sequence=prof.sequence)
+            own = pipe.generate(q, n)
+            lists = {name: [c.item_id for c in cands] for name, cands in own.items()}
+            lists["fused"] = pipe.fuse(q, own, n).ids()
+            if pipe.fusion is not None:  # the same generators' lists under RRF, for comparison
+                lists["fused-rrf"] = [c.item_id for c in rrf_order(build_candidate_list(own), pipe.retrieval.weights)][
+                    :n
+                ]
             target = ctx.split.test[user]
             metrics = {f"{g}:Recall@{c}": float(target in lst[:c]) for g, lst in lists.items() for c in cutoffs}
             cache.add({"user": user, "rank": rank_in_list(lists["fused"], target), "metrics": metrics})
@@ -427,10 +496,17 @@ class Harness:
         for baseline in self.cfg.systems.baselines:
             meta[baseline] = self.run_baseline(ctx, baseline)
         weight: dict[str, Any] | None = None
+        fusion: dict[str, Any] | None = None
+        if self.cfg.systems.pipeline:
+            fusion = self.tune_fusion(ctx)
         if any(PIPELINE_SYSTEMS[s]["llm"] for s in self.cfg.systems.pipeline):
             weight = self.tune_llm_weight(ctx)
         for name in self.cfg.systems.pipeline:
-            meta[name] = self.run_pipeline(ctx, name, weight["llm_weight"] if weight else None)
+            meta[name] = self.run_pipeline(
+                ctx, name, weight["llm_weight"] if weight else None, fusion["fusion"] if fusion else None
+            )
+            if fusion is not None:
+                meta[name]["fusion_tuning"] = fusion
         from knowrec.eval.report import build_results, write_report
 
         results = build_results(self.cfg, ctx.split, ctx.users, ctx.llm_users, meta, weight, self.out)

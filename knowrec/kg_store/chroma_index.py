@@ -330,16 +330,16 @@ class ChromaItemIndex:
             total = col.count()
             if total == 0 or k <= 0:
                 return []
-            n = min(total, k + len(exclude))
+            # a few more than needed, so that equal scores at the cut are broken by id (Chroma's order for ties varies)
+            n = min(total, k + len(exclude) + 8)
             res = col.query(query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=n, include=["distances"])
-        out: list[tuple[str, float]] = []
-        for item_id, dist in zip(res["ids"][0], res["distances"][0], strict=True):
-            if item_id in exclude:
-                continue
-            out.append((item_id, 1.0 - float(dist)))
-            if len(out) >= k:
-                break
-        return out
+        hits = [
+            (item_id, 1.0 - float(dist))
+            for item_id, dist in zip(res["ids"][0], res["distances"][0], strict=True)
+            if item_id not in exclude
+        ]
+        hits.sort(key=lambda h: (-round(h[1], 6), h[0]))
+        return hits[:k]
 
     def ids(self) -> set[str]:
         col = self._collection()

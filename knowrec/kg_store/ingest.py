@@ -1,12 +1,12 @@
-"""Ingest a validated :class:`~knowrec.datasets.Dataset` into the graph store, the item index and the CF model.
+"""Ingest a validated :class:`~knowrec.datasets.Dataset` into the graph store and the item index.
 
 Order of work, so that a failure anywhere leaves every store as it was:
 
 1. validate every row (cross-file references included) — nothing is written before this passes;
-2. fit the collaborative model in memory on stored + new interactions;
-3. upsert changed item documents into the index, remembering what they replaced;
-4. write the graph batch in one transaction; if it fails, the index is restored;
-5. save the collaborative model by atomic rename.
+2. upsert changed item documents into the index, remembering what they replaced;
+3. write the graph batch in one transaction; if it fails, the index is restored.
+
+Fitting models on what was stored is a separate step (:mod:`knowrec.fitting`, ``knowrec fit``).
 """
 
 from __future__ import annotations
@@ -16,21 +16,16 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from knowrec.agent.collaborative import EASE
-from knowrec.config import RetrievalConfig
 from knowrec.datasets import Dataset
 from knowrec.kg_store.base import GraphStore, ItemIndex, Progress
 from knowrec.kg_store.chroma_index import doc_hash
-from knowrec.types import Fact, IngestSummary, Interaction, Item
+from knowrec.types import Fact, IngestSummary, Item
 
-__all__ = ["EASE_FILE", "ingest_dataset", "item_document", "rich_progress"]
+__all__ = ["ingest_dataset", "item_document", "rich_progress"]
 
 log = logging.getLogger(__name__)
-
-EASE_FILE = "ease.npz"
 
 _DOC_RELATIONS = ("director", "starring", "writer", "basedOn", "musicComposer")
 
@@ -86,8 +81,6 @@ def ingest_dataset(
     dataset: Dataset,
     store: GraphStore,
     index: ItemIndex,
-    models_path: Path,
-    retrieval: RetrievalConfig,
     progress: Callable[[dict[str, int]], Any] | None = None,
 ) -> IngestSummary:
     """Validate and write ``dataset`` atomically; see the module docstring. Idempotent.
@@ -101,19 +94,7 @@ def ingest_dataset(
     referenced = {x.item_id for x in dataset.interactions} - new_item_ids
     dataset.validate(known_items=store.has_items(sorted(referenced)) if referenced else set())
 
-    # 2. collaborative model, fitted before anything is written
-    all_interactions: dict[tuple[str, str], Interaction] = {(x.user_id, x.item_id): x for x in store.interactions()}
-    all_interactions.update({(x.user_id, x.item_id): x for x in dataset.interactions})
-    ease = None
-    if all_interactions:
-        ease = EASE.fit(
-            all_interactions.values(),
-            lam=retrieval.ease_lambda,
-            max_items=retrieval.ease_max_items,
-            min_count=retrieval.ease_min_count,
-        )
-
-    # 3. item documents: only new or changed ones are embedded
+    # 2. item documents: only new or changed ones are embedded
     facts_by_item: dict[str, list[Fact]] = defaultdict(list)
     for f in dataset.facts:
         facts_by_item[f.head].append(f)
@@ -141,8 +122,6 @@ def ingest_dataset(
             except Exception:  # a second failure must not hide the first
                 log.exception("could not restore the item index; re-run the ingest to repair it")
             raise
-    if ease is not None:
-        ease.save(models_path / EASE_FILE)
     counts = store.stats()
     return IngestSummary(
         items=counts["items"],

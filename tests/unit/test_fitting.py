@@ -1,0 +1,219 @@
+"""`knowrec fit`: the sequential generator, the learned fusion, leakage, determinism, reload (real SQLite + Chroma,
+hash embedder, no LLM)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowrec import Recommender, Settings
+from knowrec.datasets import Dataset
+from knowrec.fitting import holdout_split
+from knowrec.kg_store.base import GraphBatch
+from knowrec.types import Fact, Interaction, Item
+from tests.fakes import HashEmbedder
+
+N_ITEMS = 30
+EXTRA = 4  # items 30..33 are in the catalogue but on no chain (the leakage test's validation and test items)
+GENRES = ("Drama", "Comedy", "Western")
+
+SMALL_FIT = {
+    "threads": 1,
+    "sequential": {"hidden": 16, "max_epochs": 12, "eval_every": 2, "patience": 2, "max_len": 20, "dropout": 0.2},
+    "fusion": {"min_users": 5, "rounds": 30, "min_data_in_leaf": 5, "early_stopping": 10},
+}
+
+
+def chains(n_users: int = 80, seed: int = 7, tail: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Users walk the catalogue in order (item i is followed by i + 1): a pattern only order reveals."""
+    rng = random.Random(seed)
+    out = {}
+    for u in range(n_users):
+        start = rng.randrange(N_ITEMS)
+        length = rng.randint(6, 12)
+        out[f"u{u}"] = [str((start + k) % N_ITEMS) for k in range(length)] + list(tail)
+    return out
+
+
+def dataset(seqs: dict[str, list[str]]) -> Dataset:
+    # every text distinct in length, so that no two items tie in the (approximate) vector search
+    items = [
+        Item(id=str(i), title=f"Film {i} ({1950 + i})", text=f"A {GENRES[i % 3]} film{' indeed' * i}.")
+        for i in range(N_ITEMS + EXTRA)
+    ]
+    facts = [
+        Fact(
+            head=str(i),
+            relation="genre",
+            tail=f"genre:{GENRES[i % 3]}",
+            head_label=f"Film {i}",
+            tail_label=GENRES[i % 3],
+        )
+        for i in range(N_ITEMS)
+    ] + [
+        Fact(head=str(i), relation="director", tail=f"dbr:D{i // 4}", tail_label=f"Director {i // 4}")
+        for i in range(N_ITEMS)
+    ]
+    interactions = [
+        Interaction(user_id=u, item_id=i, rating=4.0 + (t % 2), timestamp=t)
+        for u, seq in seqs.items()
+        for t, i in enumerate(seq)
+    ]
+    return Dataset(name="chains", items=items, facts=facts, interactions=interactions)
+
+
+def make(tmp: Path, seqs: dict[str, list[str]], fit: dict | None = None, ingest_fit: bool = True) -> Recommender:
+    settings = Settings(
+        data_dir=tmp,
+        progress=False,
+        llm={"backend": "none"},
+        ranker={"mode": "none"},
+        retrieval={"ease_min_count": 1, "n_candidates": 10, "pool_size": 15},
+        fit=fit or SMALL_FIT,
+    )
+    rec = Recommender(settings, embedder=HashEmbedder())
+    rec.ingest_dataset(dataset(seqs), fit=ingest_fit)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Recommender:
+    rec = make(tmp_path_factory.mktemp("fit"), chains())
+    yield rec
+    rec.close()
+
+
+def test_fit_writes_models_and_the_learned_fusion_orders_candidates(fitted: Recommender):
+    info = fitted.models_info()
+    assert info["fitted"] and info["fusion"] == "learned" and not info["stale"]
+    manifest = json.loads((fitted.settings.models_path / "manifest.json").read_text())
+    assert manifest["sequential"]["best_epoch"] >= 1 and manifest["sequential"]["curve"]
+    assert manifest["fusion"]["groups_with_item"] >= 5
+    r = fitted.recommend("u0", k=5, diversity=0.0)
+    assert r.fusion == "learned" and len(r.items) == 5
+    # the chain's next item is the sequential model's (and the fused list's) first pick
+    last = fitted.pipeline("none").profile("u0").sequence[-1]
+    assert r.items[0].item_id == str((int(last) + 1) % N_ITEMS)
+    assert "sequential" in r.items[0].sources
+
+
+def test_without_fitted_models_rrf_is_used_and_the_result_says_so(tmp_path: Path):
+    rec = make(tmp_path, chains(), ingest_fit=False)
+    r = rec.recommend("u0", k=3)
+    assert r.fusion == "rrf" and len(r.items) == 3
+    assert rec.models_info()["fitted"] is False
+    rec.close()
+
+
+def test_unknown_users_and_empty_histories_still_work(fitted: Recommender):
+    r = fitted.recommend("nobody", k=4)
+    assert r.cold_start and len(r.items) == 4 and r.fusion == "learned"
+    q = fitted.recommend(None, k=3, query="a Western film")
+    assert len(q.items) == 3
+
+
+def test_a_new_interaction_changes_the_next_answer_without_refitting(fitted: Recommender):
+    pipe = fitted.pipeline("none")
+    before = fitted.recommend("u1", k=3, diversity=0.0)
+    seen = set(pipe.profile("u1").sequence)
+    jump = next(str(i) for i in range(N_ITEMS) if str(i) not in seen and str((i + 1) % N_ITEMS) not in seen)
+    fitted.store.write(GraphBatch(interactions=[Interaction(user_id="u1", item_id=jump, rating=5.0, timestamp=999)]))
+    after = fitted.recommend("u1", k=3, diversity=0.0)
+    assert [it.item_id for it in after.items] != [it.item_id for it in before.items]
+    # the sequential model reads the new item as the latest one, with the same fitted weights
+    q = fitted.pipeline("none").profile("u1")
+    assert q.sequence[-1] == jump
+    model = fitted.models.sequential
+    assert model is not None
+    assert not np.allclose(model.score(q.sequence), model.score(q.sequence[:-1]))
+
+
+def test_fitted_models_reload_and_give_the_same_lists(fitted: Recommender):
+    again = Recommender(fitted.settings, embedder=HashEmbedder())
+    for user in ("u2", "u3", "nobody"):
+        a = [it.item_id for it in fitted.recommend(user, k=5).items]
+        b = [it.item_id for it in again.recommend(user, k=5).items]
+        assert a == b
+    again.close()
+
+
+def test_fitting_is_deterministic_with_a_seed(tmp_path: Path):
+    a = make(tmp_path / "a", chains())
+    b = make(tmp_path / "b", chains())
+    ma = json.loads((a.settings.models_path / "manifest.json").read_text())
+    mb = json.loads((b.settings.models_path / "manifest.json").read_text())
+    assert ma["fusion"]["examples_sha1"] == mb["fusion"]["examples_sha1"]
+    assert ma["sequential"]["curve"] == mb["sequential"]["curve"]
+    wa, wb = a.models.sequential.state(), b.models.sequential.state()  # type: ignore[union-attr]
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+    for user in ("u4", "u5"):
+        assert [it.item_id for it in a.recommend(user, k=5).items] == [
+            it.item_id for it in b.recommend(user, k=5).items
+        ]
+    a.close()
+    b.close()
+
+
+def test_the_fusion_never_trains_on_a_validation_or_test_item(tmp_path: Path):
+    """As in ``knowrec eval``'s test phase: the store holds train + validation item and ``protect_last=1``. Changing
+    every user's validation and test items leaves the fusion's training examples (and early stopping) unchanged."""
+    base = chains(seed=3)
+    one = {u: [*s, "30", "31"] for u, s in base.items()}  # … + validation item + test item
+    two = {u: [*s, "32", "33"] for u, s in base.items()}
+    fit = {**SMALL_FIT, "protect_last": 1}
+    stored_one = {u: s[:-1] for u, s in one.items()}  # the test item is never stored
+    stored_two = {u: s[:-1] for u, s in two.items()}
+    a = make(tmp_path / "a", stored_one, fit=fit)
+    b = make(tmp_path / "b", stored_two, fit=fit)
+    ma = json.loads((a.settings.models_path / "manifest.json").read_text())
+    mb = json.loads((b.settings.models_path / "manifest.json").read_text())
+    assert ma["data_fingerprint"] != mb["data_fingerprint"]  # the stores differ …
+    assert ma["sequential_fingerprint"] == mb["sequential_fingerprint"]  # … the probe stage does not
+    assert ma["fusion"]["examples_sha1"] == mb["fusion"]["examples_sha1"]
+    assert ma["sequential"]["curve"] == mb["sequential"]["curve"]
+    # and the held-out labels are training items, never the protected validation item
+    seqs = {u: [(i, 5.0) for i in s] for u, s in stored_one.items()}
+    held = holdout_split(seqs, protect_last=1, per_user=5).heldout
+    assert held and all([i for i, _ in held[u]] == base[u][-len(held[u]) :] for u in held)
+    a.close()
+    b.close()
+
+
+def test_a_generic_format_dataset_fits_and_recommends(tmp_path: Path):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    seqs = chains(n_users=50, seed=11)
+    (folder / "items.csv").write_text(
+        "id,title,text\n" + "".join(f"p{i},Product {i},A {GENRES[i % 3]} thing\n" for i in range(N_ITEMS))
+    )
+    rows = [f"{u},p{i},,{t}\n" for u, seq in seqs.items() for t, i in enumerate(seq)]
+    (folder / "interactions.csv").write_text("user_id,item_id,rating,timestamp\n" + "".join(rows))
+    (folder / "facts.tsv").write_text("".join(f"p{i}\tcategory\tcat:{i % 5}\n" for i in range(N_ITEMS)))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        progress=False,
+        llm={"backend": "none"},
+        ranker={"mode": "none"},
+        retrieval={"ease_min_count": 1, "n_candidates": 10, "pool_size": 15},
+        fit=SMALL_FIT,
+    )
+    rec = Recommender(settings, embedder=HashEmbedder())
+    rec.ingest(folder, format="generic")
+    assert rec.models_info()["fitted"]
+    r = rec.recommend("u0", k=5)
+    assert len(r.items) == 5 and all(it.item_id.startswith("p") for it in r.items)
+    rec.close()
+
+
+def test_sasrec_baseline_and_pipeline_share_one_implementation():
+    from knowrec.eval.baselines import SASRecScorer
+    from knowrec.fitting.sequential import SequentialModel
+
+    s = SASRecScorer(hidden=8, max_len=5, epochs=1)
+    s.fit({"a": ["1", "2", "3"], "b": ["2", "3"]}, ["1", "2", "3"])
+    assert isinstance(s.model, SequentialModel)
+    assert s.score_all("a", ["1"]).shape == (3,)
