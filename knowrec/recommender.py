@@ -230,6 +230,7 @@ class Recommender:
             explain=self.settings.explain,
             explainer=LLMExplainer(llm) if llm is not None and self.settings.explain.mode == "llm" else None,
             fusion=self.models.fusion,
+            cold_fusion=self.models.cold_fusion,
             stats=self.models.stats,
             sequence_len=self.settings.fit.sequential.max_len,
         )
@@ -461,6 +462,7 @@ class Recommender:
                 "served": seq.get("served"),
             },
             "fusion": "learned" if self.models.fusion is not None else "rrf",
+            "cold_start_fusion": "learned" if self.models.cold_fusion is not None else "as above",
             "fusion_valid": {k: v for k, v in fus.items() if k.startswith("valid_") or k == "skipped"},
             "seed": m.get("config", {}).get("seed"),
         }

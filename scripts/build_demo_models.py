@@ -18,7 +18,7 @@ from pathlib import Path
 from knowrec import Recommender, Settings
 from knowrec.datasets import demo_models_path
 
-SHIPPED = ("manifest.json", "sequential.pt", "fusion")
+SHIPPED = ("manifest.json", "sequential.pt", "fusion", "fusion-cold")
 
 
 def main() -> None:
@@ -35,8 +35,8 @@ def main() -> None:
         rec = Recommender(settings)
         if rec.store.stats()["items"] == 0:
             rec.ingest_demo(progress=True)  # fits too (nothing shipped matches yet, so everything is trained)
-        else:
-            rec.fit(progress=True)
+        else:  # a kept data dir: its own earlier fit may lend the sequential models
+            rec.fit(progress=True, reuse=[settings.models_path])
         src = settings.models_path
         dst.mkdir(parents=True)
         for name in SHIPPED:

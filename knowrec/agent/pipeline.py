@@ -87,6 +87,7 @@ class Pipeline:
         model_id: Callable[[], str] = lambda: "none",
         fusion: LearnedFusion | None = None,
         stats: ItemStats | None = None,
+        cold_fusion: LearnedFusion | None = None,
         sequence_len: int = 200,
     ) -> None:
         self.store = store
@@ -100,6 +101,7 @@ class Pipeline:
         self.explainer = explainer
         self.model_id = model_id
         self.fusion = fusion
+        self.cold_fusion = cold_fusion
         self.stats = stats
         self.sequence_len = sequence_len
         if retrieval.fusion == "learned" and fusion is None:
@@ -164,7 +166,9 @@ class Pipeline:
             fused = rrf_order(union, self.retrieval.weights, self.retrieval.rrf_k)[:n]
             return CandidateList(items=tuple(fused), fusion="rrf", generators=names)
         x = feature_matrix(union, self.fusion_context(query, union), self.stats)
-        scores = self.fusion.score(x)
+        cold = not query.history and not query.sequence
+        model = self.cold_fusion if cold and self.cold_fusion is not None else self.fusion
+        scores = model.score(x)
         order = sorted(range(len(union)), key=lambda r: (-scores[r], union[r].item_id))[:n]
         fused = [
             union[r].model_copy(update={"score": float(scores[r]), "features": tuple(float(v) for v in x[r])})

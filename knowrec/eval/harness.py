@@ -169,12 +169,20 @@ class Harness:
         return h.hexdigest()[:12]
 
     def recommender(
-        self, ctx: _Context, phase: str, overrides: dict[str, Any] | None = None, models: str | None = None
+        self,
+        ctx: _Context,
+        phase: str,
+        overrides: dict[str, Any] | None = None,
+        models: str | None = None,
+        fitted: bool = True,
     ) -> Recommender:
         """A pipeline over a store holding only what ``phase`` may see (the catalogue and its training history).
 
-        With ``models``, the pipeline's models are fitted for these overrides into ``<store>/models-NAME`` (an
-        ablation's fusion), reusing the phase's main sequential model."""
+        With ``fitted`` (default) its models are fitted first if they are not yet: like the baselines, on the training
+        split in the validation phase (its held-out items are the last training items); in the test phase on train +
+        validation item, whose validation item is never a label (``protect_last=1``), reusing the validation phase's
+        fusion and epoch count (the same prefixes). With ``models``, they go to ``<store>/models-NAME`` (an ablation's
+        fusion, reusing the phase's main sequential model). ``fitted=False`` is for reading the stores only."""
         store_dir = self.out / "stores" / phase
         marker = store_dir / "READY"
         fp = self._fingerprint(ctx)
@@ -184,10 +192,9 @@ class Harness:
                 shutil.rmtree(store_dir)
             if (other / "READY").exists() and (other / "READY").read_text() == fp:
                 shutil.copytree(other, store_dir)  # same items: reuse the embedded index, re-ingest interactions
-            # fitted like the baselines: on the training split in the validation phase (its held-out items are the
-            # last training items); in the test phase on train + validation item, whose validation item is never a
-            # label (protect_last=1), reusing the validation phase's fusion and epoch count (same prefixes)
-            rec = self._make(Settings(data_dir=store_dir, progress=True, fit=self._fit_config(phase)))
+                for copied in store_dir.glob("models*"):  # fitted on the other phase's data
+                    shutil.rmtree(copied)
+            rec = self._make(Settings(data_dir=store_dir, progress=True))
             catalogue = set(ctx.split.items)
             keep = 1 if phase == "test" else 2
             interactions = [x for seq in ctx.sequences.values() for x in seq[: len(seq) - keep]]
@@ -202,19 +209,23 @@ class Harness:
                 (store_dir / "graph.sqlite").unlink()
                 for extra in store_dir.glob("graph.sqlite-*"):
                     extra.unlink()
-            val_models = self.out / "stores" / "val" / "models"
-            rec.ingest_dataset(ds, reuse=val_models if phase == "test" else None)
+            rec.ingest_dataset(ds, fit=False)
             rec.close()
             marker.write_text(fp)
         settings: dict[str, Any] = {"data_dir": store_dir, "progress": False, "fit": self._fit_config(phase)}
         for key, val in (overrides or {}).items():
             settings[key] = val
-        if models is None:
+        if not fitted:
             return self._make(Settings(**settings))
-        settings["models_dir"] = store_dir / f"models-{models}"
+        val_dir = self.out / "stores" / "val"
+        if models is None:
+            reuse = [val_dir / "models"] if phase == "test" else []
+        else:
+            settings["models_dir"] = store_dir / f"models-{models}"
+            reuse = [store_dir / "models", val_dir / f"models-{models}"]
         rec = self._make(Settings(**settings))
-        if not (settings["models_dir"] / "manifest.json").is_file():
-            rec.fit(progress=True, reuse=[store_dir / "models", self.out / "stores" / "val" / f"models-{models}"])
+        if not (rec.settings.models_path / "manifest.json").is_file():
+            rec.fit(progress=True, reuse=[r for r in reuse if r != rec.settings.models_path])
         return rec
 
     @staticmethod
@@ -234,7 +245,7 @@ class Harness:
     def _beyond(self, ctx: _Context, lst: Sequence[str]) -> dict[str, float]:
         """Intra-list diversity and genre/entity coverage of one list (vectors and entities of the test store)."""
         if self._vectors is None or self._entities is None:
-            rec = self.recommender(ctx, "test")
+            rec = self.recommender(ctx, "test", fitted=False)
             self._vectors = rec.index.vectors(ctx.split.items)
             self._entities = rec.store.item_entities(ctx.split.items)
             rec.close()

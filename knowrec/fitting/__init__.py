@@ -10,7 +10,8 @@ that nothing is tuned on an item it is then judged by:
 2. *Fusion.* For each sampled held-out user the generators run on the prefix (with the probe models) and every
    candidate gets the fusion features; the held-out item is the one relevant candidate. Extra cold-start examples
    (no history, the held-out item's genres as the query) teach the fusion how popularity and rating quality weigh
-   against the query. A LightGBM LambdaRank model is trained on 80% of the users and stopped on the other 20%.
+   against the query. A LightGBM LambdaRank model is trained on 80% of the users and stopped on the other 20%; a
+   second one, for users with no history, on one such cold-start example per held-out item.
 3. *Serve stage.* EASE, the statistics and (``fit.refit``) the sequential model with the chosen epoch count are
    refitted on every stored interaction, so the served models know the latest data.
 
@@ -66,6 +67,9 @@ SEQUENTIAL_FILE = "sequential.pt"
 PROBE_FILE = "sequential-probe.pt"
 STATS_FILE = "item_stats.npz"
 FUSION_DIR = "fusion"
+COLD_FUSION_DIR = "fusion-cold"
+FUSION_VERSION = 3
+"""Bumped when the fusion's training changes, so that a reused probe stage is never an older one."""
 MANIFEST_FILE = "manifest.json"
 
 Seq = list[tuple[str, float | None]]
@@ -81,6 +85,8 @@ class FittedModels:
     sequential: SequentialModel | None = None
     stats: ItemStats | None = None
     fusion: LearnedFusion | None = None
+    cold_fusion: LearnedFusion | None = None
+    """The fusion for users with no history (trained on the cold-start examples alone)."""
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -97,11 +103,12 @@ class FittedModels:
                 out.sequential = SequentialModel.load(folder / SEQUENTIAL_FILE)
         if (folder / STATS_FILE).is_file():
             out.stats = ItemStats.load(folder / STATS_FILE)
-        if LearnedFusion.exists(folder / FUSION_DIR):
-            try:
-                out.fusion = LearnedFusion.load(folder / FUSION_DIR)
-            except (ValueError, ImportError) as exc:
-                log.warning("the fitted fusion cannot be used (%s); RRF is used until `knowrec fit` runs", exc)
+        for name, attr in ((FUSION_DIR, "fusion"), (COLD_FUSION_DIR, "cold_fusion")):
+            if LearnedFusion.exists(folder / name):
+                try:
+                    setattr(out, attr, LearnedFusion.load(folder / name))
+                except (ValueError, ImportError) as exc:
+                    log.warning("the fitted fusion cannot be used (%s); RRF is used until `knowrec fit` runs", exc)
         if (folder / MANIFEST_FILE).is_file():
             out.manifest = json.loads((folder / MANIFEST_FILE).read_text())
         return out
@@ -352,6 +359,7 @@ def fusion_examples(
     cold_users: Sequence[str] = (),
     genres_of: Mapping[str, set[str]] | None = None,
     progress: Callable[[int, str | None], None] | None = None,
+    cold_every_item: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[int], list[str], list[list[str]], list[str], list[str]]:
     """Training examples for the fusion: per held-out item, every candidate the generators find for the history
     before it, its features, and label 1 for the held-out item (groups without it among the candidates are kept
@@ -373,10 +381,10 @@ def fusion_examples(
         (u, profile_of(hist, retrieval, sequence_len), target) for u in users for hist, target in holdout.examples(u)
     ]
     for u in cold_users:
-        target = holdout.heldout[u][-1][0]
-        names = sorted(g.split(":", 1)[-1] for g in (genres_of or {}).get(target, set()))
-        if names:
-            jobs.append((u, RecQuery(k=10, query=" ".join(names)), target))
+        for target in [i for i, _ in holdout.heldout[u]] if cold_every_item else [holdout.heldout[u][-1][0]]:
+            names = sorted(g.split(":", 1)[-1] for g in (genres_of or {}).get(target, set()))
+            if names:
+                jobs.append((u, RecQuery(k=10, query=" ".join(names)), target))
     targets: list[str] = []
     for user, q, target in jobs:
         lists = pipe.generate(q, n)
@@ -409,6 +417,7 @@ def _train_fusion(
     targets: list[str],
     cfg: FitConfig,
     prog: _Progress,
+    title: str = "fusion",
 ) -> tuple[LearnedFusion | None, dict[str, Any]]:
     import lightgbm as lgb
 
@@ -451,10 +460,10 @@ def _train_fusion(
         "num_threads": cfg.threads,
         "verbose": -1,
     }
-    update = prog.task("fusion: LambdaRank", fc.rounds)
+    update = prog.task(f"{title}: LambdaRank", fc.rounds)
     dtrain = lgb.Dataset(xt, yt, group=gt, feature_name=list(FEATURES), free_raw_data=False)
     valid_sets = [lgb.Dataset(xv, yv, group=gv, reference=dtrain)] if gv else []
-    callbacks: list[Any] = [lambda env: update(1, f"fusion: round {env.iteration + 1}")]
+    callbacks: list[Any] = [lambda env: update(1, f"{title}: round {env.iteration + 1}")]
     if valid_sets:
         callbacks.append(lgb.early_stopping(fc.early_stopping, first_metric_only=True, verbose=False))
     booster = lgb.train(params, dtrain, num_boost_round=fc.rounds, valid_sets=valid_sets, callbacks=callbacks)
@@ -533,6 +542,7 @@ def fit_models(
         cfg.sequential.model_dump(mode="json"),
     )
     probe_fp = _hash(
+        FUSION_VERSION,
         seq_fp,
         cfg.fusion.model_dump(mode="json"),
         retrieval.model_dump(mode="json", exclude={"fusion"}),
@@ -571,6 +581,7 @@ def fit_models(
     )
     probe_seq: SequentialModel | None = None
     fusion: LearnedFusion | None = None
+    cold_fusion: LearnedFusion | None = None
     with prog.running():
         t = time.perf_counter()
         if other is not None and probe_reuse is not None:
@@ -579,6 +590,8 @@ def fit_models(
             manifest["fusion"] = dict(other["fusion"], reused_from=str(probe_reuse))
             if LearnedFusion.exists(probe_reuse / FUSION_DIR):
                 fusion = LearnedFusion.load(probe_reuse / FUSION_DIR)
+            if LearnedFusion.exists(probe_reuse / COLD_FUSION_DIR):
+                cold_fusion = LearnedFusion.load(probe_reuse / COLD_FUSION_DIR)
             if (probe_reuse / PROBE_FILE).is_file():
                 probe_seq = _load_sequential(probe_reuse / PROBE_FILE)
             best_epoch = int(other["sequential"]["best_epoch"])
@@ -620,7 +633,9 @@ def fit_models(
                     "skipped": f"only {len(holdout.heldout)} users with held-out items (< {cfg.fusion.min_users})"
                 }
             elif cfg.fusion.enabled:
-                fusion, report = _fit_fusion(data, holdout, probe, cfg, retrieval, make_pipeline, prog, sequence_len)
+                fusion, cold_fusion, report = _fit_fusion(
+                    data, holdout, probe, cfg, retrieval, make_pipeline, prog, sequence_len
+                )
                 manifest["fusion"] = report
             else:
                 manifest["fusion"] = {"skipped": "fit.fusion.enabled is false"}
@@ -658,10 +673,11 @@ def fit_models(
     if probe_seq is not None:  # kept so that a fit with other generators or fusion settings can skip training it
         probe_seq.save(models_dir / PROBE_FILE)
     stats.save(models_dir / STATS_FILE)
-    if fusion is not None:
-        fusion.save(models_dir / FUSION_DIR)
-    elif (models_dir / FUSION_DIR).exists():
-        shutil.rmtree(models_dir / FUSION_DIR)
+    for model, name in ((fusion, FUSION_DIR), (cold_fusion, COLD_FUSION_DIR)):
+        if model is not None:
+            model.save(models_dir / name)
+        elif (models_dir / name).exists():
+            shutil.rmtree(models_dir / name)
     manifest["fusion_fitted"] = fusion is not None
     timings["total"] = round(time.perf_counter() - started, 1)
     tmp = models_dir / (MANIFEST_FILE + ".tmp")
@@ -696,7 +712,7 @@ def _fit_fusion(
     make_pipeline: Callable[[FittedModels], Pipeline],
     prog: _Progress,
     sequence_len: int,
-) -> tuple[LearnedFusion | None, dict[str, Any]]:
+) -> tuple[LearnedFusion | None, LearnedFusion | None, dict[str, Any]]:
     fc = cfg.fusion
     rng = random.Random(cfg.seed)
     users = sorted(holdout.heldout)
@@ -715,4 +731,21 @@ def _fit_fusion(
         genres_of=data.genres_of,
         progress=update,
     )
-    return _train_fusion(x, y, groups, owners, rrf_lists, ids, targets, cfg, prog)
+    fusion, report = _train_fusion(x, y, groups, owners, rrf_lists, ids, targets, cfg, prog)
+    # the cold-start model (users with no history): one cold-start example per held-out item of every sampled user,
+    # so that popularity and rating quality are weighed against the query where nothing else is known
+    update = prog.task("fusion (cold start): examples", sum(len(holdout.heldout[u]) for u in users))
+    xc, yc, gc, oc, rc, ic, tc = fusion_examples(
+        pipe,
+        holdout,
+        [],
+        retrieval,
+        sequence_len,
+        cold_users=users,
+        genres_of=data.genres_of,
+        progress=update,
+        cold_every_item=True,
+    )
+    cold_fusion, cold_report = _train_fusion(xc, yc, gc, oc, rc, ic, tc, cfg, prog, title="fusion (cold start)")
+    report["cold"] = cold_report
+    return fusion, cold_fusion, report

@@ -79,3 +79,36 @@ def test_info_and_similar(demo_dir: Path):
     sim = run_cli("similar", "1", "--k", "3", "--data-dir", str(demo_dir))
     assert sim.returncode == 0, sim.stderr
     assert "Toy Story 2" in sim.stdout
+
+
+def test_ingest_no_fit_then_fit_and_info_show_the_models(tmp_path: Path):
+    """A generic dataset through the CLI: `ingest --no-fit` leaves RRF, `fit` trains the sequential model and the
+    fusion with progress and says so, `info` shows what is fitted and that it is current."""
+    import random
+
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    rng = random.Random(1)
+    (folder / "items.csv").write_text(
+        "id,title,text\n" + "".join(f"p{i},Product {i},Thing number {i} of kind {i % 4}\n" for i in range(30))
+    )
+    rows = []
+    for u in range(60):
+        start = rng.randrange(30)
+        rows += [f"u{u},p{(start + k) % 30},4,{k}\n" for k in range(rng.randint(6, 10))]
+    (folder / "interactions.csv").write_text("user_id,item_id,rating,timestamp\n" + "".join(rows))
+    data = tmp_path / "data"
+    env = {"KNOWREC_LLM__BACKEND": "none", "KNOWREC_RANKER__MODE": "none"}
+    ing = run_cli("ingest", str(folder), "--no-fit", "--data-dir", str(data), env=env)
+    assert ing.returncode == 0, ing.stderr
+    before = run_cli("recommend", "u1", "--json", "--data-dir", str(data), env=env)
+    assert json.loads(before.stdout)["fusion"] == "rrf"
+    small = {"KNOWREC_FIT__FUSION__MIN_USERS": "5", "KNOWREC_FIT__FUSION__MIN_DATA_IN_LEAF": "5", **env}
+    fit = run_cli("fit", "--max-epochs", "6", "--threads", "1", "--data-dir", str(data), env=small)
+    assert fit.returncode == 0, fit.stderr
+    assert "sequential: best epoch" in fit.stdout and "fusion: learned" in fit.stdout
+    info = run_cli("info", "--json", "--data-dir", str(data), env=small)
+    models = json.loads(info.stdout)["models"]
+    assert models["fitted"] and models["fusion"] == "learned" and not models["stale"]
+    after = run_cli("recommend", "u1", "--json", "--data-dir", str(data), env=small)
+    assert json.loads(after.stdout)["fusion"] == "learned"
