@@ -175,6 +175,21 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
     return rank
 
 
+def _ranks_of(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """:func:`_ranks` of the entries ``rows`` only (one sort instead of an argsort of the whole catalogue).
+
+    Rank = 1 + how many entries score higher + how many equal ones come earlier (ties by position, as
+    :func:`_ranks`). NaN scores are not expected (the generators' scores are finite)."""
+    ordered = np.sort(scores)
+    vals = scores[rows]
+    hi = np.searchsorted(ordered, vals, side="right")
+    rank = (len(scores) - hi + 1).astype(np.float64)
+    tied = np.flatnonzero(hi - np.searchsorted(ordered, vals, side="left") > 1)
+    for t in tied:  # rare: count the equal entries before this one
+        rank[t] += np.count_nonzero(scores[: rows[t]] == vals[t])
+    return rank
+
+
 def build_candidate_list(lists: Mapping[str, Sequence[Candidate]]) -> list[Candidate]:
     """The union of the generators' lists: per candidate, every generator's score (``sources``) and 1-based rank
     (``ranks``) and the KG paths; in first-seen order (generators in the given order)."""
@@ -202,67 +217,62 @@ def rrf_order(cands: Sequence[Candidate], weights: Mapping[str, float], k: int =
 
 def feature_matrix(cands: Sequence[Candidate], ctx: FusionContext, stats: ItemStats | None) -> np.ndarray:
     """One row of :data:`FEATURES` per candidate (NaN = not available, e.g. not in that generator's list)."""
-    nan = math.nan
-    rows = np.full((len(cands), len(FEATURES)), nan, dtype=np.float64)
+    n = len(cands)
+    rows = np.full((n, len(FEATURES)), math.nan, dtype=np.float64)
     col = {name: j for j, name in enumerate(FEATURES)}
-    seq_rank = _ranks(ctx.sequential_scores) if ctx.sequential_scores is not None else None
-    col_rank = _ranks(ctx.collaborative_scores) if ctx.collaborative_scores is not None else None
+    ids = [c.item_id for c in cands]
+
+    def positions(index: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(candidate rows found in ``index``, their positions there)."""
+        pos = np.fromiter((index.get(i, -1) for i in ids), dtype=np.int64, count=n)
+        found = np.flatnonzero(pos >= 0)
+        return found, pos[found]
+
+    for name, scores, index in (
+        ("sequential", ctx.sequential_scores, ctx.sequential_index),
+        ("collaborative", ctx.collaborative_scores, ctx.collaborative_index),
+    ):
+        if scores is not None and index is not None:
+            found, pos = positions(index)
+            if len(found):
+                rows[found, col[f"{name}_score"]] = scores[pos]
+                rows[found, col[f"{name}_rank"]] = [math.log(v) for v in _ranks_of(scores, pos)]
     recency = {item: 0.5 ** (pos / 20.0) for pos, item in reversed(list(enumerate(ctx.history)))}
-    genre_profile = None
-    if stats is not None and ctx.history:
-        idx = [stats.index[i] for i in ctx.history[:20] if i in stats.index]
-        if idx:
-            w = np.array([0.5 ** (p / 5.0) for p in range(len(idx))])
-            prof = np.asarray(stats.genres[idx].T @ w).ravel()
-            norm = np.linalg.norm(prof)
-            genre_profile = prof / norm if norm else None
-    genre_sims: np.ndarray | None = None
-    if genre_profile is not None and stats is not None:
-        known = [stats.index[c.item_id] for c in cands if c.item_id in stats.index]
-        genre_sims = np.zeros(len(stats.items))
-        if known:
-            sub = stats.genres[known]
-            nnz = np.sqrt(np.diff(sub.indptr).astype(np.float64))
-            genre_sims[known] = np.divide(sub @ genre_profile, nnz, out=np.zeros(len(known)), where=nnz > 0)
     for r, c in enumerate(cands):
-        row = rows[r]
-        i = c.item_id
-        if ctx.sequential_scores is not None and ctx.sequential_index is not None and seq_rank is not None:
-            j = ctx.sequential_index.get(i)
-            if j is not None:
-                row[col["sequential_score"]] = ctx.sequential_scores[j]
-                row[col["sequential_rank"]] = math.log(seq_rank[j])
-        if ctx.collaborative_scores is not None and ctx.collaborative_index is not None and col_rank is not None:
-            j = ctx.collaborative_index.get(i)
-            if j is not None:
-                row[col["collaborative_score"]] = ctx.collaborative_scores[j]
-                row[col["collaborative_rank"]] = math.log(col_rank[j])
         if "kg" in c.sources:
-            row[col["kg_score"]] = c.sources["kg"]
-            row[col["kg_rank"]] = math.log(c.ranks.get("kg", 1))
+            rows[r, col["kg_score"]] = c.sources["kg"]
+            rows[r, col["kg_rank"]] = math.log(c.ranks.get("kg", 1))
         if c.paths:
-            row[col["kg_paths"]] = len(c.paths)
-            row[col["kg_max_weight"]] = max(p.weight for p in c.paths)
-            row[col["kg_recency"]] = max(recency.get(p.source_item, 0.0) for p in c.paths)
+            rows[r, col["kg_paths"]] = len(c.paths)
+            rows[r, col["kg_max_weight"]] = max(p.weight for p in c.paths)
+            rows[r, col["kg_recency"]] = max(recency.get(p.source_item, 0.0) for p in c.paths)
             # a path's weight is the seed's recency weight × the entity's rarity log(1 + N/df)
-            row[col["kg_max_rarity"]] = max(p.weight / (recency.get(p.source_item) or 1.0) for p in c.paths)
+            rows[r, col["kg_max_rarity"]] = max(p.weight / (recency.get(p.source_item) or 1.0) for p in c.paths)
         if "vector" in c.ranks:
-            row[col["vector_rank"]] = math.log(c.ranks["vector"])
-        if ctx.history_sims is not None and i in ctx.history_sims:
-            row[col["vector_history_sim"]] = ctx.history_sims[i]
-        if ctx.query_sims is not None and i in ctx.query_sims:
-            row[col["vector_query_sim"]] = ctx.query_sims[i]
-        if stats is not None:
-            j = stats.index.get(i)
-            if j is not None:
-                row[col["popularity_log"]] = math.log1p(stats.counts[j])
-                row[col["popularity_pct"]] = stats.pop_pct[j]
-                row[col["rating_mean"]] = stats.rating_mean[j]
-                row[col["rating_count_log"]] = math.log1p(stats.rating_count[j])
-                if genre_sims is not None:
-                    row[col["genre_overlap"]] = genre_sims[j]
-        row[col["history_len_log"]] = math.log1p(ctx.sequence_len)
-        row[col["has_query"]] = float(ctx.has_query)
+            rows[r, col["vector_rank"]] = math.log(c.ranks["vector"])
+    for name, sims in (("vector_history_sim", ctx.history_sims), ("vector_query_sim", ctx.query_sims)):
+        if sims is not None:
+            rows[:, col[name]] = [sims.get(i, math.nan) for i in ids]
+    if stats is not None:
+        found, j = positions(stats.index)
+        # math.log1p, not np.log1p: the same bits as the features the fusion was trained on
+        rows[found, col["popularity_log"]] = [math.log1p(v) for v in stats.counts[j]]
+        rows[found, col["popularity_pct"]] = stats.pop_pct[j]
+        rows[found, col["rating_mean"]] = stats.rating_mean[j]
+        rows[found, col["rating_count_log"]] = [math.log1p(v) for v in stats.rating_count[j]]
+        if ctx.history and len(found):
+            idx = [stats.index[i] for i in ctx.history[:20] if i in stats.index]
+            if idx:
+                w = np.array([0.5 ** (p / 5.0) for p in range(len(idx))])
+                prof = np.asarray(stats.genres[idx].T @ w).ravel()
+                norm = np.linalg.norm(prof)
+                if norm:
+                    sub = stats.genres[j]
+                    nnz = np.sqrt(np.diff(sub.indptr).astype(np.float64))
+                    sims = np.divide(sub @ (prof / norm), nnz, out=np.zeros(len(j)), where=nnz > 0)
+                    rows[found, col["genre_overlap"]] = sims
+    rows[:, col["history_len_log"]] = math.log1p(ctx.sequence_len)
+    rows[:, col["has_query"]] = float(ctx.has_query)
     return rows
 
 

@@ -73,17 +73,25 @@ class VectorGenerator:
         self.index = index
         self.embedder = embedder
         self.query_weight = query_weight
+        self._last: tuple[tuple[str, ...], np.ndarray | None] | None = None
 
     def history_vector(self, query: RecQuery) -> np.ndarray | None:
-        """The recency-weighted, normalised mean of the history's item vectors (``None``: no history)."""
+        """The recency-weighted, normalised mean of the history's item vectors (``None``: no history).
+
+        The last history's vector is remembered: the fusion features ask again for the same query."""
         if not query.history:
             return None
+        last = self._last
+        if last is not None and last[0] == query.history:
+            return last[1]
         weights = recency_weights(query.history)
         vecs = self.index.vectors(list(weights))
-        if not vecs:
-            return None
-        summed = np.sum([weights[i] * v for i, v in vecs.items()], axis=0)
-        return np.asarray(summed / (np.linalg.norm(summed) or 1.0))
+        out = None
+        if vecs:
+            summed = np.sum([weights[i] * vecs[i] for i in weights if i in vecs], axis=0)  # history order
+            out = np.asarray(summed / (np.linalg.norm(summed) or 1.0))
+        self._last = (tuple(query.history), out)
+        return out
 
     def query_vector(self, query: RecQuery) -> np.ndarray | None:
         """The embedding of the query text (``None``: no query)."""
@@ -169,12 +177,21 @@ class SequentialGenerator:
 
     def __init__(self, model: SequentialModel | None) -> None:
         self.model = model
+        self._last: tuple[tuple[str, ...], np.ndarray] | None = None
 
     def scores(self, query: RecQuery) -> np.ndarray | None:
-        """Scores of every item of ``model.items`` (``None``: no model or no known item in the sequence)."""
+        """Scores of every item of ``model.items`` (``None``: no model or no known item in the sequence).
+
+        The last sequence's scores are remembered (read-only): the fusion features ask again for the same query."""
         if self.model is None or not self.model.tokens(query.sequence):
             return None
-        return self.model.score(query.sequence)
+        last = self._last
+        if last is not None and last[0] == query.sequence:
+            return last[1]
+        scores = self.model.score(query.sequence)
+        scores.flags.writeable = False
+        self._last = (tuple(query.sequence), scores)
+        return scores
 
     def generate(self, query: RecQuery, n: int) -> list[Candidate]:
         scores = self.scores(query)

@@ -156,6 +156,9 @@ class ChromaItemIndex:
             self.port = (port or 8000) if host is not None else None
         self._client: Any = None
         self._col: Any = None
+        # item vectors already read (they only change when this index writes them; see vectors())
+        self._vectors: dict[str, np.ndarray] = {}
+        self.vector_cache_items = 250_000
 
     @property
     def is_server(self) -> bool:
@@ -262,6 +265,7 @@ class ChromaItemIndex:
             self._probe()
 
     def upsert(self, ids: Sequence[str], documents: Sequence[str], progress: Progress | None = None) -> int:
+        self._forget(ids)
         col = self._collection()
         written = 0
         with self._guard():
@@ -298,6 +302,7 @@ class ChromaItemIndex:
         self.delete(remove)
         got: Any = snapshot
         if got and got.get("ids"):
+            self._forget(got["ids"])
             col = self._collection()
             with self._guard():
                 col.upsert(
@@ -305,33 +310,59 @@ class ChromaItemIndex:
                 )
 
     def delete(self, ids: Sequence[str]) -> None:
+        self._forget(ids)
         if ids:
             col = self._collection()
             with self._guard():
                 for start in range(0, len(ids), 5000):
                     col.delete(ids=list(ids[start : start + 5000]))
 
+    def _forget(self, ids: Sequence[str]) -> None:
+        for i in ids:
+            self._vectors.pop(i, None)
+
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of ``ids`` (missing ids left out), in the order asked.
+
+        Vectors once read are kept in memory (up to ``vector_cache_items``; a 384-d vector is 1.5 kB, so 100k items
+        take 150 MB) and forgotten when this index writes or deletes the item. A write by another process (another
+        client of the same Chroma server or folder) is seen after a restart.
+        """
         if not ids:
             return {}
-        col = self._collection()
-        with self._guard():
-            got = col.get(ids=list(ids), include=["embeddings"])
-        embs = got.get("embeddings")
-        if embs is None:
-            return {}
-        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], embs, strict=True)}
+        cache = self._vectors
+        missing = [i for i in dict.fromkeys(ids) if i not in cache]
+        fetched: dict[str, np.ndarray] = {}
+        if missing:
+            col = self._collection()
+            with self._guard():
+                got = col.get(ids=missing, include=["embeddings"])
+            embs = got.get("embeddings")
+            if embs is not None:
+                fetched = {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], embs, strict=True)}
+                for v in fetched.values():
+                    v.flags.writeable = False
+                if len(cache) + len(fetched) <= self.vector_cache_items:
+                    cache.update(fetched)
+        out: dict[str, np.ndarray] = {}
+        for i in ids:
+            vec = cache.get(i)
+            if vec is None:
+                vec = fetched.get(i)
+            if vec is not None:
+                out[i] = vec
+        return out
 
     def query(
         self, vector: np.ndarray, k: int, exclude: set[str] | frozenset[str] = frozenset()
     ) -> list[tuple[str, float]]:
+        if k <= 0:
+            return []
         col = self._collection()
         with self._guard():
-            total = col.count()
-            if total == 0 or k <= 0:
-                return []
-            # a few more than needed, so that equal scores at the cut are broken by id (Chroma's order for ties varies)
-            n = min(total, k + len(exclude) + 8)
+            # a few more than needed, so that equal scores at the cut are broken by id (Chroma's order for ties
+            # varies); no count() first: Chroma (>= 1.0) returns what there is, and counting 100k items takes 12 ms
+            n = k + len(exclude) + 8
             res = col.query(query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=n, include=["distances"])
         hits = [
             (item_id, 1.0 - float(dist))

@@ -335,6 +335,24 @@ def test_kg_candidates_weighted_seeds(loaded: GraphStore) -> None:
     assert path.weight == pytest.approx(0.5 * LOG4)
 
 
+def test_reads_see_the_next_write(loaded: GraphStore) -> None:
+    """Counts and KG scores may be cached by a backend; a write (new item, new facts) must show in the next read."""
+    before = loaded.kg_candidates({"m1": 1.0}, exclude=set(), n=10, max_entity_items=4)
+    assert "m9" not in [c.item_id for c in before] and loaded.stats() == BASE_STATS
+    loaded.write(
+        GraphBatch(
+            items=[Item(id="m9", title="Nine", text="Nine is a film.")],
+            facts=[Fact(head="m9", relation="director", tail="p:d2", tail_label="Director Two")],
+        )
+    )
+    assert loaded.stats()["items"] == BASE_STATS["items"] + 1
+    assert loaded.stats()["facts"] == BASE_STATS["facts"] + 1
+    after = loaded.kg_candidates({"m1": 1.0}, exclude=set(), n=10, max_entity_items=4)
+    assert [c.item_id for c in after] == [c.item_id for c in before]  # m1 does not reach p:d2
+    seeded = loaded.kg_candidates({"m3": 1.0}, exclude=set(), n=10, max_entity_items=4)
+    assert "m9" in [c.item_id for c in seeded]
+
+
 def test_kg_candidates_paths_heaviest_first(loaded: GraphStore) -> None:
     m2 = loaded.kg_candidates({"m1": 1.0}, exclude=set(), n=1, max_entity_items=5)[0]
     assert m2.item_id == "m2"
