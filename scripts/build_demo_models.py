@@ -18,7 +18,7 @@ from pathlib import Path
 from knowrec import Recommender, Settings
 from knowrec.datasets import demo_models_path
 
-SHIPPED = ("manifest.json", "sequential.pt", "fusion", "fusion-cold")
+SHIPPED = ("manifest.json", "sequential.pt", "fusion", "fusion-cold", "fusion-constrained")
 
 
 def main() -> None:

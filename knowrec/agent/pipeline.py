@@ -88,6 +88,7 @@ class Pipeline:
         fusion: LearnedFusion | None = None,
         stats: ItemStats | None = None,
         cold_fusion: LearnedFusion | None = None,
+        constrained_fusion: LearnedFusion | None = None,
         sequence_len: int = 200,
     ) -> None:
         self.store = store
@@ -102,6 +103,7 @@ class Pipeline:
         self.model_id = model_id
         self.fusion = fusion
         self.cold_fusion = cold_fusion
+        self.constrained_fusion = constrained_fusion
         self.stats = stats
         self.sequence_len = sequence_len
         if retrieval.fusion == "learned" and fusion is None:
@@ -166,8 +168,12 @@ class Pipeline:
             fused = rrf_order(union, self.retrieval.weights, self.retrieval.rrf_k)[:n]
             return CandidateList(items=tuple(fused), fusion="rrf", generators=names)
         x = feature_matrix(union, self.fusion_context(query, union), self.stats)
-        cold = not query.history and not query.sequence
-        model = self.cold_fusion if cold and self.cold_fusion is not None else self.fusion
+        model = self.fusion
+        if not query.history and not query.sequence:  # cold start: with fixed candidates (a constraint), or not
+            if query.candidates and self.constrained_fusion is not None:
+                model = self.constrained_fusion
+            elif self.cold_fusion is not None:
+                model = self.cold_fusion
         scores = model.score(x)
         order = sorted(range(len(union)), key=lambda r: (-scores[r], union[r].item_id))[:n]
         fused = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import statistics
 import string
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "Ranker",
     "RetrievalRanker",
     "VerbalizerRanker",
+    "display_title",
     "fuse_scores",
     "rank_normalise",
     "short_fact",
@@ -65,6 +67,32 @@ _RELATION_WORDS = {
     "year": "year",
     "tag": "tag",
 }
+
+
+_YEAR = re.compile(r"^(?P<base>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
+_ALT = re.compile(r"\s*\([^()]*\)\s*$")
+_ARTICLE = re.compile(r"^(?P<rest>.+), (?P<art>The|A|An|Les|Le|La|Los|Las|Il|El|Das|Der|Die|L')$")
+
+
+def display_title(title: str) -> str:
+    """A title as people write it: the article in front, alternative titles dropped, the year kept.
+
+    Example:
+        >>> display_title("Good, the Bad and the Ugly, The (Buono, il brutto, il cattivo, Il) (1966)")
+        'The Good, the Bad and the Ugly (1966)'
+        >>> display_title("Seven (a.k.a. Se7en) (1995)"), display_title("Heat")
+        ('Seven (1995)', 'Heat')
+    """
+    m = _YEAR.match(title)
+    base, year = (m.group("base"), m.group("year")) if m else (title.strip(), None)
+    stripped = base
+    while _ALT.search(stripped) and _ALT.sub("", stripped):
+        stripped = _ALT.sub("", stripped)
+    a = _ARTICLE.match(stripped)
+    if a:
+        art = a.group("art")
+        stripped = f"{art}{a.group('rest')}" if art.endswith("'") else f"{art} {a.group('rest')}"
+    return f"{stripped} ({year})" if year else stripped
 
 
 def short_fact(fact: Fact, item_id: str) -> str:
@@ -136,15 +164,23 @@ def _order_by(scores: dict[str, float], tie_order: Sequence[str]) -> list[str]:
     return sorted(scores, key=lambda i: (-scores[i], pos[i]))
 
 
-def _prompt_candidates(items: Sequence[RankItem]) -> list[dict[str, Any]]:
+def _prompt_candidates(items: Sequence[RankItem], facts: int | None = None) -> list[dict[str, Any]]:
+    """The candidates as the templates show them: label, display title, the first ``facts`` facts (all: ``None``)."""
     return [
         {
             "label": LABELS[n],
-            "title": it.title,
-            "facts": [{"short": short_fact(f, it.candidate.item_id)} for f in it.facts],
+            "title": display_title(it.title),
+            "facts": [{"short": short_fact(f, it.candidate.item_id)} for f in it.facts[:facts]],
         }
         for n, it in enumerate(items)
     ]
+
+
+def count_tokens(llm: LLMClient, text: str) -> int:
+    """Tokens of ``text`` for this LLM: its own tokenizer when it exposes one (``count_tokens``), else an estimate
+    of one token per four characters (an HTTP server's tokenizer is not known here)."""
+    counter = getattr(llm, "count_tokens", None)
+    return int(counter(text)) if callable(counter) else len(text) // 4 + 1
 
 
 def _messages(system: Prompt, user_text: str) -> list[Message]:
@@ -165,11 +201,48 @@ class _LLMRanker:
     mode = "base"
     prompt_name = ""
 
-    def __init__(self, llm: LLMClient, llm_weight: float = 0.3) -> None:
+    def __init__(self, llm: LLMClient, llm_weight: float = 0.3, prompt_tokens: int | None = None) -> None:
         self.llm = llm
         self.llm_weight = llm_weight
+        self.prompt_tokens = prompt_tokens
+        """The prompt's token budget (``ranker.prompt_tokens``); ``None``: everything given is shown."""
         self.prompt = load_prompt(self.prompt_name)
         self.system = load_prompt("system")
+
+    def _fit_prompt(self, ctx: RankContext, items: Sequence[RankItem], **extra: Any) -> tuple[str, str]:
+        """(user text, whole prompt) within :attr:`prompt_tokens`: all facts and history if they fit; else facts are
+        cut to one per candidate (the most connecting ones come first), then the oldest history titles go (one is
+        always kept). A prompt still over the budget is used as it is (logged)."""
+        history = [display_title(t) for t in ctx.history_titles]
+        most = max((len(it.facts) for it in items), default=0)
+
+        def build(n_hist: int, n_facts: int) -> tuple[str, str]:
+            text = self.prompt.render(
+                history=history[:n_hist], candidates=_prompt_candidates(items, n_facts), query=ctx.query, **extra
+            )
+            return text, self.llm.format_chat(_messages(self.system, text))
+
+        text, prompt = build(len(history), most)
+        budget = self.prompt_tokens
+        if budget is None or count_tokens(self.llm, prompt) <= budget:
+            return text, prompt
+        for n_facts in range(most - 1, 0, -1):
+            text, prompt = build(len(history), n_facts)
+            if count_tokens(self.llm, prompt) <= budget:
+                return text, prompt
+        n_facts = min(most, 1)
+        lo, hi = 1, max(len(history), 1)  # the longest history that fits, by bisection
+        best = build(1, n_facts)
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            text, prompt = build(mid, n_facts)
+            if count_tokens(self.llm, prompt) <= budget:
+                best, lo = (text, prompt), mid + 1
+            else:
+                hi = mid - 1
+        if count_tokens(self.llm, best[1]) > budget:
+            log.info("prompt over its budget of %d tokens with one history title and one fact each", budget)
+        return best
 
     def _check_size(self, items: Sequence[RankItem]) -> None:
         if len(items) > len(LABELS):
@@ -198,12 +271,9 @@ class VerbalizerRanker(_LLMRanker):
         order = [it.candidate.item_id for it in items]
         if len(items) < 2:
             return RankResult(order=order, final_scores=rank_normalise(order), prompt=self.prompt, model="none")
-        user_text = self.prompt.render(
-            history=list(ctx.history_titles), candidates=_prompt_candidates(items), query=ctx.query
-        )
         labels = list(LABELS[: len(items)])
         try:
-            prompt = self.llm.format_chat(_messages(self.system, user_text))
+            _, prompt = self._fit_prompt(ctx, items)
             logprobs = self.llm.label_logprobs(prompt, labels)
         except LLMError as exc:
             return self._fallback(order, f"LLM error: {exc}")
@@ -249,10 +319,8 @@ class ListwiseRanker(_LLMRanker):
             return RankResult(order=order, final_scores=rank_normalise(order), prompt=self.prompt, model="none")
         want = min(k, len(items))
         labels = list(LABELS[: len(items)])
-        user_text = self.prompt.render(
-            history=list(ctx.history_titles), candidates=_prompt_candidates(items), query=ctx.query, k=want
-        )
         try:
+            user_text, _ = self._fit_prompt(ctx, items, k=want)
             reply = self.llm.chat(
                 _messages(self.system, user_text), schema=self.schema(labels, want), max_tokens=8 + 5 * want
             )
@@ -311,7 +379,7 @@ class PointwiseRanker(_LLMRanker):
         >>> cands = [RankItem(Candidate(item_id=i, score=1.0), t) for i, t in titles.items()]
         >>> res = ranker.rank(RankContext(history_titles=("Heat (1995)",)), cands, k=2)
         >>> sorted(res.order), res.prompt.ref
-        (['1', '2'], 'rank_pointwise@1')
+        (['1', '2'], 'rank_pointwise@2')
     """
 
     mode = "pointwise"
@@ -321,7 +389,8 @@ class PointwiseRanker(_LLMRanker):
     def _score(self, ctx: RankContext, item: RankItem) -> tuple[float, float, int]:
         """(yes − no log-odds, P(yes) over {yes, no}, prompt tokens) for one candidate; raises LLMError."""
         cand = _prompt_candidates([item])[0]
-        user_text = self.prompt.render(history=list(ctx.history_titles), query=ctx.query, candidate=cand)
+        history = [display_title(t) for t in ctx.history_titles]
+        user_text = self.prompt.render(history=history, query=ctx.query, candidate=cand)
         prompt = self.llm.format_chat(_messages(self.system, user_text))
         logprobs = self.llm.label_logprobs(prompt, list(self.labels))
         tokens = int(getattr(self.llm, "last_prompt_tokens", 0) or 0)

@@ -68,6 +68,9 @@ PROBE_FILE = "sequential-probe.pt"
 STATS_FILE = "item_stats.npz"
 FUSION_DIR = "fusion"
 COLD_FUSION_DIR = "fusion-cold"
+CONSTRAINED_FUSION_DIR = "fusion-constrained"
+CONSTRAINED_VERSION = 2
+"""Bumped when the constrained cold-start examples change (that model is refitted alone, see :func:`fit_models`)."""
 FUSION_VERSION = 3
 """Bumped when the fusion's training changes, so that a reused probe stage is never an older one."""
 MANIFEST_FILE = "manifest.json"
@@ -87,6 +90,9 @@ class FittedModels:
     fusion: LearnedFusion | None = None
     cold_fusion: LearnedFusion | None = None
     """The fusion for users with no history (trained on the cold-start examples alone)."""
+    constrained_fusion: LearnedFusion | None = None
+    """The fusion for users with no history whose request fixes the candidates (the chat's "westerns from the 60s":
+    every candidate already meets the constraint, so what is left to learn is which of them people choose)."""
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -103,7 +109,11 @@ class FittedModels:
                 out.sequential = SequentialModel.load(folder / SEQUENTIAL_FILE)
         if (folder / STATS_FILE).is_file():
             out.stats = ItemStats.load(folder / STATS_FILE)
-        for name, attr in ((FUSION_DIR, "fusion"), (COLD_FUSION_DIR, "cold_fusion")):
+        for name, attr in (
+            (FUSION_DIR, "fusion"),
+            (COLD_FUSION_DIR, "cold_fusion"),
+            (CONSTRAINED_FUSION_DIR, "constrained_fusion"),
+        ):
             if LearnedFusion.exists(folder / name):
                 try:
                     setattr(out, attr, LearnedFusion.load(folder / name))
@@ -407,6 +417,66 @@ def fusion_examples(
     return np.vstack(xs), np.concatenate(ys), groups, owners, rrf_lists, ids, targets
 
 
+def constrained_examples(
+    pipe: Pipeline,
+    holdout: Holdout,
+    users: Sequence[str],
+    genres_of: Mapping[str, set[str]],
+    seed: int,
+    max_candidates: int,
+    progress: Callable[[int, str | None], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[int], list[str], list[list[str]], list[str], list[str]]:
+    """Cold-start examples with a constraint, as the chat asks them: per held-out item of ``users``, a user with no
+    history asks for one of the item's genres (picked with the seed) and the candidates are the genre's items (when
+    there are at most ``max_candidates``, the chat's ``chat.max_seed_candidates``; else the query alone).
+
+    Like :func:`fusion_examples`, only ``holdout.heldout`` is read (the targets), and the probe pipeline's models
+    were fitted on the prefixes. Returns the same tuple.
+    """
+    by_genre: dict[str, list[str]] = {}
+    for item, genres in genres_of.items():
+        for g in genres:
+            by_genre.setdefault(g, []).append(item)
+    for members in by_genre.values():
+        members.sort()
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    groups: list[int] = []
+    owners: list[str] = []
+    rrf_lists: list[list[str]] = []
+    ids: list[str] = []
+    targets: list[str] = []
+    retrieval = pipe.retrieval
+    n = max(retrieval.n_candidates, retrieval.pool_size)
+    for user in users:
+        for target, _ in holdout.heldout[user]:
+            options = sorted(genres_of.get(target, set()))
+            if progress is not None:
+                progress(1, None)
+            if not options:
+                continue
+            pick = random.Random(f"{seed}|{user}|{target}").choice(options)
+            members = by_genre[pick]
+            q = RecQuery(
+                k=10,
+                query=pick.split(":", 1)[-1],
+                candidates=tuple(members) if len(members) <= max_candidates else (),
+            )
+            union = build_candidate_list(pipe.generate(q, n))
+            if not union:
+                continue
+            xs.append(feature_matrix(union, pipe.fusion_context(q, union), pipe.stats))
+            ys.append(np.array([1.0 if c.item_id == target else 0.0 for c in union]))
+            groups.append(len(union))
+            owners.append(user)
+            targets.append(target)
+            rrf_lists.append([c.item_id for c in rrf_order(union, retrieval.weights, retrieval.rrf_k)])
+            ids.extend(c.item_id for c in union)
+    if not xs:
+        return np.zeros((0, len(FEATURES))), np.zeros(0), [], [], [], [], []
+    return np.vstack(xs), np.concatenate(ys), groups, owners, rrf_lists, ids, targets
+
+
 def _train_fusion(
     x: np.ndarray,
     y: np.ndarray,
@@ -418,6 +488,7 @@ def _train_fusion(
     cfg: FitConfig,
     prog: _Progress,
     title: str = "fusion",
+    monotone: Mapping[str, int] | None = None,
 ) -> tuple[LearnedFusion | None, dict[str, Any]]:
     import lightgbm as lgb
 
@@ -460,6 +531,10 @@ def _train_fusion(
         "num_threads": cfg.threads,
         "verbose": -1,
     }
+    if monotone:
+        params["monotone_constraints"] = [int(monotone.get(f, 0)) for f in FEATURES]
+        params["monotone_constraints_method"] = "advanced"
+        report["monotone"] = dict(monotone)
     update = prog.task(f"{title}: LambdaRank", fc.rounds)
     dtrain = lgb.Dataset(xt, yt, group=gt, feature_name=list(FEATURES), free_raw_data=False)
     valid_sets = [lgb.Dataset(xv, yv, group=gv, reference=dtrain)] if gv else []
@@ -544,10 +619,13 @@ def fit_models(
     probe_fp = _hash(
         FUSION_VERSION,
         seq_fp,
-        cfg.fusion.model_dump(mode="json"),
+        cfg.fusion.model_dump(mode="json", exclude=set(_CONSTRAINED_FIELDS)),
         retrieval.model_dump(mode="json", exclude={"fusion"}),
         list(FEATURES),
         sequence_len,
+    )
+    constrained_fp = _hash(
+        CONSTRAINED_VERSION, probe_fp, cfg.fusion.model_dump(mode="json", include=set(_CONSTRAINED_FIELDS))
     )
     manifest: dict[str, Any] = {
         "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -582,6 +660,9 @@ def fit_models(
     probe_seq: SequentialModel | None = None
     fusion: LearnedFusion | None = None
     cold_fusion: LearnedFusion | None = None
+    constrained: LearnedFusion | None = None
+    constrained_report: dict[str, Any] | None = None
+    probe: FittedModels | None = None
     with prog.running():
         t = time.perf_counter()
         if other is not None and probe_reuse is not None:
@@ -595,6 +676,20 @@ def fit_models(
             if (probe_reuse / PROBE_FILE).is_file():
                 probe_seq = _load_sequential(probe_reuse / PROBE_FILE)
             best_epoch = int(other["sequential"]["best_epoch"])
+            previous = other["fusion"].get("constrained") or {}
+            if previous.get("fingerprint") == constrained_fp:
+                constrained_report = dict(previous)
+                if LearnedFusion.exists(probe_reuse / CONSTRAINED_FUSION_DIR):
+                    constrained = LearnedFusion.load(probe_reuse / CONSTRAINED_FUSION_DIR)
+            elif fusion is not None:
+                # the rest of the probe stage is the other folder's: rebuild its models to fit this one alone
+                t = time.perf_counter()
+                probe = FittedModels(
+                    ease=_fit_ease(holdout.prefix, retrieval) if "collaborative" in retrieval.generators else None,
+                    stats=ItemStats.build(data.items, holdout.prefix, data.genres_of),
+                    sequential=probe_seq if "sequential" in retrieval.generators else None,
+                )
+                timings["probe_ease_stats"] = round(time.perf_counter() - t, 1)
         else:
             # 1. probe stage: models on the prefixes, early stopping on the held-out items
             probe = FittedModels(
@@ -639,7 +734,18 @@ def fit_models(
                 manifest["fusion"] = report
             else:
                 manifest["fusion"] = {"skipped": "fit.fusion.enabled is false"}
+            if fusion is None:
+                probe = None  # no fusion, no constrained model either
             timings["fusion"] = round(time.perf_counter() - t, 1)
+        if probe is not None and constrained_report is None:
+            t = time.perf_counter()
+            constrained, constrained_report = _fit_constrained(data, holdout, probe, cfg, make_pipeline, prog)
+            timings["fusion_constrained"] = round(time.perf_counter() - t, 1)
+        if constrained_report is not None:
+            constrained_report["fingerprint"] = constrained_fp
+            manifest["fusion"]["constrained"] = constrained_report
+        else:
+            manifest["fusion"].pop("constrained", None)
         # 3. serve stage: refit on everything
         t = time.perf_counter()
         ease = _fit_ease(data.sequences, retrieval)
@@ -673,7 +779,11 @@ def fit_models(
     if probe_seq is not None:  # kept so that a fit with other generators or fusion settings can skip training it
         probe_seq.save(models_dir / PROBE_FILE)
     stats.save(models_dir / STATS_FILE)
-    for model, name in ((fusion, FUSION_DIR), (cold_fusion, COLD_FUSION_DIR)):
+    for model, name in (
+        (fusion, FUSION_DIR),
+        (cold_fusion, COLD_FUSION_DIR),
+        (constrained, CONSTRAINED_FUSION_DIR),
+    ):
         if model is not None:
             model.save(models_dir / name)
         elif (models_dir / name).exists():
@@ -684,6 +794,44 @@ def fit_models(
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     tmp.replace(models_dir / MANIFEST_FILE)
     return manifest
+
+
+QUALITY_PRIOR = {"popularity_log": 1, "popularity_pct": -1, "rating_mean": 1, "rating_count_log": 1}
+"""Monotone constraints of the constrained cold-start model: among items that all meet the request, a more popular
+or better-rated one never scores lower, all else equal (``popularity_pct`` is the share of items more popular)."""
+
+_CONSTRAINED_FIELDS = ("constrained_users", "constrained_max_candidates")
+"""Settings of the constrained cold-start model alone: changing them refits that model, not the rest."""
+
+
+def _fit_constrained(
+    data: FitData,
+    holdout: Holdout,
+    probe: FittedModels,
+    cfg: FitConfig,
+    make_pipeline: Callable[[FittedModels], Pipeline],
+    prog: _Progress,
+) -> tuple[LearnedFusion | None, dict[str, Any]]:
+    """The constrained cold-start model (:func:`constrained_examples`), on ``fit.fusion.constrained_users`` users."""
+    fc = cfg.fusion
+    if fc.constrained_users == 0:
+        return None, {"skipped": "fit.fusion.constrained_users is 0"}
+    users = sorted(holdout.heldout)
+    if len(users) > fc.constrained_users:
+        users = sorted(random.Random(cfg.seed + 1).sample(users, fc.constrained_users))
+    update = prog.task("fusion (constrained cold start): examples", sum(len(holdout.heldout[u]) for u in users))
+    x, y, groups, owners, rrf_lists, ids, targets = constrained_examples(
+        make_pipeline(probe),
+        holdout,
+        users,
+        data.genres_of,
+        cfg.seed,
+        fc.constrained_max_candidates,
+        progress=update,
+    )
+    return _train_fusion(
+        x, y, groups, owners, rrf_lists, ids, targets, cfg, prog, title="fusion (constrained)", monotone=QUALITY_PRIOR
+    )
 
 
 def _hash(*parts: Any) -> str:

@@ -1,7 +1,8 @@
 """The FastAPI app: REST endpoints, an OpenAI-compatible chat endpoint and the web chat page.
 
-Every blocking SDK call runs in a worker thread, never on the event loop. With the in-process llama.cpp model the
-calls are serialised (the model is not thread-safe); with an LLM server they run concurrently.
+Every blocking SDK call runs in a worker thread, never on the event loop. With the in-process model the calls that may
+reach it (recommendations, chat messages) are serialised (the model is not thread-safe); with an LLM server they run
+concurrently. Store-only calls (items, sessions, history, feedback) never wait for them.
 
 Example:
     >>> from knowrec import Recommender, Settings
@@ -195,7 +196,13 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
             return fn(*args, **kwargs)
 
     async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A call that may reach the in-process LLM (recommend, chat): one at a time."""
         return await run_in_threadpool(locked, fn, *args, **kwargs)
+
+    async def store_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A call that only reads or writes the stores (items, sessions, history, feedback): never waits for an LLM
+        call (the stores serialise their own writes)."""
+        return await run_in_threadpool(fn, *args, **kwargs)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -300,7 +307,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
             item_facts = rec.store.facts([item_id], n=facts)[item_id] if facts else []
             return ItemResponse(item=found[item_id], facts=item_facts)
 
-        return await call(get)
+        return await store_call(get)
 
     @app.post(
         "/v1/sessions",
@@ -311,7 +318,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
     )
     async def new_session(body: Annotated[SessionCreate | None, Body()] = None) -> SessionCreated:
         """Start a chat session (optionally for a known user, whose history then shapes the answers)."""
-        sid = await call(rec.new_session, body.user_id if body else None)
+        sid = await store_call(rec.new_session, body.user_id if body else None)
         return SessionCreated(session_id=sid)
 
     @app.post(
@@ -333,7 +340,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
     )
     async def history(session_id: str = PathParam(min_length=1, max_length=200)) -> SessionHistory:
         """Every turn of a session, oldest first."""
-        turns = await call(rec.chat_history, session_id)
+        turns = await store_call(rec.chat_history, session_id)
         return SessionHistory(session_id=session_id, turns=list(turns))
 
     @app.post(
@@ -346,7 +353,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
         """Like or dislike an item; it is stored and changes the next answer of the session / user."""
         if not body.session_id and not body.user_id:
             raise InvalidInput("feedback needs a session_id or a user_id", field="body.session_id")
-        await call(rec.feedback, body.item_id, body.liked, session_id=body.session_id, user_id=body.user_id)
+        await store_call(rec.feedback, body.item_id, body.liked, session_id=body.session_id, user_id=body.user_id)
         return FeedbackResponse(item_id=body.item_id, liked=body.liked)
 
     # -- OpenAI-compatible ----------------------------------------------------------------------------------------

@@ -174,6 +174,9 @@ def test_the_fusion_never_trains_on_a_validation_or_test_item(tmp_path: Path):
     assert ma["data_fingerprint"] != mb["data_fingerprint"]  # the stores differ …
     assert ma["sequential_fingerprint"] == mb["sequential_fingerprint"]  # … the probe stage does not
     assert ma["fusion"]["examples_sha1"] == mb["fusion"]["examples_sha1"]
+    # the cold-start models' examples too (their targets are the same held-out items)
+    assert ma["fusion"]["cold"]["examples_sha1"] == mb["fusion"]["cold"]["examples_sha1"]
+    assert ma["fusion"]["constrained"]["examples_sha1"] == mb["fusion"]["constrained"]["examples_sha1"]
     assert ma["sequential"]["curve"] == mb["sequential"]["curve"]
     # and the held-out labels are training items, never the protected validation item
     seqs = {u: [(i, 5.0) for i in s] for u, s in stored_one.items()}
@@ -217,3 +220,49 @@ def test_sasrec_baseline_and_pipeline_share_one_implementation():
     s.fit({"a": ["1", "2", "3"], "b": ["2", "3"]}, ["1", "2", "3"])
     assert isinstance(s.model, SequentialModel)
     assert s.score_all("a", ["1"]).shape == (3,)
+
+
+def test_each_kind_of_request_gets_its_own_fusion(fitted: Recommender):
+    """History → the main fusion; no history → the cold-start one; no history and fixed candidates (the chat's
+    constraints) → the constrained cold-start one."""
+    assert fitted.models.constrained_fusion is not None and fitted.models.cold_fusion is not None
+    pipe = fitted.pipeline("none")
+    used: list[str] = []
+
+    class Spy:
+        def __init__(self, inner, name: str) -> None:
+            self.inner, self.name = inner, name
+
+        def score(self, x):
+            used.append(self.name)
+            return self.inner.score(x)
+
+    saved = pipe.fusion, pipe.cold_fusion, pipe.constrained_fusion
+    pipe.fusion, pipe.cold_fusion, pipe.constrained_fusion = (
+        Spy(saved[0], "main"),
+        Spy(saved[1], "cold"),
+        Spy(saved[2], "constrained"),
+    )
+    try:
+        westerns = [str(i) for i in range(N_ITEMS) if GENRES[i % 3] == "Western"]
+        fitted.recommend("u0", k=3, candidates=westerns)
+        fitted.recommend(None, k=3, query="Western")
+        r = fitted.recommend(None, k=3, query="Western", candidates=westerns)
+    finally:
+        pipe.fusion, pipe.cold_fusion, pipe.constrained_fusion = saved
+    assert used == ["main", "cold", "constrained"]
+    assert r.fusion == "learned" and {it.item_id for it in r.items} <= set(westerns)
+
+
+def test_changing_the_constrained_settings_refits_that_model_alone(fitted: Recommender, tmp_path: Path):
+    fit = {**SMALL_FIT, "fusion": {**SMALL_FIT["fusion"], "constrained_users": 20}}
+    rec = make(tmp_path, chains(), fit=fit, ingest_fit=False)
+    manifest = rec.fit(reuse=[fitted.settings.models_path])
+    before = json.loads((fitted.settings.models_path / "manifest.json").read_text())
+    assert manifest["probe_fingerprint"] == before["probe_fingerprint"]
+    assert "reused_from" in manifest["fusion"] and "reused_from" in manifest["sequential"]
+    assert "fusion_constrained" in manifest["timings_s"] and "probe_sequential" not in manifest["timings_s"]
+    assert manifest["fusion"]["constrained"]["fingerprint"] != before["fusion"]["constrained"]["fingerprint"]
+    assert manifest["fusion"]["constrained"]["groups"] < before["fusion"]["constrained"]["groups"]
+    assert rec.models.constrained_fusion is not None
+    rec.close()

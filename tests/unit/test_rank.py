@@ -46,7 +46,7 @@ def test_verbalizer_scores_every_label_and_fuses():
     # history comes before the candidates (prefix caching), facts are shown
     assert prompt.index("Heat (1995)") < prompt.index("A. Movie 0")
     assert "director: Director 0" in prompt
-    assert res.prompt is not None and res.prompt.ref == "rank_verbalizer@1"
+    assert res.prompt is not None and res.prompt.ref == "rank_verbalizer@2"
 
 
 def test_verbalizer_weight_zero_is_retrieval_order():
@@ -89,3 +89,55 @@ def test_listwise_garbage_falls_back():
 def test_too_many_candidates_rejected():
     with pytest.raises(ValueError):
         VerbalizerRanker(FakeLLM()).rank(CTX, items(27), 3)
+
+
+class WordCountingLLM(FakeLLM):
+    """A fake whose tokens are whitespace-separated words (so the budget is easy to reason about)."""
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def rich_items(n: int, facts: int) -> list[RankItem]:
+    out = []
+    for i in range(n):
+        fs = tuple(
+            Fact(head=str(i), relation="starring", tail=f"dbr:A{i}_{k}", tail_label=f"Actor {i} {k}")
+            for k in range(facts)
+        )
+        out.append(RankItem(candidate=Candidate(item_id=str(i), score=1.0), title=f"Movie {i}", facts=fs))
+    return out
+
+
+def test_titles_are_normalised_in_the_prompt():
+    llm = FakeLLM(logprobs={"A": -1.0, "B": -2.0})
+    ctx = RankContext(history_titles=("Matrix, The (1999)",))
+    its = [RankItem(Candidate(item_id="1", score=1.0), "Good, the Bad and the Ugly, The (Buono, il brutto) (1966)")]
+    its.append(RankItem(Candidate(item_id="2", score=0.5), "Seven (a.k.a. Se7en) (1995)"))
+    VerbalizerRanker(llm).rank(ctx, its, 2)
+    prompt = llm.calls[0]["prompt"]
+    assert "- The Matrix (1999)" in prompt and "A. The Good, the Bad and the Ugly (1966)" in prompt
+    assert "B. Seven (1995)" in prompt and "Buono" not in prompt
+
+
+def test_the_prompt_keeps_to_its_token_budget_facts_first_then_old_history():
+    history = tuple(f"Film {k} (19{50 + k})" for k in range(30))
+    ctx = RankContext(history_titles=history)
+    its = rich_items(10, facts=3)
+    full = WordCountingLLM(logprobs={"A": -1.0})
+    VerbalizerRanker(full, prompt_tokens=None).rank(ctx, its, 5)
+    size = full.count_tokens(full.calls[0]["prompt"])
+    assert "Actor 9 2" in full.calls[0]["prompt"] and "Film 29" in full.calls[0]["prompt"]
+    # a little smaller: facts go, one per candidate at a time (the last ones first), the whole history stays
+    for budget, kept in ((size - 10, 2), (size - 50, 1)):
+        mid = WordCountingLLM(logprobs={"A": -1.0})
+        VerbalizerRanker(mid, prompt_tokens=budget).rank(ctx, its, 5)
+        p = mid.calls[0]["prompt"]
+        assert mid.count_tokens(p) <= budget
+        assert f"Actor 9 {kept - 1}" in p and f"Actor 9 {kept}" not in p and "Film 29" in p
+    # much smaller: one fact each and only the most recent history titles (most recent first)
+    small = WordCountingLLM(logprobs={"A": -1.0})
+    VerbalizerRanker(small, prompt_tokens=size // 2).rank(ctx, its, 5)
+    p = small.calls[0]["prompt"]
+    assert small.count_tokens(p) <= size // 2
+    assert all(f"Actor {i} 0" in p for i in range(10)) and "Film 0 (1950)" in p and "Film 29" not in p

@@ -57,7 +57,7 @@ def test_order_follows_yes_minus_no_at_weight_one():
     assert res.llm_scores["1"] == pytest.approx(0.5)
     assert res.llm_scores["2"] == pytest.approx(1 / (1 + math.exp(-3.0)), abs=1e-6)
     assert all(0.0 < p < 1.0 for p in res.llm_scores.values())
-    assert res.prompt is not None and res.prompt.ref == "rank_pointwise@1"
+    assert res.prompt is not None and res.prompt.ref == "rank_pointwise@2"
     assert res.model == "fake-llm"
     assert res.usage["prompt_tokens"] == sum(len(c["prompt"].split()) for c in llm.calls)
     assert res.usage["llm_calls"] == 4
@@ -92,7 +92,7 @@ def test_all_candidates_failing_fall_back_flagged():
     res = PointwiseRanker(FakeLLM(fail=True), llm_weight=1.0).rank(CTX, items(3), 3)
     assert res.fallback and res.order == ["0", "1", "2"]
     assert "all 3 candidates" in (res.fallback_reason or "") and "scripted failure" in (res.fallback_reason or "")
-    assert res.prompt is not None and res.prompt.ref == "rank_pointwise@1"
+    assert res.prompt is not None and res.prompt.ref == "rank_pointwise@2"
 
 
 def test_missing_yes_and_no_counts_as_a_failure():

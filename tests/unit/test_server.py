@@ -363,3 +363,38 @@ def test_openapi_schema(client):
     ):
         assert p in paths, p
     assert "/" not in paths
+
+
+def test_store_calls_never_wait_for_a_running_recommendation(tmp_path):
+    """With the in-process LLM, recommendations are serialised; an item lookup (or a session, history or feedback
+    call) sent while one runs comes back first."""
+    import threading
+
+    settings = Settings(data_dir=tmp_path, llm={"backend": "llama_cpp"}, ranker={"mode": "none"})
+    fake = FakeRecommender(settings)
+    started = threading.Event()
+    slow_recommend = fake.recommend
+
+    def recommend(user_id, k=10, **kw):
+        started.set()
+        time.sleep(1.5)  # an LLM rank stage
+        return slow_recommend(user_id, k, **kw)
+
+    fake.recommend = recommend  # type: ignore[method-assign]
+    finished: dict[str, float] = {}
+    with TestClient(create_app(fake, settings)) as c:  # type: ignore[arg-type]
+
+        def slow() -> None:
+            assert c.post("/v1/recommendations", json={"user_id": "u1", "k": 2}).status_code == 200
+            finished["recommend"] = time.perf_counter()
+
+        t = threading.Thread(target=slow)
+        t.start()
+        assert started.wait(5)
+        assert c.get("/v1/items/m1").status_code == 200
+        finished["item"] = time.perf_counter()
+        sid = c.post("/v1/sessions", json={}).json()["session_id"]
+        assert c.get(f"/v1/sessions/{sid}").status_code == 200
+        finished["session"] = time.perf_counter()
+        t.join()
+    assert finished["item"] < finished["recommend"] and finished["session"] < finished["recommend"]

@@ -131,6 +131,11 @@ class LlamaCppClient:
     def _tokens(self, text: str) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` (special tokens parsed, no BOS added)."""
+        self._load()
+        return len(self._tokens(text))
+
     def label_token_ids(self, labels: Sequence[str]) -> dict[str, int]:
         """The single token id of each label; raises :class:`ConfigError` if a label is several tokens."""
         self._load()

@@ -1,0 +1,352 @@
+"""In-process PyTorch (``transformers``) client for label scoring, and the client that routes calls by kind.
+
+On a CPU, PyTorch fp32 evaluates a prompt about twice as fast as llama.cpp on the same model (the bundled
+SmolLM2-135M GGUF, which ``transformers`` reads and dequantises): see ``docs/benchmarks/llm-engines.md``. Scoring
+calls (:meth:`label_logprobs`: the verbalizer and pointwise rankers) therefore run here; generation with a JSON
+schema (listwise ranking, profile extraction) needs a grammar and stays on llama.cpp. :class:`RoutedClient` puts the
+two behind the one :class:`~knowrec.agent.llm.base.LLMClient` protocol.
+
+Shared prefixes (the system text and the user's history, the same across the rankings of one request, the turns of
+a session and pointwise's candidates) are evaluated once: the key/value state of the last few prompts is kept (an
+LRU of ``prefix_cache`` entries, each about 46 kB per token for SmolLM2-135M) and a new prompt starts from the
+longest common prefix it finds there.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from knowrec.agent.llm.base import LLMClient, LLMReply, Message
+from knowrec.errors import ConfigError, LLMError
+
+__all__ = ["RoutedClient", "TorchClient", "scoring_engine"]
+
+log = logging.getLogger(__name__)
+
+_MIN_REUSE = 8
+"""A cached prefix shorter than this many tokens is not worth copying."""
+
+
+def scoring_engine(choice: str) -> str:
+    """Resolve ``llm.scoring_engine``: ``auto`` is ``torch`` when torch, transformers, gguf and accelerate (which
+    transformers needs to read a GGUF) are installed, else ``llama_cpp``."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    needed = ("torch", "transformers", "gguf", "accelerate")
+    return "torch" if all(importlib.util.find_spec(m) is not None for m in needed) else "llama_cpp"
+
+
+class TorchClient:
+    """A GGUF (or Hugging Face folder) model run by PyTorch in fp32, last-position logits only.
+
+    The model loads on first use (``transformers`` dequantises a GGUF; the result is cached as safetensors under
+    ``cache_dir`` so later loads skip that). Calls are serialised by a lock. ``adapter`` is a PEFT LoRA folder,
+    applied with ``peft``.
+
+    Args:
+        model_path: a ``.gguf`` file or a folder ``transformers`` can load.
+        n_threads: torch threads (``None``: one per core, at most 8). Set once for the process at load.
+        name: the model id recorded in results.
+        prefix_cache: how many evaluated prompt states to keep for prefix reuse (0 turns reuse off).
+        cache_size: memoised answers to identical requests.
+        cache_dir: where the dequantised weights are kept (``None``: not kept).
+        adapter: a PEFT LoRA folder to apply.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        n_threads: int | None = None,
+        name: str | None = None,
+        prefix_cache: int = 4,
+        cache_size: int = 512,
+        cache_dir: Path | None = None,
+        adapter: Path | None = None,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.n_threads = n_threads
+        self.adapter = Path(adapter) if adapter else None
+        base = name or self.model_path.stem
+        self._name = f"{base}+{self.adapter.name}" if self.adapter else base
+        self.prefix_cache = prefix_cache
+        self.cache_size = cache_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._lock = threading.RLock()
+        self._model: Any = None
+        self._tok: Any = None
+        self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._memo: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self.last_prompt_tokens = 0
+        self.last_reused_tokens = 0
+        self.cache_hits = 0
+
+    @property
+    def model_id(self) -> str:
+        return self._name
+
+    # -- loading ------------------------------------------------------------------------------------------------------
+    def verify(self) -> None:
+        """Load the model; raises :class:`ConfigError` naming the file when it cannot be loaded."""
+        self._load()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                self._model, self._tok = self._read()
+            return self._model
+
+    def _read(self) -> tuple[Any, Any]:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError("the torch engine needs torch and transformers: pip install 'knowrec[local]'") from exc
+        threads = self.n_threads or min(os.cpu_count() or 1, 8)
+        torch.set_num_threads(threads)
+        path = self.model_path
+        if not path.exists():
+            raise ConfigError(f"LLM model file not found: {path}")
+        cached = self._dequantised_dir()
+        try:
+            if cached is not None and (cached / "config.json").is_file():
+                tok = AutoTokenizer.from_pretrained(cached)
+                model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+            elif path.is_file():
+                try:
+                    import gguf  # noqa: F401
+                except ImportError as exc:  # pragma: no cover - depends on the install
+                    raise ConfigError("reading a GGUF with torch needs the gguf package: pip install gguf") from exc
+                tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+                model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+                if cached is not None:
+                    self._save_dequantised(model, tok, cached)
+            else:
+                tok = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ConfigError(f"cannot load LLM model {path} with transformers: {exc}") from exc
+        if self.adapter is not None:
+            try:
+                from peft import PeftModel
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise ConfigError("a LoRA adapter needs peft: pip install peft") from exc
+            if not (self.adapter / "adapter_config.json").is_file():
+                raise ConfigError(f"LoRA adapter folder {self.adapter} has no adapter_config.json")
+            model = PeftModel.from_pretrained(model, self.adapter)
+        if not tok.chat_template:
+            raise ConfigError(f"{path} has no chat template")
+        model.eval()
+        return model, tok
+
+    def _dequantised_dir(self) -> Path | None:
+        if self.cache_dir is None or not self.model_path.is_file():
+            return None
+        st = self.model_path.stat()
+        return self.cache_dir / f"{self.model_path.stem}-{st.st_size}-{int(st.st_mtime)}"
+
+    @staticmethod
+    def _save_dequantised(model: Any, tok: Any, folder: Path) -> None:
+        import shutil
+
+        from safetensors.torch import save_model
+
+        tmp = folder.with_name(folder.name + ".tmp")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            # transformers refuses save_pretrained on a model read from a GGUF: the config (without the GGUF
+            # quantisation note) and the fp32 weights (tied embeddings stored once) are written directly
+            config = model.config.to_dict()
+            config.pop("quantization_config", None)
+            (tmp / "config.json").write_text(json.dumps(config, indent=1, default=str))
+            save_model(model, str(tmp / "model.safetensors"))
+            tok.save_pretrained(tmp)
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.replace(folder)
+        except OSError as exc:  # a cache only: a full disk costs the next load time, nothing else
+            log.warning("could not keep the dequantised model in %s: %s", folder, exc)
+
+    # -- prompts ------------------------------------------------------------------------------------------------------
+    def format_chat(self, messages: Sequence[Message], assistant_prefix: str = "") -> str:
+        self._load()
+        text = self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return str(text) + assistant_prefix
+
+    def tokens(self, text: str) -> list[int]:
+        """The prompt's token ids (special tokens in the text are parsed; no BOS added)."""
+        self._load()
+        return list(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokens(text))
+
+    def label_token_ids(self, labels: Sequence[str]) -> dict[str, int]:
+        """The single token id of each label; raises :class:`ConfigError` if a label is several tokens."""
+        out: dict[str, int] = {}
+        for label in labels:
+            toks = self.tokens(label)
+            if len(toks) != 1:
+                raise ConfigError(
+                    f"label {label!r} is {len(toks)} tokens for {self.model_id}; labels must be one token"
+                )
+            out[label] = toks[0]
+        return out
+
+    # -- scoring ------------------------------------------------------------------------------------------------------
+    def label_logprobs(self, prompt: str, labels: Sequence[str]) -> dict[str, float]:
+        key = json.dumps([prompt, list(labels)])
+        with self._lock:
+            hit = self._memo.get(key)
+            if hit is not None:
+                self._memo.move_to_end(key)
+                self.cache_hits += 1
+                self.last_prompt_tokens = len(self.tokens(prompt))
+                return dict(hit)
+            ids = self.label_token_ids(labels)
+            tokens = self.tokens(prompt)
+            if not tokens:
+                raise LLMError("empty prompt", retryable=False)
+            started = time.perf_counter()
+            try:
+                logprobs = self._last_logprobs(tokens)
+            except (RuntimeError, ValueError) as exc:
+                self._states.clear()
+                raise LLMError(f"torch evaluation failed: {exc}", retryable=False) from exc
+            log.debug(
+                "label_logprobs: %d prompt tokens (%d reused) in %.0f ms",
+                len(tokens),
+                self.last_reused_tokens,
+                1000 * (time.perf_counter() - started),
+            )
+            result = {label: float(logprobs[tid]) for label, tid in ids.items()}
+            if self.cache_size > 0:
+                self._memo[key] = result
+                while len(self._memo) > self.cache_size:
+                    self._memo.popitem(last=False)
+            return dict(result)
+
+    def _last_logprobs(self, tokens: list[int]) -> Any:
+        """Log-softmax of the next-token logits after ``tokens`` (float64), reusing a cached prefix state."""
+        import torch
+
+        model = self._load()
+        self.last_prompt_tokens = len(tokens)
+        common, state = self._longest_prefix(tokens)
+        self.last_reused_tokens = common
+        with torch.inference_mode():
+            ids = torch.tensor([tokens[common:]], dtype=torch.long)
+            # transformers 5.x names the key/value state `cache` (`past_key_values` before)
+            kwargs = {self._cache_arg: state} if state is not None else {}
+            out = model(input_ids=ids, use_cache=self.prefix_cache > 0, logits_to_keep=1, **kwargs)
+        new_state = getattr(out, self._cache_arg, None)
+        if self.prefix_cache > 0 and new_state is not None:
+            self._states[tuple(tokens)] = new_state
+            self._states.move_to_end(tuple(tokens))
+            while len(self._states) > self.prefix_cache:
+                self._states.popitem(last=False)
+        return torch.log_softmax(out.logits[0, -1].double(), dim=-1).numpy()
+
+    @property
+    def _cache_arg(self) -> str:
+        import inspect
+
+        model = self._load()
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a peft adapter
+        params = inspect.signature(base.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    def _longest_prefix(self, tokens: list[int]) -> tuple[int, Any]:
+        """(length, a private copy of the state cut to it) of the longest cached prefix of ``tokens`` minus its last
+        token (one token at least is evaluated, so that its logits exist); (0, None) when none is long enough."""
+        best, best_key = 0, None
+        limit = len(tokens) - 1
+        for key in self._states:
+            n = 0
+            for a, b in zip(key, tokens[:limit], strict=False):
+                if a != b:
+                    break
+                n += 1
+            if n > best:
+                best, best_key = n, key
+        if best < _MIN_REUSE or best_key is None:
+            return 0, None
+        self._states.move_to_end(best_key)
+        state = copy.deepcopy(self._states[best_key])
+        drop = state.get_seq_length() - best
+        if drop > 0:
+            state.crop(-drop)  # transformers 5: a negative count removes that many tokens from the end
+        return best, state
+
+    # -- generation ---------------------------------------------------------------------------------------------------
+    def chat(
+        self, messages: Sequence[Message], schema: dict[str, Any] | None = None, max_tokens: int = 256
+    ) -> LLMReply:
+        """Greedy generation without a grammar. With a ``schema`` use :class:`RoutedClient` (llama.cpp)."""
+        if schema is not None:
+            raise LLMError("the torch engine has no constrained decoding: route schema calls to llama.cpp")
+        import torch
+
+        prompt = self.format_chat(messages)
+        with self._lock:
+            model = self._load()
+            ids = torch.tensor([self.tokens(prompt)], dtype=torch.long)
+            started = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False)
+            new = out[0, ids.shape[1] :]
+            text = self._tok.decode(new, skip_special_tokens=True)
+        latency = 1000 * (time.perf_counter() - started)
+        usage = {"prompt_tokens": int(ids.shape[1]), "completion_tokens": len(new)}
+        return LLMReply(text=text, usage=usage, latency_ms=latency, model=self.model_id)
+
+
+class RoutedClient:
+    """One :class:`LLMClient` over two engines: label scoring on ``scoring``, generation on ``generation``.
+
+    Both must render the same prompts (the same model and chat template); :meth:`format_chat` uses the scoring
+    engine's, since its prompts are the ones scored.
+    """
+
+    def __init__(self, scoring: LLMClient, generation: LLMClient) -> None:
+        self.scoring = scoring
+        self.generation = generation
+
+    @property
+    def model_id(self) -> str:
+        return self.scoring.model_id
+
+    @property
+    def last_prompt_tokens(self) -> int:
+        return int(getattr(self.scoring, "last_prompt_tokens", 0))
+
+    def verify(self) -> None:
+        for engine in (self.scoring, self.generation):
+            check = getattr(engine, "verify", None)
+            if check is not None:
+                check()
+
+    def format_chat(self, messages: Sequence[Message], assistant_prefix: str = "") -> str:
+        return self.scoring.format_chat(messages, assistant_prefix)
+
+    def count_tokens(self, text: str) -> int:
+        counter = getattr(self.scoring, "count_tokens", None)
+        return int(counter(text)) if callable(counter) else len(text) // 4 + 1
+
+    def label_logprobs(self, prompt: str, labels: Sequence[str]) -> dict[str, float]:
+        return self.scoring.label_logprobs(prompt, labels)
+
+    def chat(
+        self, messages: Sequence[Message], schema: dict[str, Any] | None = None, max_tokens: int = 256
+    ) -> LLMReply:
+        return self.generation.chat(messages, schema, max_tokens)

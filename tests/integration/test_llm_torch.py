@@ -1,0 +1,118 @@
+"""The torch scoring engine on the bundled SmolLM2 GGUF: it agrees with llama.cpp, and prefix reuse changes nothing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from knowrec import Recommender, Settings
+from knowrec.agent.llm.llama_cpp import LlamaCppClient, bundled_llm_path
+from knowrec.agent.llm.torch_engine import RoutedClient, TorchClient
+from knowrec.agent.rank import LABELS, RankContext, RankItem, VerbalizerRanker
+from knowrec.errors import ConfigError, LLMError
+from knowrec.types import Candidate, Fact
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TOLERANCE = 0.2
+"""Largest allowed gap between the engines' label log-probabilities: llama.cpp computes in its own kernels (and
+quantised activations for the matrix products), torch in fp32 on the dequantised weights; measured gaps are ≤ 0.12."""
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("llm-cache")
+
+
+@pytest.fixture(scope="module")
+def torch_llm(cache_dir: Path) -> TorchClient:
+    return TorchClient(bundled_llm_path(), n_threads=2, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def cpp_llm() -> LlamaCppClient:
+    return LlamaCppClient(bundled_llm_path(), n_ctx=4096, n_threads=2)
+
+
+def ranking_prompt(llm: TorchClient | LlamaCppClient, history: list[str], titles: list[str]) -> str:
+    items = [
+        RankItem(
+            Candidate(item_id=str(n), score=1.0),
+            t,
+            (Fact(head=str(n), relation="genre", tail=f"genre:G{n % 4}", tail_label=f"Genre {n % 4}"),),
+        )
+        for n, t in enumerate(titles)
+    ]
+    ranker = VerbalizerRanker(llm, prompt_tokens=None)
+    _, prompt = ranker._fit_prompt(RankContext(history_titles=tuple(history)), items)
+    return prompt
+
+
+HISTORY = ["Heat (1995)", "Ronin (1998)", "Casino (1995)", "Goodfellas (1990)", "The Godfather (1972)"]
+TITLES = [
+    "Toy Story (1995)",
+    "Scarface (1983)",
+    "Babe (1995)",
+    "The Departed (2006)",
+    "Mary Poppins (1964)",
+    "Reservoir Dogs (1992)",
+    "Finding Nemo (2003)",
+    "Donnie Brasco (1997)",
+]
+
+
+def test_the_engines_render_the_same_prompt_and_agree_on_label_logprobs(torch_llm: TorchClient, cpp_llm):
+    prompt = ranking_prompt(torch_llm, HISTORY, TITLES)
+    assert prompt == ranking_prompt(cpp_llm, HISTORY, TITLES)
+    assert torch_llm.tokens(prompt) == cpp_llm._tokens(prompt)
+    labels = list(LABELS[: len(TITLES)])
+    a = torch_llm.label_logprobs(prompt, labels)
+    b = cpp_llm.label_logprobs(prompt, labels)
+    assert max(abs(a[lab] - b[lab]) for lab in labels) < TOLERANCE
+    assert max(labels, key=a.__getitem__) == max(labels, key=b.__getitem__)
+    assert sum(math.exp(v) for v in a.values()) < 1.0
+
+
+def test_prefix_reuse_gives_the_same_numbers_as_a_fresh_evaluation(torch_llm: TorchClient, cache_dir: Path):
+    labels = list(LABELS[:4])
+    first = ranking_prompt(torch_llm, HISTORY, TITLES[:4])
+    second = ranking_prompt(torch_llm, HISTORY, TITLES[4:])  # same system text and history, other candidates
+    torch_llm.label_logprobs(first, labels)
+    reused = torch_llm.label_logprobs(second, labels)
+    assert torch_llm.last_reused_tokens > 0.5 * torch_llm.last_prompt_tokens
+    fresh_llm = TorchClient(bundled_llm_path(), n_threads=2, prefix_cache=0, cache_dir=cache_dir)
+    fresh = fresh_llm.label_logprobs(second, labels)
+    assert fresh_llm.last_reused_tokens == 0
+    assert reused == pytest.approx(fresh, abs=1e-4)
+    # the cached state itself is never modified by a reuse: the first prompt still gives its own answer
+    torch_llm._memo.clear()
+    again = torch_llm.label_logprobs(first, labels)
+    assert again == pytest.approx(fresh_llm.label_logprobs(first, labels), abs=1e-4)
+
+
+def test_schema_calls_go_to_llama_cpp_and_scoring_to_torch(torch_llm: TorchClient, cpp_llm: LlamaCppClient):
+    routed = RoutedClient(torch_llm, cpp_llm)
+    with pytest.raises(LLMError, match="constrained decoding"):
+        torch_llm.chat([{"role": "user", "content": "hi"}], schema={"type": "object"})
+    schema = {"type": "object", "properties": {"pick": {"type": "string", "enum": ["A", "B"]}}, "required": ["pick"]}
+    reply = routed.chat([{"role": "user", "content": "A or B? Answer in JSON."}], schema=schema, max_tokens=20)
+    assert reply.parsed["pick"] in ("A", "B")
+    calls = torch_llm.cache_hits, len(torch_llm._memo)
+    routed.label_logprobs(routed.format_chat([{"role": "user", "content": "A or B?"}]), ["A", "B"])
+    assert (torch_llm.cache_hits, len(torch_llm._memo)) != calls
+
+
+def test_the_default_in_process_llm_scores_with_torch(tmp_path: Path):
+    rec = Recommender(Settings(data_dir=tmp_path, progress=False))
+    assert isinstance(rec.llm, RoutedClient) and isinstance(rec.llm.scoring, TorchClient)
+    rec.close()
+    other = Recommender(Settings(data_dir=tmp_path, progress=False, llm={"scoring_engine": "llama_cpp"}))
+    assert isinstance(other.llm, LlamaCppClient)
+    other.close()
+
+
+def test_a_missing_model_file_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        TorchClient(tmp_path / "nope.gguf").verify()
