@@ -352,6 +352,8 @@ class ProfileDelta:
     """``(kind, target, relation)``: kind ``item`` (an item id) or ``entity`` (a label); relation may be ``""``."""
     lookup_failed: str | None = None
     """A lookup was asked for but its target was not found (the text asked about)."""
+    unparsed: list[str] = field(default_factory=list)
+    """Content words the rules mapped to nothing (no genre, person, title, era, query): the LLM may read them."""
 
     def is_empty(self) -> bool:
         return self == ProfileDelta()
@@ -717,7 +719,41 @@ def extract_rules(message: str, vocab: Vocabulary, store: GraphStore, last_items
             while words and words[-1] in _GENERIC:
                 words.pop()
             d.query = " ".join(words) or None
+    d.unparsed = _unparsed(text, vocab, store, d)
     return d
+
+
+_FUNCTION_WORDS = {
+    "from", "before", "after", "between", "since", "until", "by", "but", "too", "very", "really", "just", "is", "are",
+    "was", "be", "my", "we", "us", "maybe", "also", "again", "mood", "era", "decade", "years", "year", "s", "thanks",
+    "thank", "ok", "okay", "yes", "loved", "love", "liked", "enjoyed", "recommend", "suggest", "show", "give", "find",
+    "need", "looking", "first", "second", "third", "last", "another",
+}  # fmt: skip
+
+
+def _unparsed(text: str, vocab: Vocabulary, store: GraphStore, d: ProfileDelta) -> list[str]:
+    """The message's content words that no rule used (see :attr:`ProfileDelta.unparsed`)."""
+    used = {w for _, _, label in _mentions(text, vocab) for w in _norm(label).split()}
+    ids = [*d.liked, *d.disliked, *([d.like_item] if d.like_item else [])]
+    if ids:
+        used |= {w for it in store.items(ids).values() for w in _norm(_YEAR_SUFFIX.sub("", it.title)).split()}
+    for free in (d.query, d.modifier):
+        used |= set(_norm(free or "").split())
+    out = []
+    for w in _norm(text).split():
+        if w in used or w in _GENERIC or w in _NEGATIONS or w in _FUNCTION_WORDS or re.fullmatch(r"\d+s?", w):
+            continue
+        if vocab.genre(w):
+            continue
+        out.append(w)
+    return out
+
+
+def rules_left_something(d: ProfileDelta) -> bool:
+    """Whether the LLM may add to what the rules read: they kept part of the message as free text (``query``) or
+    left content words unused (``unparsed``: "no comedies, something with spaceships"). A message the rules read
+    completely ("westerns from the 60s", "more like Alien but no horror") costs no LLM call."""
+    return d.query is not None or bool(d.unparsed)
 
 
 def merge_deltas(rules: ProfileDelta, llm: ProfileDelta) -> ProfileDelta:
@@ -880,7 +916,7 @@ class ChatAgent:
             return self._turn(sid, "answer", f"Sorry, I could not find “{delta.lookup_failed}”.", info.profile)
         if delta.lookup is not None:
             return self._lookup(sid, delta.lookup, info.profile)
-        if self.config.extract_with_llm and not delta.feedback:
+        if self.config.extract_with_llm and not delta.feedback and rules_left_something(delta):
             llm_delta = self._llm_delta(message, vocab, info.profile, last_items)
             if llm_delta is not None:
                 delta = merge_deltas(delta, llm_delta)

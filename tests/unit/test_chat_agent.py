@@ -291,17 +291,30 @@ def _llm_answer(**kw: object) -> str:
 
 @pytest.mark.parametrize("reply", ["not json at all", "[1, 2]", '{"include_genres": 7, "from_year": "x"}'])
 def test_llm_garbage_falls_back_to_rules(data_dir: Path, reply: str):
-    r = make(data_dir, llm=FakeLLM(replies=[reply]), extract_with_llm=True)
-    turn = r.chat(r.new_session(), "no comedies", k=3)
-    assert turn.action == "recommend" and turn.profile == ChatProfile(exclude_genres=("Comedy",))
+    llm = FakeLLM(replies=[reply])
+    r = make(data_dir, llm=llm, extract_with_llm=True)
+    turn = r.chat(r.new_session(), "no comedies, something with spaceships", k=3)
+    assert llm.calls  # the rules left "spaceships" as free text, so the LLM was asked
+    assert turn.action == "recommend"
+    assert turn.profile == ChatProfile(exclude_genres=("Comedy",))
     r.close()
 
 
 def test_llm_failure_falls_back_to_rules(data_dir: Path):
     r = make(data_dir, llm=FakeLLM(fail=True), extract_with_llm=True)
-    r.settings  # noqa: B018
-    turn = r.chat(r.new_session(), "no comedies", k=3)
+    turn = r.chat(r.new_session(), "no comedies, something with spaceships", k=3)
     assert turn.profile == ChatProfile(exclude_genres=("Comedy",))
+    r.close()
+
+
+def test_a_message_the_rules_read_completely_costs_no_llm_call(data_dir: Path):
+    llm = FakeLLM(replies=[_llm_answer(include_genres=["Horror"])])
+    r = make(data_dir, llm=llm, extract_with_llm=True)
+    sid = r.new_session()
+    turn = r.chat(sid, "no comedies", k=3)
+    assert turn.profile == ChatProfile(exclude_genres=("Comedy",)) and not llm.calls
+    r.chat(sid, "something with spaceships", k=3)  # free text left over: now the LLM is asked
+    assert len(llm.calls) == 1
     r.close()
 
 
