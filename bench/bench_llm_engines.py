@@ -177,6 +177,8 @@ def main() -> None:
     argmax_same = 0
     compared = 0
     for run in report["runs"]:
+        if run["mode"] != "verbalizer":  # pointwise's 20 prompts per request would take most of the run bare
+            continue
         for ps in run["_prompts"]:
             for prompt, labels in ps:
                 if prompt in bare["torch"]:
@@ -199,6 +201,12 @@ def main() -> None:
         "same_argmax": argmax_same,
     }
     for run in report["runs"]:
+        if run["mode"] != "verbalizer":
+            run.pop("_prompts")
+            run.pop("_rank_ms")
+            run["bare_forward_ms_p50"] = None
+            run["efficiency"] = None
+            continue
         floor = []
         per_engine = {e: [] for e in bare}
         for ps in run.pop("_prompts"):
@@ -239,11 +247,13 @@ def render(rep: dict[str, Any]) -> str:
     ]
     for r in rep["runs"]:
         b = r["bare_forward_ms_p50"]
+        bare = f"{b['torch']:.0f} / {b['llama_cpp']:.0f} ms" if b else "–"
+        eff = f"{r['efficiency']['p50']} / {r['efficiency']['p95']}" if r["efficiency"] else "–"
         lines.append(
             f"| {r['engine']} | {r['mode']} | {r['prompt_tokens_budget'] or 'none'} "
             f"| {r['prompt_tokens']['mean']:.0f} / {r['prompt_tokens']['max']} | {r['calls_per_request']} "
             f"| {r['rank_ms']['p50']:.0f} ms | {r['rank_ms']['p95']:.0f} ms | {r['recommend_ms']['p50']:.0f} ms "
-            f"| {b['torch']:.0f} / {b['llama_cpp']:.0f} ms | {r['efficiency']['p50']} / {r['efficiency']['p95']} |"
+            f"| {bare} | {eff} |"
         )
     lines += [
         "",

@@ -16,6 +16,7 @@ PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
     # name: settings overrides ("settings") and recommend() arguments ("call"); "llm": whether it calls the LLM;
     # "models": fit its own models (fusion) into <store>/models-NAME, reusing the main fit's sequential model
     "knowrec": {"settings": {}, "call": {}, "llm": True},
+    "knowrec-full-prompt": {"settings": {"ranker": {"prompt_tokens": None}}, "call": {}, "llm": True},
     "knowrec-listwise": {"settings": {}, "call": {"mode": "listwise"}, "llm": True},
     "knowrec-pointwise": {"settings": {}, "call": {"mode": "pointwise"}, "llm": True},
     "retrieval-only": {"settings": {}, "call": {"mode": "none", "diversity": 0.0}, "llm": False},
