@@ -16,9 +16,11 @@ from knowrec.types import Candidate, Fact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TOLERANCE = 0.2
-"""Largest allowed gap between the engines' label log-probabilities: llama.cpp computes in its own kernels (and
-quantised activations for the matrix products), torch in fp32 on the dequantised weights; measured gaps are ≤ 0.12."""
+TOLERANCE = 0.35
+"""Largest allowed gap between the engines' label log-probabilities: llama.cpp computes in its own kernels (with
+quantised activations for the matrix products), torch in fp32 on the dequantised weights. Measured on 40 ranking
+prompts of the demo (docs/benchmarks/llm-engines.md): largest gap 0.30, median per-prompt largest gap 0.20, the
+same top label on all 40."""
 
 
 @pytest.fixture(scope="module")
