@@ -22,7 +22,7 @@ from knowrec.agent.retrieve import (
     SequentialGenerator,
     VectorGenerator,
 )
-from knowrec.config import Settings
+from knowrec.config import Settings, default_cache_dir
 from knowrec.errors import ConfigError, InvalidInput, NotFound
 from knowrec.fitting import FittedModels
 from knowrec.kg_store.base import Embedder, GraphStore, ItemIndex
@@ -129,7 +129,7 @@ class Recommender:
                         n_threads=cfg.n_threads,
                         name=path.stem,
                         prefix_cache=cfg.prefix_cache,
-                        cache_dir=self.settings.data_dir / "cache" / "llm",
+                        cache_dir=cfg.cache_dir or default_cache_dir() / "llm",
                     )
                     self._llm = RoutedClient(scorer, gen)
                 else:

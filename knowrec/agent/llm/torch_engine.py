@@ -161,7 +161,7 @@ class TorchClient:
 
         from safetensors.torch import save_model
 
-        tmp = folder.with_name(folder.name + ".tmp")
+        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")  # processes loading at once never collide
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -172,9 +172,13 @@ class TorchClient:
             (tmp / "config.json").write_text(json.dumps(config, indent=1, default=str))
             save_model(model, str(tmp / "model.safetensors"))
             tok.save_pretrained(tmp)
-            shutil.rmtree(folder, ignore_errors=True)
+            if (folder / "config.json").is_file():  # another process was first
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            shutil.rmtree(folder, ignore_errors=True)  # a partial folder of an interrupted write
             tmp.replace(folder)
         except OSError as exc:  # a cache only: a full disk costs the next load time, nothing else
+            shutil.rmtree(tmp, ignore_errors=True)
             log.warning("could not keep the dequantised model in %s: %s", folder, exc)
 
     # -- prompts ------------------------------------------------------------------------------------------------------
