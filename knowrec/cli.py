@@ -179,6 +179,10 @@ def _print_models(m: dict[str, Any]) -> None:
         )
     else:
         out.print(f"  fusion: RRF ({v.get('skipped', 'no fitted fusion')})")
+    out.print(
+        f"  cold start: {m.get('cold_start_fusion', 'as above')}; cold start with a constraint (fixed candidates): "
+        f"{m.get('constrained_cold_start_fusion', 'as above')}"
+    )
 
 
 @app.command()
