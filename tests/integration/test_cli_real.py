@@ -36,7 +36,7 @@ def test_recommend_json_gives_ten_distinct_grounded_items(demo_dir: Path):
     assert len({it["item_id"] for it in items}) == 10
     assert rec["ranking_mode"] == "verbalizer"
     assert rec["model"].startswith("SmolLM2")
-    assert (rec["prompt_id"], rec["prompt_version"]) == ("rank_verbalizer", "1")
+    assert (rec["prompt_id"], rec["prompt_version"]) == ("rank_verbalizer", "2")
     assert set(rec["timings_ms"]) >= {"profile", "retrieve", "facts", "rank", "diversify", "explain", "total"}
     store = SQLiteGraphStore(Settings(data_dir=demo_dir).graph_path)
     seen = {x.item_id for x in store.history("1")}
