@@ -116,8 +116,8 @@ def summarise(budgets: list[str], users: list[str], out: Path) -> dict[str, Any]
             w = stats.wilcoxon(ndcg[a][p], ndcg[b][p]) if any(diff) else None
             report["paired"][p] = {
                 "mean difference": round(statistics.mean(diff), 4),
-                "p (t-test)": round(float(t.pvalue), 4) if t else 1.0,
-                "p (Wilcoxon)": round(float(w.pvalue), 4) if w else 1.0,
+                "p (t-test)": float(f"{t.pvalue:.2g}") if t else 1.0,
+                "p (Wilcoxon)": float(f"{w.pvalue:.2g}") if w else 1.0,
             }
     return report
 
@@ -130,6 +130,8 @@ def render(rep: dict[str, Any]) -> str:
         f"- command: `{rep.get('command', '')}` ({rep.get('date', '')})",
         f"- ml-latest-small, validation item, {rep['users']} users, the bundled SmolLM2-135M (torch engine), "
         "verbalizer, `llm_weight = 1` (the order is the LLM's alone)",
+        "- users: those done in every budget, in the evaluation's user order (an interrupted run is resumed by running "
+        "the command again without `--summarise-only`)",
         "",
         "| budget | P1 NDCG@10 | P2 NDCG@10 | prompt tokens (mean, P2) | rank stage ms (median, P2) | fallbacks |",
         "|---|---:|---:|---:|---:|---:|",
