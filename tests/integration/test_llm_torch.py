@@ -85,7 +85,8 @@ def test_prefix_reuse_gives_the_same_numbers_as_a_fresh_evaluation(torch_llm: To
     reused = torch_llm.label_logprobs(second, labels)
     assert torch_llm.last_reused_tokens > 0.5 * torch_llm.last_prompt_tokens
     # the second client loads the dequantised weights the first one kept (not the GGUF)
-    (kept,) = [p for p in cache_dir.iterdir() if (p / "model.safetensors").is_file()]
+    kept = [p for p in cache_dir.iterdir() if (p / "model.safetensors").is_file()]
+    assert len(kept) == 1 and (kept[0] / "config.json").is_file()
     fresh_llm = TorchClient(bundled_llm_path(), n_threads=2, prefix_cache=0, cache_dir=cache_dir)
     fresh = fresh_llm.label_logprobs(second, labels)
     assert fresh_llm.last_reused_tokens == 0
