@@ -380,13 +380,6 @@ def fusion_examples(
     Returns:
         ``X``, ``y``, group sizes, each group's user, RRF order (item ids) and target, and every row's item id.
     """
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    groups: list[int] = []
-    owners: list[str] = []
-    rrf_lists: list[list[str]] = []
-    ids: list[str] = []
-    n = max(retrieval.n_candidates, retrieval.pool_size)
     jobs: list[tuple[str, RecQuery, str]] = [
         (u, profile_of(hist, retrieval, sequence_len), target) for u in users for hist, target in holdout.examples(u)
     ]
@@ -395,18 +388,33 @@ def fusion_examples(
             names = sorted(g.split(":", 1)[-1] for g in (genres_of or {}).get(target, set()))
             if names:
                 jobs.append((u, RecQuery(k=10, query=" ".join(names)), target))
+    return _examples(pipe, jobs, retrieval, progress)
+
+
+def _examples(
+    pipe: Pipeline,
+    jobs: Sequence[tuple[str, RecQuery, str]],
+    retrieval: RetrievalConfig,
+    progress: Callable[[int, str | None], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[int], list[str], list[list[str]], list[str], list[str]]:
+    """Run every ``(user, query, target)`` job through the generators; one group of feature rows per job whose
+    candidate union is not empty (see :func:`fusion_examples` for what is returned)."""
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    groups: list[int] = []
+    owners: list[str] = []
+    rrf_lists: list[list[str]] = []
+    ids: list[str] = []
     targets: list[str] = []
+    n = max(retrieval.n_candidates, retrieval.pool_size)
     for user, q, target in jobs:
-        lists = pipe.generate(q, n)
-        union = build_candidate_list(lists)
+        union = build_candidate_list(pipe.generate(q, n))
         if progress is not None:
             progress(1, None)
         if not union:
             continue
-        x = feature_matrix(union, pipe.fusion_context(q, union), pipe.stats)
-        y = np.array([1.0 if c.item_id == target else 0.0 for c in union])
-        xs.append(x)
-        ys.append(y)
+        xs.append(feature_matrix(union, pipe.fusion_context(q, union), pipe.stats))
+        ys.append(np.array([1.0 if c.item_id == target else 0.0 for c in union]))
         groups.append(len(union))
         owners.append(user)
         targets.append(target)
@@ -439,21 +447,13 @@ def constrained_examples(
             by_genre.setdefault(g, []).append(item)
     for members in by_genre.values():
         members.sort()
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    groups: list[int] = []
-    owners: list[str] = []
-    rrf_lists: list[list[str]] = []
-    ids: list[str] = []
-    targets: list[str] = []
-    retrieval = pipe.retrieval
-    n = max(retrieval.n_candidates, retrieval.pool_size)
+    jobs: list[tuple[str, RecQuery, str]] = []
+    skipped = 0
     for user in users:
         for target, _ in holdout.heldout[user]:
             options = sorted(genres_of.get(target, set()))
-            if progress is not None:
-                progress(1, None)
             if not options:
+                skipped += 1
                 continue
             pick = random.Random(f"{seed}|{user}|{target}").choice(options)
             members = by_genre[pick]
@@ -462,19 +462,10 @@ def constrained_examples(
                 query=pick.split(":", 1)[-1],
                 candidates=tuple(members) if len(members) <= max_candidates else (),
             )
-            union = build_candidate_list(pipe.generate(q, n))
-            if not union:
-                continue
-            xs.append(feature_matrix(union, pipe.fusion_context(q, union), pipe.stats))
-            ys.append(np.array([1.0 if c.item_id == target else 0.0 for c in union]))
-            groups.append(len(union))
-            owners.append(user)
-            targets.append(target)
-            rrf_lists.append([c.item_id for c in rrf_order(union, retrieval.weights, retrieval.rrf_k)])
-            ids.extend(c.item_id for c in union)
-    if not xs:
-        return np.zeros((0, len(FEATURES))), np.zeros(0), [], [], [], [], []
-    return np.vstack(xs), np.concatenate(ys), groups, owners, rrf_lists, ids, targets
+            jobs.append((user, q, target))
+    if progress is not None and skipped:
+        progress(skipped, None)
+    return _examples(pipe, jobs, pipe.retrieval, progress)
 
 
 def _train_fusion(

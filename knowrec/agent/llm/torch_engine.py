@@ -22,6 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -261,8 +262,9 @@ class TorchClient:
                 self._states.popitem(last=False)
         return torch.log_softmax(out.logits[0, -1].double(), dim=-1).numpy()
 
-    @property
+    @cached_property
     def _cache_arg(self) -> str:
+        """The forward() keyword for the key/value state (looked up once: this runs on every scoring call)."""
         import inspect
 
         model = self._load()
