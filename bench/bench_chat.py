@@ -1,10 +1,12 @@
 """Chat benchmark: time per chat turn with the bundled model, then concurrent sessions against a real server.
 
 1. In process: ``Recommender.chat`` over a scripted few-turn conversation, repeated in fresh sessions; p50/p95 per
-   turn overall and per script position.
+   turn overall and per script position, and the time until the picks in retrieval order are shown (the
+   ``ranking`` progress event, before the LLM reranks them).
 2. Over HTTP: ``knowrec serve`` (uvicorn) on a free loopback port; 1, 4 and 16 clients, each in its own session,
-   each sending a bounded number of turns (``POST /v1/sessions/{id}/messages``) back to back; latency percentiles,
-   throughput and every error.
+   each sending a bounded number of turns back to back as streamed OpenAI chat completions
+   (``POST /v1/chat/completions``, ``stream: true``, ``X-Session-Id``); time to the first content token and to the
+   end of the answer, throughput and every error.
 
 Usage:
     python bench/bench_chat.py                                   # ingests the demo slice (--max-users) first
@@ -35,7 +37,7 @@ import httpx
 import numpy as np
 from _common import cpu_name, free_port
 
-from knowrec import Recommender, Settings
+from knowrec import ChatProgress, Recommender, Settings
 
 SCRIPT = (
     "recommend me some animated movies",
@@ -74,13 +76,19 @@ def bench_sdk(
     rec = Recommender(Settings(**settings_for(data_dir, mode)))
     rec.chat(rec.new_session(), script[0], k=k)  # warm-up: loads the model, embedder and vocabulary
     per_turn: list[float] = []
+    shown: list[float] = []
     by_pos: dict[int, list[float]] = {i: [] for i in range(len(script))}
     actions: dict[str, int] = {}
     for r in range(repeats):
         sid = rec.new_session(users[r % len(users)] if users else None)  # a different user each time: no repeats
         for i, msg in enumerate(script):
             t = time.perf_counter()
-            turn = rec.chat(sid, msg, k=k)
+
+            def heard(ev: ChatProgress, t: float = t) -> None:
+                if ev.stage == "ranking":
+                    shown.append(1000 * (time.perf_counter() - t))
+
+            turn = rec.chat(sid, msg, k=k, on_progress=heard)
             ms = 1000 * (time.perf_counter() - t)
             per_turn.append(ms)
             by_pos[i].append(ms)
@@ -90,6 +98,7 @@ def bench_sdk(
     rec.close()
     return {
         "turns": summary(per_turn),
+        "picks_shown": summary(shown),
         "by_message": [{"message": m, **summary(by_pos[i])} for i, m in enumerate(script)],
         "actions": actions,
         "model": model,
@@ -124,6 +133,7 @@ def bench_http(
     base: str, clients: int, turns: int, script: Sequence[str], k: int, timeout_s: float, users: Sequence[str]
 ) -> dict[str, Any]:
     lat: list[float] = []
+    first: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
 
@@ -140,17 +150,30 @@ def bench_http(
                 return
             for i in range(turns):
                 msg = script[i % len(script)]
+                body = {"model": "knowrec", "messages": [{"role": "user", "content": msg}], "k": k, "stream": True}
                 t = time.perf_counter()
+                t_first: float | None = None
+                err: str | None = None
                 try:
-                    r = http.post(f"/v1/sessions/{sid}/messages", json={"message": msg, "k": k})
-                    ok = r.status_code == 200
-                    err = None if ok else f"HTTP {r.status_code}: {r.text[:200]}"
+                    with http.stream("POST", "/v1/chat/completions", json=body, headers={"X-Session-Id": sid}) as r:
+                        if r.status_code != 200:
+                            err = f"HTTP {r.status_code}: {r.read()[:200]!r}"
+                        for line in r.iter_lines() if err is None else ():
+                            if not line.startswith("data: {"):
+                                continue
+                            chunk = json.loads(line.removeprefix("data: "))
+                            if "error" in chunk:
+                                err = str(chunk["error"])[:200]
+                            elif t_first is None and chunk["choices"][0]["delta"].get("content"):
+                                t_first = time.perf_counter()
                 except httpx.HTTPError as exc:
                     err = repr(exc)
                 ms = 1000 * (time.perf_counter() - t)
                 with lock:
                     if err is None:
                         lat.append(ms)
+                        if t_first is not None:
+                            first.append(1000 * (t_first - t))
                     else:
                         errors.append(f"client {n} turn {i}: {err}")
 
@@ -166,6 +189,7 @@ def bench_http(
         "clients": clients,
         "turns_per_client": turns,
         **summary(lat),
+        "first_token": summary(first),
         "ok": len(lat),
         "errors": len(errors),
         "error_samples": errors[:5],
@@ -191,28 +215,36 @@ def render(r: dict[str, Any]) -> str:
         "| message | turns | p50 ms | p95 ms | max ms |",
         "|---|---:|---:|---:|---:|",
     ]
+    shown = sdk.get("picks_shown", {})
     for row in sdk["by_message"]:
         lines.append(f"| {row['message']} | {row['n']} | {row['p50_ms']} | {row['p95_ms']} | {row['max_ms']} |")
     t = sdk["turns"]
     lines += [
         f"| **all turns** | {t['n']} | **{t['p50_ms']}** | **{t['p95_ms']}** | {t['max_ms']} |",
+        f"| *picks shown* (retrieval order, before the LLM rerank) | {shown.get('n', 0)} | {shown.get('p50_ms')} | "
+        f"{shown.get('p95_ms')} | {shown.get('max_ms')} |",
         "",
         "Actions taken: " + ", ".join(f"{a} {n}" for a, n in sorted(sdk["actions"].items())) + ".",
         "",
         "## Concurrent sessions over HTTP (`knowrec serve`, uvicorn on loopback)",
         "",
-        "Each client opens its own session (a different known user) and sends its turns back to back "
-        "(`POST /v1/sessions/{id}/messages`); one warm-up turn first.",
-        "With the in-process llama.cpp model the server runs one SDK call at a time, so latency grows with the "
-        "number of clients while throughput stays about flat; an LLM server (vLLM) lets calls overlap.",
+        "Each client opens its own session (a different known user) and sends its turns back to back as streamed "
+        "OpenAI chat completions (`POST /v1/chat/completions`, `stream: true`, `X-Session-Id`); one warm-up turn "
+        "first. *first token*: until the answer's first line arrives (sent once retrieval has run, before the LLM "
+        "ranks); *answer*: until the stream ends.",
+        "With the in-process model the server runs one LLM call at a time, so latency grows with the number of "
+        "clients while throughput stays about flat; an LLM server (vLLM) lets calls overlap.",
         "",
-        "| clients | turns/client | ok | errors | p50 ms | p95 ms | max ms | turns/s | wall s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | turns/client | ok | errors | first token p50 ms | first token p95 ms | answer p50 ms | "
+        "answer p95 ms | max ms | turns/s | wall s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for h in r["http"]:
+        ft = h.get("first_token", {})
         lines.append(
-            f"| {h['clients']} | {h['turns_per_client']} | {h['ok']} | {h['errors']} | {h['p50_ms']} | "
-            f"{h['p95_ms']} | {h['max_ms']} | {h['turns_per_s']} | {h['wall_s']} |"
+            f"| {h['clients']} | {h['turns_per_client']} | {h['ok']} | {h['errors']} | {ft.get('p50_ms')} | "
+            f"{ft.get('p95_ms')} | {h['p50_ms']} | {h['p95_ms']} | {h['max_ms']} | {h['turns_per_s']} | "
+            f"{h['wall_s']} |"
         )
     errs = [e for h in r["http"] for e in h["error_samples"]]
     if errs:

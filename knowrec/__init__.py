@@ -13,6 +13,7 @@ from knowrec.recommender import Recommender
 from knowrec.types import (
     Candidate,
     ChatProfile,
+    ChatProgress,
     ChatTurn,
     Fact,
     IngestSummary,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Candidate",
     "ChatProfile",
+    "ChatProgress",
     "ChatTurn",
     "ConfigError",
     "Fact",

@@ -21,7 +21,7 @@ from rich.table import Table
 from knowrec.config import RankerConfig, Settings
 from knowrec.errors import KnowrecError
 from knowrec.recommender import Recommender
-from knowrec.types import Recommendation
+from knowrec.types import ChatProgress, Recommendation
 
 app = typer.Typer(
     name="knowrec",
@@ -324,6 +324,13 @@ def _print_turn(turn: Any) -> None:
         out.print(f"[bold cyan]knowrec>[/] {turn.text}", highlight=False)
 
 
+_CHAT_STAGES = {
+    "extracting": "reading your request with the LLM…",
+    "retrieving": "finding candidates…",
+    "ranking": "ranking them with the LLM…",
+}
+
+
 @app.command()
 def chat(
     user: Annotated[str | None, typer.Option("--user", help="Chat as this user (their history counts).")] = None,
@@ -374,7 +381,13 @@ def chat(
                 elif msg.startswith("/"):
                     err.print(f"[bold red]error:[/] unknown command {msg.split()[0]} (try /help)")
                 else:
-                    turn = rec.chat(sid, msg, user_id=user, k=n)
+                    with out.status("[dim]thinking…[/]", spinner="dots") as status:
+
+                        def stage(ev: ChatProgress, status: Any = status) -> None:
+                            found = f" ({len(ev.items)} found)" if ev.items else ""
+                            status.update(f"[dim]{_CHAT_STAGES[ev.stage]}{found}[/]")
+
+                        turn = rec.chat(sid, msg, user_id=user, k=n, on_progress=stage)
                     if turn.items:
                         last = list(turn.items)
                     _print_turn(turn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from knowrec.fitting import FittedModels
 from knowrec.kg_store.base import Embedder, GraphStore, ItemIndex
 from knowrec.kg_store.chroma_index import ChromaItemIndex
 from knowrec.kg_store.ingest import ingest_dataset, rich_progress
-from knowrec.types import ChatTurn, IngestSummary, Item, Recommendation, RecQuery
+from knowrec.types import ChatProgress, ChatTurn, IngestSummary, Item, Recommendation, RecQuery
 
 __all__ = ["Recommender"]
 
@@ -362,6 +363,7 @@ class Recommender:
         exclude: list[str] | None = None,
         candidates: list[str] | None = None,
         mode: Literal["verbalizer", "listwise", "pointwise", "none"] | None = None,
+        on_retrieved: Callable[[Recommendation], None] | None = None,
     ) -> Recommendation:
         """Recommend ``k`` items for a user, each with reasons that cite KG facts.
 
@@ -375,6 +377,8 @@ class Recommender:
             exclude: item ids never to return.
             candidates: rank only these items (offline protocols with fixed candidate lists).
             mode: override the configured ranking mode for this call.
+            on_retrieved: called with the top ``k`` in retrieval order (no reasons yet) as soon as the candidates
+                are known, before the LLM ranks them; not called when nothing is left for an LLM to do.
 
         Example:
             >>> r = rec.recommend("1", k=3)  # doctest: +SKIP
@@ -391,7 +395,7 @@ class Recommender:
         )
         if self.store.stats()["items"] == 0:
             raise NotFound("the store is empty: ingest data first (knowrec ingest … or knowrec demo)")
-        return self.pipeline(mode).recommend(q)
+        return self.pipeline(mode).recommend(q, on_retrieved=on_retrieved)
 
     # -- chat -------------------------------------------------------------------------------------------------------
     @property
@@ -419,12 +423,22 @@ class Recommender:
         """Start a chat session; its user is ``user_id`` or ``"chat:<session id>"``. Returns the session id."""
         return self._chat_agent.new_session(user_id)
 
-    def chat(self, session_id: str, message: str, *, user_id: str | None = None, k: int = 5) -> ChatTurn:
+    def chat(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        user_id: str | None = None,
+        k: int = 5,
+        on_progress: Callable[[ChatProgress], None] | None = None,
+    ) -> ChatTurn:
         """Answer one chat message (the session is created if unknown); returns the assistant's turn.
 
         The agent asks one clarifying question when it knows nothing, looks up facts ("who directed Alien?"), or
         recommends ``k`` items through :meth:`recommend`, honouring what the session said (excluded genres or
         people, era, "more like X but lighter", likes and dislikes). Sessions persist in ``sessions.sqlite``.
+        ``on_progress`` hears each stage as it starts (:class:`~knowrec.types.ChatProgress`): the LLM reading the
+        request, retrieval, and the picks in retrieval order with the answer's first line while the LLM ranks them.
 
         Example:
             >>> sid = rec.new_session()  # doctest: +SKIP
@@ -432,7 +446,7 @@ class Recommender:
             >>> turn.action, len(turn.items)  # doctest: +SKIP
             ('recommend', 5)
         """
-        return self._chat_agent.chat(session_id, message, user_id=user_id, k=k)
+        return self._chat_agent.chat(session_id, message, user_id=user_id, k=k, on_progress=on_progress)
 
     def chat_history(self, session_id: str) -> list[ChatTurn]:
         """Every turn of a session, oldest first. Raises :class:`~knowrec.errors.NotFound` for an unknown session."""

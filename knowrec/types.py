@@ -261,6 +261,20 @@ class ChatTurn(_Frozen):
     created_at: float = 0.0
 
 
+class ChatProgress(_Frozen):
+    """What a chat turn is doing while it runs: streamed to the web page, the terminal and ``stream: true`` clients
+    before the :class:`ChatTurn` lands."""
+
+    session_id: str
+    stage: Literal["extracting", "retrieving", "ranking"]
+    """``extracting``: the LLM reads the request; ``retrieving``: candidates are being found; ``ranking``: the
+    candidates are known (``items``) and the LLM reranks them."""
+    text: str = ""
+    """At ``ranking``: the answer's first line; the final turn's text starts with it."""
+    items: tuple[RecommendedItem, ...] = ()
+    """At ``ranking``: the picks in retrieval order (no reasons yet); the final turn may reorder or replace them."""
+
+
 class IngestSummary(_Frozen):
     """What an ingest wrote (counts after de-duplication) and how long it took."""
 

@@ -36,7 +36,7 @@ from knowrec.config import ChatConfig
 from knowrec.errors import InvalidInput, KnowrecError, NotFound
 from knowrec.kg_store.base import GraphBatch, GraphStore
 from knowrec.prompts import load_prompt
-from knowrec.types import ChatProfile, ChatTurn, Fact, Interaction, Item, Recommendation
+from knowrec.types import ChatProfile, ChatProgress, ChatTurn, Fact, Interaction, Item, Recommendation
 
 __all__ = [
     "ChatAgent",
@@ -876,8 +876,20 @@ class ChatAgent:
         else:
             raise InvalidInput("feedback needs a session_id or a user_id")
 
-    def chat(self, session_id: str, message: str, *, user_id: str | None = None, k: int | None = None) -> ChatTurn:
-        """Answer one message (creating the session if unknown); returns the assistant's turn."""
+    def chat(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        user_id: str | None = None,
+        k: int | None = None,
+        on_progress: Callable[[ChatProgress], None] | None = None,
+    ) -> ChatTurn:
+        """Answer one message (creating the session if unknown); returns the assistant's turn.
+
+        ``on_progress`` hears each stage as it starts; at ``ranking`` it gets the answer's first line (the final
+        text starts with it) and the picks in retrieval order, before the LLM reranks them.
+        """
         k = k or self.config.k
         with self._session_lock(session_id):
             info = self.sessions.get(session_id) or self.sessions.create(session_id, user_id)
@@ -885,7 +897,7 @@ class ChatAgent:
             now = time.time()
             self.sessions.append(ChatTurn(session_id=session_id, role="user", text=message, created_at=now))
             try:
-                reply = self._respond(info, turns, message, k)
+                reply = self._respond(info, turns, message, k, on_progress)
             except KnowrecError as exc:
                 log.warning("chat turn failed: %s", exc)
                 reply = ChatTurn(
@@ -903,7 +915,14 @@ class ChatAgent:
         with self._lock:
             return self._session_locks.setdefault(session_id, threading.Lock())
 
-    def _respond(self, info: SessionInfo, turns: list[ChatTurn], message: str, k: int) -> ChatTurn:
+    def _respond(
+        self,
+        info: SessionInfo,
+        turns: list[ChatTurn],
+        message: str,
+        k: int,
+        on_progress: Callable[[ChatProgress], None] | None = None,
+    ) -> ChatTurn:
         sid = info.id
         vocab = self.vocab()
         last = next((t for t in reversed(turns) if t.role == "assistant" and t.items), None)
@@ -917,6 +936,8 @@ class ChatAgent:
         if delta.lookup is not None:
             return self._lookup(sid, delta.lookup, info.profile)
         if self.config.extract_with_llm and not delta.feedback and rules_left_something(delta):
+            if on_progress is not None:
+                on_progress(ChatProgress(session_id=sid, stage="extracting"))
             llm_delta = self._llm_delta(message, vocab, info.profile, last_items)
             if llm_delta is not None:
                 delta = merge_deltas(delta, llm_delta)
@@ -933,7 +954,7 @@ class ChatAgent:
                 "(e.g. “something like Toy Story but no comedies, from the 90s”).",
                 profile,
             )
-        return self._recommend_turn(sid, info.user_id, profile, k, feedback=delta.feedback)
+        return self._recommend_turn(sid, info.user_id, profile, k, feedback=delta.feedback, on_progress=on_progress)
 
     def _turn(self, sid: str, action: Any, text: str, profile: ChatProfile, **kw: Any) -> ChatTurn:
         return ChatTurn(
@@ -1084,7 +1105,15 @@ class ChatAgent:
             banned |= {i for i in all_ids if not (lo_ <= vocab.years.get(i, -100_000) <= hi_)}
         return banned
 
-    def _recommend_turn(self, sid: str, user_id: str, profile: ChatProfile, k: int, feedback: bool) -> ChatTurn:
+    def _recommend_turn(
+        self,
+        sid: str,
+        user_id: str,
+        profile: ChatProfile,
+        k: int,
+        feedback: bool,
+        on_progress: Callable[[ChatProgress], None] | None = None,
+    ) -> ChatTurn:
         vocab = self.vocab()
         banned = self._banned(profile, vocab)
         cap = self.config.max_seed_candidates
@@ -1113,6 +1142,20 @@ class ChatAgent:
         positive = any(x.rating is None or x.rating >= self.like_threshold for x in history)
         if not positive:
             banned |= {x.item_id for x in history}
+        head = self._head(profile, feedback)
+        announced: list[bool] = []
+        extra: dict[str, Any] = {}
+        if on_progress is not None:
+            progress = on_progress
+            progress(ChatProgress(session_id=sid, stage="retrieving"))
+
+            def retrieved(prelim: Recommendation) -> None:
+                shown = self._enforce(prelim, profile, banned, vocab, required, k)
+                if shown:  # the first line is final from here on: the answer's text starts with it
+                    announced.append(True)
+                    progress(ChatProgress(session_id=sid, stage="ranking", text=head, items=tuple(shown)))
+
+            extra["on_retrieved"] = retrieved
         rec = self._recommend(
             user_id if positive else None,
             k=want,
@@ -1120,10 +1163,11 @@ class ChatAgent:
             diversity=self.config.diversity,
             exclude=sorted(banned),
             candidates=candidates,
+            **extra,
         )
         items = self._enforce(rec, profile, banned, vocab, required, k)
         rec = rec.model_copy(update={"items": tuple(items), "user_id": user_id})
-        text, facts = self._describe_answer(rec, profile, feedback)
+        text, facts = self._describe_answer(rec, profile, head, announced=bool(announced))
         return self._turn(
             sid,
             "feedback" if feedback else ("recommend" if items else "answer"),
@@ -1174,18 +1218,22 @@ class ChatAgent:
         order = sorted(range(len(kept)), key=lambda n: (penalty(kept[n].item_id), preferred(kept[n].item_id), n))
         return [kept[n].model_copy(update={"rank": r}) for r, n in enumerate(order[:k], start=1)]
 
-    def _describe_answer(
-        self, rec: Recommendation, profile: ChatProfile, feedback: bool
-    ) -> tuple[str, tuple[Fact, ...]]:
+    def _head(self, profile: ChatProfile, feedback: bool) -> str:
+        """The answer's first line, known before retrieval ("Here are my picks (no Comedy; 1990–1999):")."""
         said = _describe(profile, self.store)
+        return ("Thanks, noted. " if feedback else "") + "Here are my picks" + (f" ({said})" if said else "") + ":"
+
+    def _describe_answer(
+        self, rec: Recommendation, profile: ChatProfile, head: str, announced: bool
+    ) -> tuple[str, tuple[Fact, ...]]:
+        """The answer's text; an ``announced`` first line (already streamed) is kept even if nothing is left."""
         if not rec.items:
-            return (
+            said = _describe(profile, self.store)
+            nothing = (
                 "I found nothing that fits " + (said or "that") + ". Try relaxing a constraint (say “reset” to start "
-                "over).",
-                (),
+                "over)."
             )
-        head = "Thanks, noted. " if feedback else ""
-        head += f"Here are {len(rec.items)} picks" + (f" ({said})" if said else "") + ":"
+            return (head + "\n" + nothing if announced else nothing), ()
         lines = []
         facts: dict[str, Fact] = {}
         for it in rec.items:

@@ -204,8 +204,14 @@ class Pipeline:
         return paths, own
 
     # -- the whole thing --------------------------------------------------------------------------------------------
-    def recommend(self, query: RecQuery) -> Recommendation:
-        """Recommend ``query.k`` items; see :meth:`knowrec.Recommender.recommend`."""
+    def recommend(
+        self, query: RecQuery, on_retrieved: Callable[[Recommendation], None] | None = None
+    ) -> Recommendation:
+        """Recommend ``query.k`` items; see :meth:`knowrec.Recommender.recommend`.
+
+        ``on_retrieved`` is called once the candidates are known and before an LLM ranks them (not at all when the
+        ranking mode is ``none``), with the top ``k`` in retrieval order and no reasons: what a chat shows at once.
+        """
         timer = _Timer()
         with timer.stage("profile"):
             prof = self.profile(query.user_id)
@@ -233,6 +239,8 @@ class Pipeline:
             known = {f.id for c in rerank for f in own.get(c.item_id, [])}
             on_paths = {p.target_fact for c in rerank for p in paths.get(c.item_id, ())} - known
             path_facts = self.store.get_facts(sorted(on_paths)) if on_paths else {}
+        if on_retrieved is not None and self.ranker.mode != "none":
+            on_retrieved(self._preliminary(query, prof.cold_start, fused.fusion, cands[: q.k], titles, timer))
         with timer.stage("rank"):
             items = [
                 RankItem(
@@ -309,6 +317,37 @@ class Pipeline:
         )
 
     # -- helpers --------------------------------------------------------------------------------------------------
+    def _preliminary(
+        self,
+        query: RecQuery,
+        cold_start: bool,
+        fusion: str,
+        cands: Sequence[Candidate],
+        titles: Mapping[str, Item],
+        timer: _Timer,
+    ) -> Recommendation:
+        items = tuple(
+            RecommendedItem(
+                item_id=c.item_id,
+                title=titles[c.item_id].title if c.item_id in titles else c.item_id,
+                rank=rank,
+                score=round(c.score, 6),
+                retrieval_score=round(c.score, 6),
+                sources=tuple(sorted(c.sources)),
+            )
+            for rank, c in enumerate(cands, start=1)
+        )
+        return Recommendation(
+            user_id=query.user_id,
+            items=items,
+            query=query.query,
+            cold_start=cold_start,
+            fusion=fusion,
+            ranking_mode="none",
+            model="none",
+            timings_ms=dict(timer.ms),
+        )
+
     def _prompt_facts(
         self, paths: Sequence[KGPath], own: Sequence[Fact], path_facts: Mapping[str, Fact]
     ) -> tuple[Fact, ...]:

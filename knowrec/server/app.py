@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -62,7 +63,7 @@ from knowrec.server.schemas import (
     SessionCreated,
     SessionHistory,
 )
-from knowrec.types import ChatTurn, Recommendation
+from knowrec.types import ChatProgress, ChatTurn, Recommendation
 
 __all__ = ["create_app"]
 
@@ -204,6 +205,30 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
         call (the stores serialise their own writes)."""
         return await run_in_threadpool(fn, *args, **kwargs)
 
+    async def chat_events(
+        session_id: str, message: str, user_id: str | None, k: int
+    ) -> AsyncIterator[ChatProgress | ChatTurn]:
+        """One chat turn as it happens: each :class:`ChatProgress` as its stage starts, then the :class:`ChatTurn`
+        (the SDK call runs in a worker thread; a failure is raised after the progress already sent)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[ChatProgress] = asyncio.Queue()
+
+        def heard(event: ChatProgress) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        task = asyncio.ensure_future(call(rec.chat, session_id, message, user_id=user_id, k=k, on_progress=heard))
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+                continue
+            getter.cancel()
+            while not queue.empty():
+                yield queue.get_nowait()
+            yield task.result()
+            return
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -325,12 +350,31 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
         "/v1/sessions/{session_id}/messages",
         response_model=ChatTurn,
         tags=["chat"],
-        responses={k: v for k, v in _ERROR_RESPONSES.items() if k in (401, 404, 503)},
+        responses={
+            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **{k: v for k, v in _ERROR_RESPONSES.items() if k in (401, 404, 503)},
+        },
     )
-    async def message(body: MessageRequest, session_id: str = PathParam(min_length=1, max_length=200)) -> ChatTurn:
-        """Send a user message; returns the assistant's turn (a question, an answer or recommendations)."""
+    async def message(body: MessageRequest, session_id: str = PathParam(min_length=1, max_length=200)) -> Any:
+        """Send a user message; returns the assistant's turn (a question, an answer or recommendations).
+
+        ``stream: true`` answers with server-sent events instead: ``progress`` (a ``ChatProgress``: the stage, and
+        at ``ranking`` the picks in retrieval order with the answer's first line, before the LLM reranks them), then
+        one ``turn`` (the ``ChatTurn``), or ``error`` (the error body) if the turn failed.
+        """
         check_k(body.k)
-        return await call(rec.chat, session_id, body.message, user_id=body.user_id, k=body.k)
+        if not body.stream:
+            return await call(rec.chat, session_id, body.message, user_id=body.user_id, k=body.k)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                async for ev in chat_events(session_id, body.message, body.user_id, body.k):
+                    name = "turn" if isinstance(ev, ChatTurn) else "progress"
+                    yield f"event: {name}\ndata: {ev.model_dump_json()}\n\n"
+            except Exception as exc:  # the status line is sent: the error is the stream's last event
+                yield f"event: error\ndata: {json.dumps(_error_payload(exc))}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.get(
         "/v1/sessions/{session_id}",
@@ -394,10 +438,16 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
         elif body.user:
             sid = "user-" + uuid.uuid5(uuid.NAMESPACE_URL, "knowrec:" + body.user).hex
         else:
-            sid = await call(rec.new_session, x_user_id)
-        turn = await call(rec.chat, sid, text, user_id=x_user_id, k=body.k)
+            sid = await store_call(rec.new_session, x_user_id)
         cid = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
+        if body.stream:
+            return StreamingResponse(
+                _sse(cid, created, text, chat_events(sid, text, x_user_id, body.k)),
+                media_type="text/event-stream",
+                headers={"X-Session-Id": sid, "Cache-Control": "no-cache"},
+            )
+        turn = await call(rec.chat, sid, text, user_id=x_user_id, k=body.k)
         extra = KnowrecExtra(
             session_id=turn.session_id, action=turn.action, items=list(turn.items), recommendation=turn.recommendation
         )
@@ -405,12 +455,6 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
             prompt_tokens=_tokens(text), completion_tokens=_tokens(turn.text), total_tokens=_tokens(text + turn.text)
         )
         headers = {"X-Session-Id": turn.session_id}
-        if body.stream:
-            return StreamingResponse(
-                _sse(cid, created, turn.text, extra, usage),
-                media_type="text/event-stream",
-                headers={**headers, "Cache-Control": "no-cache"},
-            )
         completion = ChatCompletion(
             id=cid,
             created=created,
@@ -443,7 +487,13 @@ def _chunks(text: str, size: int = 3) -> Iterator[str]:
         yield " ".join(words[i : i + size]) + (" " if i + size < len(words) else "")
 
 
-async def _sse(cid: str, created: int, text: str, extra: KnowrecExtra, usage: CompletionUsage) -> AsyncIterator[str]:
+async def _sse(
+    cid: str, created: int, asked: str, events: AsyncIterator[ChatProgress | ChatTurn]
+) -> AsyncIterator[str]:
+    """``chat.completion.chunk`` events: the role at once, each stage as an empty delta with ``knowrec.stage``, the
+    answer's first line as soon as retrieval has run (with the picks in retrieval order), the rest when the turn
+    lands; a failure ends the stream with an ``error`` object."""
+
     def event(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
         chunk = {
             "id": cid,
@@ -456,9 +506,35 @@ async def _sse(cid: str, created: int, text: str, extra: KnowrecExtra, usage: Co
         return f"data: {json.dumps(chunk)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    for piece in _chunks(text):
-        yield event({"content": piece})
-    yield event({}, "stop", usage=usage.model_dump(), knowrec=extra.model_dump(mode="json"))
+    sent = ""
+    try:
+        async for ev in events:
+            if isinstance(ev, ChatProgress):
+                stage = {"session_id": ev.session_id, "stage": ev.stage, "items": [it.item_id for it in ev.items]}
+                if ev.text and not sent:
+                    sent = ev.text + "\n"
+                    yield event({"content": sent}, knowrec=stage)
+                else:
+                    yield event({}, knowrec=stage)
+                continue
+            turn = ev
+            rest = turn.text[len(sent) :] if turn.text.startswith(sent) else "\n" + turn.text
+            for piece in _chunks(rest):
+                yield event({"content": piece})
+            extra = KnowrecExtra(
+                session_id=turn.session_id,
+                action=turn.action,
+                items=list(turn.items),
+                recommendation=turn.recommendation,
+            )
+            usage = CompletionUsage(
+                prompt_tokens=_tokens(asked),
+                completion_tokens=_tokens(turn.text),
+                total_tokens=_tokens(asked + turn.text),
+            )
+            yield event({}, "stop", usage=usage.model_dump(), knowrec=extra.model_dump(mode="json"))
+    except Exception as exc:  # the status line is sent: the error is the stream's last event
+        yield f"data: {json.dumps(_error_payload(exc))}\n\n"
     yield "data: [DONE]\n\n"
 
 
@@ -506,6 +582,32 @@ def _document_security(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _error_response(exc: BaseException) -> JSONResponse:
+    """The JSON error answer of a failed SDK call (also sent as the last event of a stream that fails)."""
+    if isinstance(exc, NotFound):
+        return _error(404, str(exc))
+    if isinstance(exc, InvalidInput):
+        return _error(422, exc.message, field=exc.field)
+    if isinstance(exc, LLMError):
+        resp = _error(503, str(exc), type="llm_unavailable", retryable=exc.retryable)
+        if exc.retryable:
+            resp.headers["Retry-After"] = "1"
+        return resp
+    if isinstance(exc, StoreUnavailable):
+        return _error(503, str(exc), type="store_unavailable")
+    if isinstance(exc, ConfigError):
+        return _error(503, str(exc), type="config_error")
+    if isinstance(exc, KnowrecError):
+        return _error(503, str(exc), type="unavailable")
+    log.exception("unexpected error: %s", exc, exc_info=exc)
+    return _error(500, "internal error (see the server log)", type="internal_error")
+
+
+def _error_payload(exc: BaseException) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(bytes(_error_response(exc).body))
+    return body
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def validation(_: Request, exc: Exception) -> JSONResponse:
         errors = list(exc.errors()) if isinstance(exc, RequestValidationError | ValidationError) else []
@@ -531,24 +633,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return resp
 
     async def knowrec_error(_: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, NotFound):
-            return _error(404, str(exc))
-        if isinstance(exc, InvalidInput):
-            return _error(422, exc.message, field=exc.field)
-        if isinstance(exc, LLMError):
-            resp = _error(503, str(exc), type="llm_unavailable", retryable=exc.retryable)
-            if exc.retryable:
-                resp.headers["Retry-After"] = "1"
-            return resp
-        if isinstance(exc, StoreUnavailable):
-            return _error(503, str(exc), type="store_unavailable")
-        if isinstance(exc, ConfigError):
-            return _error(503, str(exc), type="config_error")
-        return _error(503, str(exc), type="unavailable")
+        return _error_response(exc)
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error: %s", exc)
-        return _error(500, "internal error (see the server log)", type="internal_error")
+        return _error_response(exc)
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
         RequestValidationError: validation,

@@ -88,6 +88,8 @@ class MessageRequest(_Request):
     message: str = Field(min_length=1, max_length=4000)
     user_id: str | None = Field(default=None, max_length=200)
     k: int = Field(default=5, ge=1, le=200)
+    stream: bool = False
+    """Answer with server-sent events: ``progress`` while the turn runs, then ``turn`` (or ``error``)."""
 
 
 class SessionHistory(BaseModel):

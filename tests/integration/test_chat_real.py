@@ -115,7 +115,7 @@ def test_cli_chat_with_piped_stdin(chat_dir: Path):
     out = result.stdout
     assert "What are you in the mood for?" in out
     assert "Michael Mann" in out
-    assert "Here are 3 picks (no Comedy)" in out
+    assert "Here are my picks (no Comedy)" in out
     assert "noted: you liked item" in out
     assert "bye — continue with: knowrec chat --session" in out
     assert "Traceback" not in result.stderr

@@ -124,6 +124,12 @@ def test_openai_client_plain_and_streaming(live: str):
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(chunks) > 3 and text.strip()
+    # the answer's first line comes as soon as retrieval has run, with the picks, before the LLM ranks them
+    first = next(c for c in chunks if c.choices and c.choices[0].delta.content)
+    assert first.model_extra["knowrec"]["stage"] == "ranking" and len(first.model_extra["knowrec"]["items"]) == 5
+    assert first.choices[0].delta.content.startswith("Here are my picks") and text.startswith(
+        first.choices[0].delta.content
+    )
     assert chunks[0].object == "chat.completion.chunk" and chunks[-1].choices[0].finish_reason == "stop"
     last = chunks[-1].model_extra["knowrec"]
     assert last["session_id"] == extra["session_id"]
@@ -178,8 +184,16 @@ def test_web_chat_page_in_chromium(live: str):
         key = d.find_element(By.ID, "api-key")
         key.send_keys(KEY, Keys.TAB)  # stored in localStorage on change
         assert d.execute_script("return localStorage.getItem('knowrec.apiKey')") == KEY
+        # count the moments the picks in retrieval order are on the page (before the LLM's ranking replaces them)
+        d.execute_script(
+            "window.__preliminary = 0; new MutationObserver(() => {"
+            " if (document.querySelector('[data-testid=preliminary-card]')) window.__preliminary += 1; })"
+            ".observe(document.getElementById('conversation'), {childList: true, subtree: true});"
+        )
         d.find_element(By.ID, "message").send_keys("recommend me some animated movies", Keys.ENTER)
         wait.until(lambda _: assistant_turns() and idle(_))
+        assert d.execute_script("return window.__preliminary") > 0
+        assert not d.find_elements(By.CSS_SELECTOR, "[data-testid=preliminary-card]")  # replaced by the ranking
         first = assistant_turns()[-1]
         cards = first.find_elements(By.CSS_SELECTOR, "[data-testid=rec-card]")
         assert len(cards) == 5, first.text

@@ -11,7 +11,7 @@ import pytest
 from knowrec import ChatProfile, InvalidInput, NotFound, Recommender, Settings
 from knowrec.agent.chat import ProfileDelta, SessionStore, apply_delta, extract_rules, merge_deltas
 from knowrec.datasets import Dataset
-from knowrec.types import ChatTurn, Fact, Interaction, Item
+from knowrec.types import ChatProgress, ChatTurn, Fact, Interaction, Item
 from tests.fakes import FakeLLM, HashEmbedder
 
 # id: (title, year, director, actors, genres)
@@ -53,12 +53,12 @@ def dataset() -> Dataset:
     return Dataset(name="chat-tiny", items=items, facts=facts, interactions=interactions)
 
 
-def make(tmp_path: Path, llm: FakeLLM | None = None, extract_with_llm: bool = False) -> Recommender:
+def make(tmp_path: Path, llm: FakeLLM | None = None, extract_with_llm: bool = False, mode: str = "none") -> Recommender:
     settings = Settings(
         data_dir=tmp_path,
         progress=False,
         retrieval={"ease_min_count": 1, "n_candidates": 12},
-        ranker={"mode": "none"},
+        ranker={"mode": mode},
         llm={"backend": "none"} if llm is None else {},
         chat={"extract_with_llm": extract_with_llm, "k": 3},
     )
@@ -333,3 +333,32 @@ def test_llm_adds_grounded_facts_and_rules_win(data_dir: Path):
     assert turn.profile.query == "spaceships"
     assert llm.calls and llm.calls[0]["schema"]["properties"]["include_genres"]["items"]["enum"]
     r.close()
+
+
+def test_progress_shows_the_picks_before_the_llm_ranks_them(data_dir: Path):
+    llm = FakeLLM(replies=[_llm_answer(query="spaceships")] * 2)
+    r = make(data_dir, llm=llm, extract_with_llm=True, mode="verbalizer")
+    heard: list[tuple[ChatProgress, int]] = []  # each event with the LLM scoring calls made before it
+
+    def on_progress(ev: ChatProgress) -> None:
+        heard.append((ev, sum(c["kind"] == "logprobs" for c in llm.calls)))
+
+    turn = r.chat(r.new_session(), "no comedies, something with spaceships", k=3, on_progress=on_progress)
+    assert [ev.stage for ev, _ in heard] == ["extracting", "retrieving", "ranking"]
+    ranking, scored_before = heard[-1]
+    assert scored_before == 0 and any(c["kind"] == "logprobs" for c in llm.calls)  # shown before the LLM ranked
+    assert ranking.items and len(ranking.items) <= 3
+    assert all("Comedy" not in MOVIES[it.item_id][4] for it in ranking.items)  # the session's constraints hold
+    assert all(not it.reasons for it in ranking.items)
+    assert turn.text.startswith(ranking.text + "\n") and ranking.text.startswith("Here are my picks")
+    assert turn.items and all("Comedy" not in MOVIES[i][4] for i in turn.items)
+    # without a listener nothing changes: the same answer text for the same request
+    again = r.chat(r.new_session(), "no comedies, something with spaceships", k=3)
+    assert again.text.splitlines()[0] == ranking.text
+    r.close()
+
+
+def test_no_ranking_progress_without_an_llm_ranker(rec: Recommender):
+    heard: list[ChatProgress] = []
+    turn = rec.chat(rec.new_session("u1"), "recommend", k=3, on_progress=heard.append)
+    assert [ev.stage for ev in heard] == ["retrieving"] and turn.items

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from knowrec.config import Settings
 from knowrec.errors import LLMError, NotFound, StoreUnavailable
 from knowrec.server import create_app
-from knowrec.types import ChatTurn, Fact, Item, Reason, Recommendation, RecommendedItem
+from knowrec.types import ChatProgress, ChatTurn, Fact, Item, Reason, Recommendation, RecommendedItem
 
 FACT = Fact(head="m1", relation="director", tail="p:d1", head_label="Alpha", tail_label="Dir One")
 ITEMS = {"m1": Item(id="m1", title="Alpha"), "m2": Item(id="m2", title="Beta")}
@@ -55,6 +58,8 @@ class FakeRecommender:
         self.sessions: dict[str, list[ChatTurn]] = {}
         self.feedbacks: list[tuple[str, bool, str | None]] = []
         self.calls: list[tuple[str, Any]] = []
+        self.gate: threading.Event | None = None  # when set: the "LLM stage" of a streamed chat waits for it
+        self.ranked = threading.Event()
 
     def verify(self) -> dict[str, str]:
         if self.verify_error:
@@ -72,19 +77,34 @@ class FakeRecommender:
         self.sessions[sid] = []
         return sid
 
-    def chat(self, session_id: str, message: str, *, user_id: str | None = None, k: int = 5) -> ChatTurn:
+    def chat(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        user_id: str | None = None,
+        k: int = 5,
+        on_progress: Callable[[ChatProgress], None] | None = None,
+    ) -> ChatTurn:
         self.calls.append(("chat", {"session_id": session_id, "message": message, "user_id": user_id, "k": k}))
-        if self.fail:
-            raise self.fail
         turns = self.sessions.setdefault(session_id, [])
         now = time.time()
         turns.append(ChatTurn(session_id=session_id, role="user", text=message, action="answer", created_at=now))
         liked = [i for i, ok, _ in self.feedbacks if ok]
         rec = _rec(user_id, ["m2"] if liked else ["m1", "m2"])
+        head = f"Here are {len(rec.items)} picks for you, friend."
+        if on_progress is not None:
+            on_progress(ChatProgress(session_id=session_id, stage="retrieving"))
+            on_progress(ChatProgress(session_id=session_id, stage="ranking", text=head, items=rec.items[::-1]))
+        if self.gate is not None:
+            assert self.gate.wait(30), "the test never opened the gate"
+        if self.fail:
+            raise self.fail
+        self.ranked.set()
         reply = ChatTurn(
             session_id=session_id,
             role="assistant",
-            text=f"Here are {len(rec.items)} picks for you, friend.",
+            text=head + ("\n1. Alpha\n2. Beta" if on_progress is not None else ""),
             action="recommend",
             recommendation=rec,
             items=tuple(it.item_id for it in rec.items),
@@ -329,9 +349,101 @@ def test_openai_chat_completion_stream(client):
     assert all(ch["object"] == "chat.completion.chunk" for ch in chunks)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks)
-    assert text == "Here are 2 picks for you, friend."
+    assert text == "Here are 2 picks for you, friend.\n1. Alpha\n2. Beta"
+    stages = [ch["knowrec"]["stage"] for ch in chunks if "stage" in ch.get("knowrec", {})]
+    assert stages == ["retrieving", "ranking"]
+    first = next(ch for ch in chunks if ch["choices"][0]["delta"].get("content"))
+    assert first["knowrec"]["stage"] == "ranking" and first["knowrec"]["items"] == ["m2", "m1"]
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["knowrec"]["items"] == ["m1", "m2"]
+
+
+@pytest.fixture
+def live_fake(tmp_path: Path) -> Iterator[tuple[str, FakeRecommender]]:
+    """The app on a real uvicorn server in a thread (the test client buffers whole responses; this streams)."""
+    import uvicorn
+
+    settings = Settings(data_dir=tmp_path, llm={"backend": "none"}, ranker={"mode": "none"})
+    fake = FakeRecommender(settings)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(fake, settings), port=port, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", fake
+    server.should_exit = True
+    thread.join(10)
+
+
+def _sse_lines(resp: httpx.Response) -> Iterator[str]:
+    for line in resp.iter_lines():
+        if line:
+            yield line
+
+
+def test_streamed_chat_sends_its_first_line_before_the_llm_is_done(live_fake):
+    base, fake = live_fake
+    fake.gate = threading.Event()
+    payload = {"messages": [{"role": "user", "content": "hello"}], "stream": True}
+    with httpx.stream("POST", base + "/v1/chat/completions", json=payload, timeout=30) as r:
+        assert r.status_code == 200 and r.headers["x-session-id"]
+        lines = _sse_lines(r)
+        first_text = None
+        for line in lines:
+            chunk = json.loads(line.removeprefix("data: "))
+            if chunk["choices"][0]["delta"].get("content"):
+                first_text = chunk
+                break
+        assert first_text is not None
+        assert first_text["choices"][0]["delta"]["content"] == "Here are 2 picks for you, friend.\n"
+        assert not fake.ranked.is_set()  # the first line arrived while the "LLM" still waits
+        fake.gate.set()
+        rest = list(lines)
+    assert rest[-1] == "data: [DONE]" and fake.ranked.is_set()
+    last = json.loads(rest[-2].removeprefix("data: "))
+    assert last["choices"][0]["finish_reason"] == "stop" and last["knowrec"]["items"] == ["m1", "m2"]
+
+
+def test_streamed_session_message_progress_then_turn(live_fake):
+    base, fake = live_fake
+    fake.gate = threading.Event()
+    with httpx.stream("POST", base + "/v1/sessions/s9/messages", json={"message": "hi", "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = _sse_lines(r)
+        events: list[tuple[str, dict[str, Any]]] = []
+        for line in lines:
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            else:
+                events.append((name, json.loads(line.removeprefix("data: "))))
+                if events[-1][1].get("stage") == "ranking":
+                    break
+        assert [(n, e["stage"]) for n, e in events] == [("progress", "retrieving"), ("progress", "ranking")]
+        assert [it["item_id"] for it in events[-1][1]["items"]] == ["m2", "m1"] and not fake.ranked.is_set()
+        fake.gate.set()
+        rest = list(lines)
+    assert rest[0] == "event: turn"
+    turn = json.loads(rest[1].removeprefix("data: "))
+    assert turn["items"] == ["m1", "m2"] and turn["text"].startswith(events[-1][1]["text"])
+
+
+def test_streamed_chat_failure_is_the_last_event(live_fake):
+    base, fake = live_fake
+    fake.fail = StoreUnavailable("graph store down")
+    with httpx.stream("POST", base + "/v1/sessions/s9/messages", json={"message": "hi", "stream": True}) as r:
+        lines = list(_sse_lines(r))
+    assert lines[-2] == "event: error"
+    assert json.loads(lines[-1].removeprefix("data: "))["error"]["type"] == "store_unavailable"
+    payload = {"messages": [{"role": "user", "content": "hello"}], "stream": True}
+    with httpx.stream("POST", base + "/v1/chat/completions", json=payload) as r:
+        lines = list(_sse_lines(r))
+    assert lines[-1] == "data: [DONE]"
+    assert json.loads(lines[-2].removeprefix("data: "))["error"]["type"] == "store_unavailable"
 
 
 def test_web_page_is_served(client):

@@ -1,4 +1,5 @@
-// knowrec web chat: talks to /v1/sessions, /v1/sessions/{id}/messages and /v1/feedback. No build step, no CDN.
+// knowrec web chat: talks to /v1/sessions, /v1/sessions/{id}/messages (streamed: the picks in retrieval order show
+// as soon as retrieval has run and are replaced when the LLM's ranking lands) and /v1/feedback. No build step, no CDN.
 (function () {
   "use strict";
 
@@ -66,6 +67,44 @@
     return data;
   }
 
+  // POST with `stream: true`; calls onEvent(name, data) for each server-sent event as it arrives
+  async function streamed(path, body, onEvent) {
+    const headers = { "Accept": "text/event-stream", "Content-Type": "application/json" };
+    if (store.key) headers["Authorization"] = "Bearer " + store.key;
+    const resp = await fetch(path, { method: "POST", headers, body: JSON.stringify({ ...body, stream: true }) });
+    if (!resp.ok) {
+      let data = null;
+      try { data = await resp.json(); } catch (_) { data = null; }
+      throw new ApiError(resp.status, data);
+    }
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let name = "message";
+        let data = "";
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event: ")) name = line.slice(7);
+          else if (line.startsWith("data: ")) data += line.slice(6);
+        }
+        if (data) onEvent(name, JSON.parse(data));
+      }
+    }
+  }
+
+  const STAGES = {
+    extracting: "Reading your request…",
+    retrieving: "Finding candidates…",
+    ranking: "Ranking them with the LLM…",
+  };
+
   function scrollDown() {
     const main = conversation.parentElement;
     main.scrollTop = main.scrollHeight;
@@ -123,14 +162,36 @@
     return node;
   }
 
-  function renderTurn(turn) {
+  // the picks in retrieval order, shown while the LLM ranks them (no reasons yet, no buttons)
+  function renderPreliminary(progress) {
     turns += 1;
-    const node = addMessage("assistant", turn.text || "");
+    const node = addMessage("assistant", progress.text || "", "msg-pending");
     node.dataset.turn = String(turns);
+    node.dataset.action = "pending";
+    node.appendChild(el("div", { class: "cards", "data-testid": "preliminary-cards" }, progress.items.map((it) =>
+      el("article", { class: "rec-card preliminary", "data-testid": "preliminary-card", "data-item-id": it.item_id }, [
+        el("h3", { class: "rec-title", text: it.title }),
+        el("div", { class: "meta", text: "ranking…" }),
+      ]))));
+    scrollDown();
+    return node;
+  }
+
+  function renderTurn(turn, pending) {
+    let node = pending;
+    if (node) {
+      node.classList.remove("msg-pending");
+      node.replaceChildren(el("div", { class: "msg-text", text: turn.text || "" }));
+    } else {
+      turns += 1;
+      node = addMessage("assistant", turn.text || "");
+      node.dataset.turn = String(turns);
+    }
     node.dataset.action = turn.action || "";
     const rec = turn.recommendation;
     if (rec && rec.items && rec.items.length) {
-      node.appendChild(el("div", { class: "cards", "data-testid": "cards" }, rec.items.map((it) => card(it, turns))));
+      const index = Number(node.dataset.turn);
+      node.appendChild(el("div", { class: "cards", "data-testid": "cards" }, rec.items.map((it) => card(it, index))));
       const meta = `ranking ${rec.ranking_mode} · model ${rec.model}` + (rec.fallback ? ` · fallback: ${rec.fallback_reason}` : "");
       node.appendChild(el("div", { class: "meta", text: meta }));
     } else if (turn.facts && turn.facts.length) {
@@ -163,14 +224,27 @@
     sendButton.disabled = true;
     addMessage("user", text);
     setStatus("busy", "Thinking…");
+    let pending = null;
     try {
       const sid = await ensureSession();
-      const turn = await api("POST", `/v1/sessions/${encodeURIComponent(sid)}/messages`, {
+      let turn = null;
+      await streamed(`/v1/sessions/${encodeURIComponent(sid)}/messages`, {
         message: text, user_id: store.user || null, k: 5,
+      }, (name, data) => {
+        if (name === "progress") {
+          setStatus("busy", STAGES[data.stage] || "Thinking…");
+          if (data.stage === "ranking" && data.items && data.items.length && !pending) pending = renderPreliminary(data);
+        } else if (name === "turn") {
+          turn = data;
+        } else if (name === "error") {
+          throw new ApiError(503, data);
+        }
       });
-      renderTurn(turn);
+      if (!turn) throw new Error("the answer stream ended without a turn");
+      renderTurn(turn, pending);
       setStatus("idle", "");
     } catch (err) {
+      if (pending) pending.remove();
       showError(err);
     } finally {
       busy = false;
