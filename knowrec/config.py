@@ -139,7 +139,8 @@ class FitConfig(_Stage):
 class LLMConfig(_Stage):
     """Which LLM answers.
 
-    ``backend='llama_cpp'`` runs the bundled SmolLM2 in process; ``backend='http'`` talks to an OpenAI-compatible
+    ``backend='llama_cpp'`` runs the bundled SmolLM2 in process (on PyTorch, llama.cpp or both, per call kind:
+    ``scoring_engine``, ``generation_engine``); ``backend='http'`` talks to an OpenAI-compatible
     server — vLLM in production, ``python -m llama_cpp.server`` in tests (see ``docs/serving-vllm.md``). Environment
     names nest with ``__``: ``KNOWREC_LLM__BACKEND=http``, ``KNOWREC_LLM__BASE_URL``, ``KNOWREC_LLM__DIALECT``,
     ``KNOWREC_LLM__MODEL``, ``KNOWREC_LLM__ADAPTER``, ``KNOWREC_LLM__API_KEY``, …
@@ -151,8 +152,14 @@ class LLMConfig(_Stage):
     scoring_engine: Literal["auto", "torch", "llama_cpp"] = "auto"
     """``llama_cpp`` backend (in process): which engine scores labels (verbalizer, pointwise). ``torch`` runs the same
     GGUF with PyTorch fp32, about twice as fast on a CPU (``docs/benchmarks/llm-engines.md``); ``auto`` = ``torch``
-    when torch, transformers and gguf are installed. Generation with a JSON schema (listwise, profile extraction)
-    always runs on llama.cpp, which has grammars."""
+    when torch, transformers, gguf and accelerate are installed."""
+    generation_engine: Literal["auto", "torch", "llama_cpp"] = "auto"
+    """``llama_cpp`` backend (in process): which engine generates (listwise ranking, profile extraction, explanations;
+    JSON-constrained by a grammar). ``auto`` = ``llama_cpp`` when llama-cpp-python is installed (the ``local``
+    extra), else ``torch`` with xgrammar (the ``local-torch`` extra, which compiles nothing). Measured on the demo
+    (``docs/benchmarks/llm-generation.md``): llama.cpp decodes faster per token, so the chat's profile extraction (a
+    long JSON answer) takes 5.4 s there and 10.8 s on torch (p50); listwise ranking (a long prompt, a short answer)
+    is faster on torch (3.9 s vs 7.2 s)."""
     prefix_cache: int = Field(default=4, ge=0, le=64)
     """``torch`` engine: evaluated prompt states kept for reuse of shared prefixes (system text and history)."""
     cache_dir: Path | None = None

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from knowrec.agent.chat import ChatAgent, SessionStore
 from knowrec.agent.explain import LLMExplainer
 from knowrec.agent.llm.base import LLMClient
-from knowrec.agent.llm.torch_engine import scoring_engine
+from knowrec.agent.llm.torch_engine import generation_engine, scoring_engine
 from knowrec.agent.pipeline import Pipeline
 from knowrec.agent.rank import ListwiseRanker, PointwiseRanker, Ranker, RetrievalRanker, VerbalizerRanker
 from knowrec.agent.retrieve import (
@@ -94,6 +94,12 @@ class Recommender:
 
     @property
     def embedder(self) -> Embedder:
+        if self._embedder is not None:
+            return self._embedder
+        with self._build_lock:
+            return self._build_embedder()
+
+    def _build_embedder(self) -> Embedder:
         if self._embedder is None:
             from knowrec.kg_store.embedder import SentenceTransformerEmbedder, bundled_embedder_path
 
@@ -103,6 +109,12 @@ class Recommender:
 
     @property
     def index(self) -> ItemIndex:
+        if self._index is not None:
+            return self._index
+        with self._build_lock:
+            return self._build_index()
+
+    def _build_index(self) -> ItemIndex:
         if self._index is None:
             s = self.settings
             if s.chroma_url:
@@ -115,26 +127,16 @@ class Recommender:
     @property
     def llm(self) -> LLMClient | None:
         """The configured LLM client, or ``None`` with ``llm.backend='none'``."""
+        if self._llm is not None:
+            return self._llm
+        with self._build_lock:
+            return self._build_llm()
+
+    def _build_llm(self) -> LLMClient | None:
         if self._llm is None:
             cfg = self.settings.llm
             if cfg.backend == "llama_cpp":
-                from knowrec.agent.llm.llama_cpp import LlamaCppClient, bundled_llm_path
-
-                path = cfg.model_path or bundled_llm_path()
-                gen = LlamaCppClient(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed)
-                if scoring_engine(cfg.scoring_engine) == "torch":
-                    from knowrec.agent.llm.torch_engine import RoutedClient, TorchClient
-
-                    scorer = TorchClient(
-                        path,
-                        n_threads=cfg.n_threads,
-                        name=path.stem,
-                        prefix_cache=cfg.prefix_cache,
-                        cache_dir=cfg.cache_dir or default_cache_dir() / "llm",
-                    )
-                    self._llm = RoutedClient(scorer, gen)
-                else:
-                    self._llm = gen
+                self._llm = self._local_llm()
             elif cfg.backend == "http":
                 from knowrec.agent.llm.http import OpenAIHTTPClient
 
@@ -152,6 +154,38 @@ class Recommender:
                     chat_template=cfg.chat_template,
                 )
         return self._llm
+
+    def _local_llm(self) -> LLMClient:
+        """The in-process model on the engine measured fastest per call kind (``llm.scoring_engine``,
+        ``llm.generation_engine``): one client when both are the same engine, else a :class:`RoutedClient`."""
+        from knowrec.agent.llm.llama_cpp import bundled_llm_path
+
+        cfg = self.settings.llm
+        path = cfg.model_path or bundled_llm_path()
+        engines = {
+            "scoring": scoring_engine(cfg.scoring_engine),
+            "generation": generation_engine(cfg.generation_engine),
+        }
+        made: dict[str, LLMClient] = {}
+        if "torch" in engines.values():
+            from knowrec.agent.llm.torch_engine import TorchClient
+
+            made["torch"] = TorchClient(
+                path,
+                n_threads=cfg.n_threads,
+                name=path.stem,
+                prefix_cache=cfg.prefix_cache,
+                cache_dir=cfg.cache_dir or default_cache_dir() / "llm",
+            )
+        if "llama_cpp" in engines.values():
+            from knowrec.agent.llm.llama_cpp import LlamaCppClient
+
+            made["llama_cpp"] = LlamaCppClient(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed)
+        if len(made) == 1:
+            return next(iter(made.values()))
+        from knowrec.agent.llm.torch_engine import RoutedClient
+
+        return RoutedClient(made[engines["scoring"]], made[engines["generation"]])
 
     def _ranker(self, mode: str) -> Ranker:
         if mode == "none":
@@ -238,6 +272,13 @@ class Recommender:
     def pipeline(self, mode: str | None = None) -> Pipeline:
         """The pipeline for a ranking mode (default: the configured one)."""
         mode = mode or self.settings.ranker.mode
+        pipe = self._pipeline
+        if pipe is not None and pipe.ranker.mode == mode:
+            return pipe
+        with self._build_lock:
+            return self._build_pipeline(mode)
+
+    def _build_pipeline(self, mode: str) -> Pipeline:
         if self._pipeline is not None and self._pipeline.ranker.mode == mode:
             return self._pipeline
         llm = self.llm if mode != "none" or self.settings.explain.mode == "llm" else None

@@ -1,8 +1,9 @@
 """The FastAPI app: REST endpoints, an OpenAI-compatible chat endpoint and the web chat page.
 
-Every blocking SDK call runs in a worker thread, never on the event loop. With the in-process model the calls that may
-reach it (recommendations, chat messages) are serialised (the model is not thread-safe); with an LLM server they run
-concurrently. Store-only calls (items, sessions, history, feedback) never wait for them.
+Every blocking SDK call runs in a worker thread, never on the event loop, and requests run concurrently: the
+in-process model's client runs one LLM call at a time (a lock around each call, not around the request), so
+retrieval, facts and store-only calls (items, sessions, history, feedback) never wait for another request's LLM
+stage; with an LLM server (vLLM) the LLM calls overlap too.
 
 Example:
     >>> from knowrec import Recommender, Settings
@@ -14,11 +15,9 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -187,18 +186,12 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
     settings = settings or recommender.settings
     cfg = settings.server
     rec = recommender
-    # llama.cpp in process is not thread-safe: one SDK call at a time; servers (vLLM, Neo4j, Chroma) run concurrently.
-    lock: contextlib.AbstractContextManager[Any] = (
-        threading.RLock() if settings.llm.backend == "llama_cpp" else contextlib.nullcontext()
-    )
-
-    def locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with lock:
-            return fn(*args, **kwargs)
 
     async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A call that may reach the in-process LLM (recommend, chat): one at a time."""
-        return await run_in_threadpool(locked, fn, *args, **kwargs)
+        """A call that may reach the LLM (recommend, chat). The in-process model runs one call at a time (its client
+        holds a lock around each); everything else of the request (retrieval, facts, the stores) runs concurrently,
+        so a chat's first line never waits for another request's LLM stage."""
+        return await run_in_threadpool(fn, *args, **kwargs)
 
     async def store_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A call that only reads or writes the stores (items, sessions, history, feedback): never waits for an LLM

@@ -1,4 +1,5 @@
-"""The torch scoring engine on the bundled SmolLM2 GGUF: it agrees with llama.cpp, and prefix reuse changes nothing."""
+"""The torch engine on the bundled SmolLM2 GGUF: it agrees with llama.cpp, prefix reuse changes nothing, and it
+generates under a JSON schema (xgrammar)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from knowrec import Recommender, Settings
 from knowrec.agent.llm.llama_cpp import LlamaCppClient, bundled_llm_path
 from knowrec.agent.llm.torch_engine import RoutedClient, TorchClient
-from knowrec.agent.rank import LABELS, RankContext, RankItem, VerbalizerRanker
+from knowrec.agent.rank import LABELS, ListwiseRanker, RankContext, RankItem, VerbalizerRanker
 from knowrec.errors import ConfigError, LLMError
 from knowrec.types import Candidate, Fact
 
@@ -97,25 +98,44 @@ def test_prefix_reuse_gives_the_same_numbers_as_a_fresh_evaluation(torch_llm: To
     assert again == pytest.approx(fresh_llm.label_logprobs(first, labels), abs=1e-4)
 
 
-def test_schema_calls_go_to_llama_cpp_and_scoring_to_torch(torch_llm: TorchClient, cpp_llm: LlamaCppClient):
-    routed = RoutedClient(torch_llm, cpp_llm)
-    with pytest.raises(LLMError, match="constrained decoding"):
-        torch_llm.chat([{"role": "user", "content": "hi"}], schema={"type": "object"})
+def test_torch_generates_under_a_json_schema(torch_llm: TorchClient):
     schema = {"type": "object", "properties": {"pick": {"type": "string", "enum": ["A", "B"]}}, "required": ["pick"]}
-    reply = routed.chat([{"role": "user", "content": "A or B? Answer in JSON."}], schema=schema, max_tokens=20)
-    assert reply.parsed["pick"] in ("A", "B")
+    reply = torch_llm.chat([{"role": "user", "content": "A or B? Answer in JSON."}], schema=schema, max_tokens=20)
+    assert reply.parsed == {"pick": reply.parsed["pick"]} and reply.parsed["pick"] in ("A", "B")
+    # the listwise ranker's own schema: a full answer, labels from the enum only, no fallback
+    items = [
+        RankItem(Candidate(item_id=str(n), score=1.0), t, (Fact(head=str(n), relation="genre", tail="genre:Crime"),))
+        for n, t in enumerate(TITLES[:6])
+    ]
+    result = ListwiseRanker(torch_llm, prompt_tokens=None).rank(RankContext(history_titles=tuple(HISTORY)), items, 3)
+    assert not result.fallback, result.fallback_reason
+    assert sorted(result.order) == sorted(it.candidate.item_id for it in items)
+    with pytest.raises(LLMError, match="not valid JSON"):  # cut short by max_tokens: a clear error, not a crash
+        torch_llm.chat([{"role": "user", "content": "Describe Heat in JSON."}], schema={"type": "object"}, max_tokens=2)
+
+
+def test_routing_sends_generation_and_scoring_to_their_engines(torch_llm: TorchClient, cpp_llm: LlamaCppClient):
+    routed = RoutedClient(torch_llm, cpp_llm)
+    schema = {"type": "object", "properties": {"pick": {"type": "string", "enum": ["A", "B"]}}, "required": ["pick"]}
+    before = len(cpp_llm._memo)
+    reply = routed.chat([{"role": "user", "content": "A or B? Reply in JSON."}], schema=schema, max_tokens=20)
+    assert reply.parsed["pick"] in ("A", "B") and len(cpp_llm._memo) == before + 1
     calls = torch_llm.cache_hits, len(torch_llm._memo)
     routed.label_logprobs(routed.format_chat([{"role": "user", "content": "A or B?"}]), ["A", "B"])
     assert (torch_llm.cache_hits, len(torch_llm._memo)) != calls
 
 
-def test_the_default_in_process_llm_scores_with_torch(tmp_path: Path):
-    rec = Recommender(Settings(data_dir=tmp_path, progress=False))
+def test_the_in_process_engines_follow_the_settings(tmp_path: Path):
+    rec = Recommender(Settings(data_dir=tmp_path, progress=False))  # llama-cpp-python is installed here
     assert isinstance(rec.llm, RoutedClient) and isinstance(rec.llm.scoring, TorchClient)
+    assert isinstance(rec.llm.generation, LlamaCppClient)
     rec.close()
     other = Recommender(Settings(data_dir=tmp_path, progress=False, llm={"scoring_engine": "llama_cpp"}))
     assert isinstance(other.llm, LlamaCppClient)
     other.close()
+    only_torch = Recommender(Settings(data_dir=tmp_path, progress=False, llm={"generation_engine": "torch"}))
+    assert isinstance(only_torch.llm, TorchClient)  # an install without llama-cpp-python: nothing of it loads
+    only_torch.close()
 
 
 def test_a_missing_model_file_is_a_clear_error(tmp_path: Path):

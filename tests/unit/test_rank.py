@@ -141,3 +141,22 @@ def test_the_prompt_keeps_to_its_token_budget_facts_first_then_old_history():
     p = small.calls[0]["prompt"]
     assert small.count_tokens(p) <= size // 2
     assert all(f"Actor {i} 0" in p for i in range(10)) and "Film 0 (1950)" in p and "Film 29" not in p
+
+
+def test_auto_engines_follow_what_is_installed(monkeypatch: pytest.MonkeyPatch):
+    """``auto``: torch scores when torch, transformers, gguf and accelerate are there; llama.cpp generates when
+    llama-cpp-python is there, torch (xgrammar) otherwise; an explicit choice is kept."""
+    import importlib.util
+
+    from knowrec.agent.llm.torch_engine import generation_engine, scoring_engine
+
+    missing: set[str] = set()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    missing.update({"llama_cpp"})
+    assert generation_engine("auto") == "torch" and generation_engine("llama_cpp") == "llama_cpp"
+    missing.clear()
+    if real("llama_cpp") is not None:
+        assert generation_engine("auto") == "llama_cpp"
+    missing.update({"gguf"})
+    assert scoring_engine("auto") == "llama_cpp" and scoring_engine("torch") == "torch"

@@ -409,6 +409,23 @@ def test_streamed_chat_sends_its_first_line_before_the_llm_is_done(live_fake):
     assert last["choices"][0]["finish_reason"] == "stop" and last["knowrec"]["items"] == ["m1", "m2"]
 
 
+def test_a_second_chat_streams_its_first_line_while_the_first_is_ranking(live_fake):
+    """No request-wide lock: the in-process model serialises its own calls, not whole requests."""
+    base, fake = live_fake
+    fake.gate = threading.Event()
+    payload = {"messages": [{"role": "user", "content": "hello"}], "stream": True}
+    with httpx.stream("POST", base + "/v1/chat/completions", json=payload, headers={"X-Session-Id": "a"}) as first:
+        lines_a = _sse_lines(first)
+        assert any('"stage": "ranking"' in line for line in lines_a)  # the first request is in its "LLM stage"
+        with httpx.stream("POST", base + "/v1/chat/completions", json=payload, headers={"X-Session-Id": "b"}) as second:
+            lines_b = _sse_lines(second)
+            assert any('"content": "Here are' in line for line in lines_b)
+            assert not fake.ranked.is_set()
+            fake.gate.set()
+            assert list(lines_b)[-1] == "data: [DONE]"
+        assert list(lines_a)[-1] == "data: [DONE]"
+
+
 def test_streamed_session_message_progress_then_turn(live_fake):
     base, fake = live_fake
     fake.gate = threading.Event()
@@ -478,8 +495,8 @@ def test_openapi_schema(client):
 
 
 def test_store_calls_never_wait_for_a_running_recommendation(tmp_path):
-    """With the in-process LLM, recommendations are serialised; an item lookup (or a session, history or feedback
-    call) sent while one runs comes back first."""
+    """With the in-process LLM, an item lookup (or a session, history or feedback call) sent while a recommendation
+    runs comes back first."""
     import threading
 
     settings = Settings(data_dir=tmp_path, llm={"backend": "llama_cpp"}, ranker={"mode": "none"})

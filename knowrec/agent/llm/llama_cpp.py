@@ -99,8 +99,14 @@ class LlamaCppClient:
             if self._llm is None:
                 if not self.model_path.is_file():
                     raise ConfigError(f"LLM model file not found: {self.model_path}")
-                from llama_cpp import Llama
-                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+                try:
+                    from llama_cpp import Llama
+                    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+                except ImportError as exc:  # pragma: no cover - depends on the install
+                    raise ConfigError(
+                        "llama-cpp-python is not installed: pip install 'knowrec[local]', or set "
+                        "llm.scoring_engine and llm.generation_engine to 'torch'"
+                    ) from exc
 
                 try:
                     self._llm = Llama(
@@ -129,7 +135,8 @@ class LlamaCppClient:
         return str(prompt) + assistant_prefix
 
     def _tokens(self, text: str) -> list[int]:
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        with self._lock:
+            return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` (special tokens parsed, no BOS added)."""

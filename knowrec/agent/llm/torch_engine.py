@@ -2,9 +2,11 @@
 
 On a CPU, PyTorch fp32 evaluates a prompt about twice as fast as llama.cpp on the same model (the bundled
 SmolLM2-135M GGUF, which ``transformers`` reads and dequantises): see ``docs/benchmarks/llm-engines.md``. Scoring
-calls (:meth:`label_logprobs`: the verbalizer and pointwise rankers) therefore run here; generation with a JSON
-schema (listwise ranking, profile extraction) needs a grammar and stays on llama.cpp. :class:`RoutedClient` puts the
-two behind the one :class:`~knowrec.agent.llm.base.LLMClient` protocol.
+calls (:meth:`label_logprobs`: the verbalizer and pointwise rankers) therefore run here. Generation with a JSON
+schema (listwise ranking, profile extraction) needs a grammar: here ``xgrammar`` constrains ``generate``; llama.cpp
+(when installed) generates faster, so ``llm.generation_engine=auto`` prefers it and this engine is what an install
+without llama-cpp-python uses. :class:`RoutedClient` puts two engines behind the one
+:class:`~knowrec.agent.llm.base.LLMClient` protocol.
 
 Shared prefixes (the system text and the user's history, the same across the rankings of one request, the turns of
 a session and pointwise's candidates) are evaluated once: the key/value state of the last few prompts is kept (an
@@ -29,12 +31,22 @@ from typing import Any
 from knowrec.agent.llm.base import LLMClient, LLMReply, Message
 from knowrec.errors import ConfigError, LLMError
 
-__all__ = ["RoutedClient", "TorchClient", "scoring_engine"]
+__all__ = ["RoutedClient", "TorchClient", "generation_engine", "scoring_engine"]
 
 log = logging.getLogger(__name__)
 
 _MIN_REUSE = 8
 """A cached prefix shorter than this many tokens is not worth copying."""
+
+
+def generation_engine(choice: str) -> str:
+    """Resolve ``llm.generation_engine``: ``auto`` is ``llama_cpp`` when llama-cpp-python is installed (it generates
+    faster on a CPU), else ``torch`` (which needs xgrammar for a schema)."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    return "llama_cpp" if importlib.util.find_spec("llama_cpp") is not None else "torch"
 
 
 def scoring_engine(choice: str) -> str:
@@ -88,6 +100,7 @@ class TorchClient:
         self._tok: Any = None
         self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._memo: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self._grammars: OrderedDict[str, Any] = OrderedDict()
         self.last_prompt_tokens = 0
         self.last_reused_tokens = 0
         self.cache_hits = 0
@@ -191,7 +204,8 @@ class TorchClient:
     def tokens(self, text: str) -> list[int]:
         """The prompt's token ids (special tokens in the text are parsed; no BOS added)."""
         self._load()
-        return list(self._tok(text, add_special_tokens=False)["input_ids"])
+        with self._lock:  # a fast tokenizer used from two threads at once can fail ("Already borrowed")
+            return list(self._tok(text, add_special_tokens=False)["input_ids"])
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokens(text))
@@ -298,23 +312,64 @@ class TorchClient:
     def chat(
         self, messages: Sequence[Message], schema: dict[str, Any] | None = None, max_tokens: int = 256
     ) -> LLMReply:
-        """Greedy generation without a grammar. With a ``schema`` use :class:`RoutedClient` (llama.cpp)."""
-        if schema is not None:
-            raise LLMError("the torch engine has no constrained decoding: route schema calls to llama.cpp")
+        """Greedy generation; with a ``schema`` the output is constrained to it (xgrammar) and parsed."""
         import torch
 
         prompt = self.format_chat(messages)
         with self._lock:
             model = self._load()
+            kwargs: dict[str, Any] = {}
+            if schema is not None:
+                kwargs["logits_processor"] = [self._grammar(schema)]
             ids = torch.tensor([self.tokens(prompt)], dtype=torch.long)
             started = time.perf_counter()
-            with torch.inference_mode():
-                out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False)
+            try:
+                with torch.inference_mode():
+                    out = model.generate(
+                        ids,
+                        attention_mask=torch.ones_like(ids),
+                        max_new_tokens=max_tokens,
+                        do_sample=False,
+                        pad_token_id=self._tok.eos_token_id,
+                        **kwargs,
+                    )
+            except Exception as exc:
+                raise LLMError(f"torch generation failed: {exc}", retryable=False) from exc
             new = out[0, ids.shape[1] :]
             text = self._tok.decode(new, skip_special_tokens=True)
         latency = 1000 * (time.perf_counter() - started)
         usage = {"prompt_tokens": int(ids.shape[1]), "completion_tokens": len(new)}
-        return LLMReply(text=text, usage=usage, latency_ms=latency, model=self.model_id)
+        parsed: Any = None
+        if schema is not None:
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:  # the grammar keeps output valid unless max_tokens cut it short
+                raise LLMError(f"LLM answer is not valid JSON ({exc.msg}): {text[:200]!r}", retryable=True) from exc
+        return LLMReply(text=text, parsed=parsed, usage=usage, latency_ms=latency, model=self.model_id)
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        """A fresh xgrammar logits processor for ``schema`` (compiled grammars are kept, 32 at most)."""
+        try:
+            import xgrammar as xgr
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                "JSON-constrained generation on the torch engine needs xgrammar (pip install 'knowrec[local-torch]'), "
+                "or install llama-cpp-python and set llm.generation_engine = 'llama_cpp'"
+            ) from exc
+        key = json.dumps(schema, sort_keys=True)
+        compiled = self._grammars.get(key)
+        if compiled is None:
+            compiler = self.__dict__.get("_grammar_compiler")
+            if compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(self._tok, vocab_size=self._model.config.vocab_size)
+                compiler = self.__dict__["_grammar_compiler"] = xgr.GrammarCompiler(info)
+            # the schema as given: properties are generated in its order (the prompt's), not the cache key's
+            compiled = compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
+            self._grammars[key] = compiled
+            while len(self._grammars) > 32:
+                self._grammars.popitem(last=False)
+        self._grammars.move_to_end(key)
+        return xgr.contrib.hf.LogitsProcessor(compiled)
 
 
 class RoutedClient:
