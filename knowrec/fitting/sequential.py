@@ -11,11 +11,13 @@ PyTorch is imported here, so import this module only where the model is trained 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,34 @@ class SASRec(nn.Module):
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         """Scores of every catalogue item (padding token excluded) for hidden states ``(..., hidden)``."""
         return states @ self.item.weight[1:].T
+
+
+_threads_lock = threading.Lock()
+_single: list[int] = []
+"""The torch thread count saved by the first of the concurrent :func:`_one_thread` callers (empty: none active)."""
+_single_users = [0]
+
+
+@contextlib.contextmanager
+def _one_thread(wanted: bool) -> Iterator[None]:
+    """Torch on one thread while inside (``wanted``), restored when the last concurrent caller leaves: the thread
+    count is process-wide, so two requests scoring at once must not restore each other's setting."""
+    if not wanted:
+        yield
+        return
+    with _threads_lock:
+        if _single_users[0] == 0:
+            _single[:] = [torch.get_num_threads()]
+            if _single[0] != 1:
+                torch.set_num_threads(1)
+        _single_users[0] += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _single_users[0] -= 1
+            if _single_users[0] == 0 and _single and torch.get_num_threads() != _single[0]:
+                torch.set_num_threads(_single[0])
 
 
 def pad_left(seqs: list[list[int]], length: int) -> np.ndarray:
@@ -335,20 +365,13 @@ class SequentialModel:
         self.net.eval()
         # One history (a recommendation) is too small a job for several threads: on a busy machine the extra
         # thread only adds waiting (a SASRec forward went from 4 ms to 75 ms with 2 threads on 2 shared cores).
-        threads = torch.get_num_threads()
-        if len(order) <= 1 and threads != 1:
-            torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(order), batch):
-                    rows = order[start : start + batch]
-                    chunk = [tokens[r] for r in rows]
-                    seqs = torch.from_numpy(pad_left(chunk, max(len(t) for t in chunk)))
-                    states = self.net(seqs)[:, -1, :]
-                    out[rows] = self.net.logits(states).numpy()
-        finally:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
+        with _one_thread(len(order) <= 1), torch.inference_mode():
+            for start in range(0, len(order), batch):
+                rows = order[start : start + batch]
+                chunk = [tokens[r] for r in rows]
+                seqs = torch.from_numpy(pad_left(chunk, max(len(t) for t in chunk)))
+                states = self.net(seqs)[:, -1, :]
+                out[rows] = self.net.logits(states).numpy()
         return out
 
     def score(self, history: Sequence[str]) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -156,6 +157,7 @@ class ChromaItemIndex:
             self.port = (port or 8000) if host is not None else None
         self._client: Any = None
         self._col: Any = None
+        self._open_lock = threading.Lock()
         # item vectors already read (they only change when this index writes them; see vectors())
         self._vectors: dict[str, np.ndarray] = {}
         self.vector_cache_items = 250_000
@@ -219,6 +221,12 @@ class ChromaItemIndex:
         return client
 
     def _collection(self) -> Any:
+        if self._col is not None:
+            return self._col
+        with self._open_lock:  # two requests arriving together open one client, not two on the same folder
+            return self._open_collection()
+
+    def _open_collection(self) -> Any:
         if self._col is not None:
             return self._col
         if self.is_server:

@@ -266,3 +266,34 @@ def test_changing_the_constrained_settings_refits_that_model_alone(fitted: Recom
     assert manifest["fusion"]["constrained"]["groups"] < before["fusion"]["constrained"]["groups"]
     assert rec.models.constrained_fusion is not None
     rec.close()
+
+
+def test_scoring_threads_restore_the_torch_thread_count():
+    """One history is scored on one torch thread; concurrent scorers must leave the process-wide count as it was."""
+    import random
+    import threading
+    import time
+
+    import torch
+
+    from knowrec.fitting.sequential import _one_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list[int] = []
+
+        def score() -> None:
+            for _ in range(20):
+                with _one_thread(True):
+                    seen.append(torch.get_num_threads())
+                    time.sleep(random.random() / 500)
+
+        threads = [threading.Thread(target=score) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -168,3 +168,26 @@ def test_many_documents_span_batches(index: ItemIndex):
     assert index.count() == n
     assert index.ids() == set(ids)
     assert len(index.doc_hashes(ids)) == n
+
+
+def test_concurrent_first_calls_share_one_client(index: ItemIndex):
+    """A server answers requests concurrently: the first calls of several threads open one client and all work."""
+    import threading
+
+    errors: list[BaseException] = []
+    found: list[int] = []
+    start = threading.Barrier(4)
+
+    def first_call() -> None:
+        try:
+            start.wait(10)
+            found.append(index.count())
+        except BaseException as exc:  # collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and found == [0, 0, 0, 0]

