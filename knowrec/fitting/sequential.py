@@ -107,10 +107,12 @@ class SASRec(nn.Module):
         return states @ self.item.weight[1:].T
 
 
-_threads_lock = threading.Lock()
-_single: list[int] = []
-"""The torch thread count saved by the first of the concurrent :func:`_one_thread` callers (empty: none active)."""
-_single_users = [0]
+class _SingleThread:
+    """Who is inside :func:`_one_thread` now, and the torch thread count to restore when the last one leaves."""
+
+    lock = threading.Lock()
+    users = 0
+    saved = 1
 
 
 @contextlib.contextmanager
@@ -120,19 +122,19 @@ def _one_thread(wanted: bool) -> Iterator[None]:
     if not wanted:
         yield
         return
-    with _threads_lock:
-        if _single_users[0] == 0:
-            _single[:] = [torch.get_num_threads()]
-            if _single[0] != 1:
+    with _SingleThread.lock:
+        if _SingleThread.users == 0:
+            _SingleThread.saved = torch.get_num_threads()
+            if _SingleThread.saved != 1:
                 torch.set_num_threads(1)
-        _single_users[0] += 1
+        _SingleThread.users += 1
     try:
         yield
     finally:
-        with _threads_lock:
-            _single_users[0] -= 1
-            if _single_users[0] == 0 and _single and torch.get_num_threads() != _single[0]:
-                torch.set_num_threads(_single[0])
+        with _SingleThread.lock:
+            _SingleThread.users -= 1
+            if _SingleThread.users == 0 and torch.get_num_threads() != _SingleThread.saved:
+                torch.set_num_threads(_SingleThread.saved)
 
 
 def pad_left(seqs: list[list[int]], length: int) -> np.ndarray:

@@ -188,14 +188,9 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
     rec = recommender
 
     async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A call that may reach the LLM (recommend, chat). The in-process model runs one call at a time (its client
-        holds a lock around each); everything else of the request (retrieval, facts, the stores) runs concurrently,
-        so a chat's first line never waits for another request's LLM stage."""
-        return await run_in_threadpool(fn, *args, **kwargs)
-
-    async def store_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A call that only reads or writes the stores (items, sessions, history, feedback): never waits for an LLM
-        call (the stores serialise their own writes)."""
+        """An SDK call in a worker thread. Calls run concurrently: the in-process model runs one LLM call at a time
+        (its client holds a lock around each), the stores serialise their own writes, so retrieval, a chat's first
+        line and store-only calls (items, sessions, history, feedback) never wait for another request's LLM stage."""
         return await run_in_threadpool(fn, *args, **kwargs)
 
     async def chat_events(
@@ -325,7 +320,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
             item_facts = rec.store.facts([item_id], n=facts)[item_id] if facts else []
             return ItemResponse(item=found[item_id], facts=item_facts)
 
-        return await store_call(get)
+        return await call(get)
 
     @app.post(
         "/v1/sessions",
@@ -336,7 +331,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
     )
     async def new_session(body: Annotated[SessionCreate | None, Body()] = None) -> SessionCreated:
         """Start a chat session (optionally for a known user, whose history then shapes the answers)."""
-        sid = await store_call(rec.new_session, body.user_id if body else None)
+        sid = await call(rec.new_session, body.user_id if body else None)
         return SessionCreated(session_id=sid)
 
     @app.post(
@@ -377,7 +372,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
     )
     async def history(session_id: str = PathParam(min_length=1, max_length=200)) -> SessionHistory:
         """Every turn of a session, oldest first."""
-        turns = await store_call(rec.chat_history, session_id)
+        turns = await call(rec.chat_history, session_id)
         return SessionHistory(session_id=session_id, turns=list(turns))
 
     @app.post(
@@ -390,7 +385,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
         """Like or dislike an item; it is stored and changes the next answer of the session / user."""
         if not body.session_id and not body.user_id:
             raise InvalidInput("feedback needs a session_id or a user_id", field="body.session_id")
-        await store_call(rec.feedback, body.item_id, body.liked, session_id=body.session_id, user_id=body.user_id)
+        await call(rec.feedback, body.item_id, body.liked, session_id=body.session_id, user_id=body.user_id)
         return FeedbackResponse(item_id=body.item_id, liked=body.liked)
 
     # -- OpenAI-compatible ----------------------------------------------------------------------------------------
@@ -431,7 +426,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
         elif body.user:
             sid = "user-" + uuid.uuid5(uuid.NAMESPACE_URL, "knowrec:" + body.user).hex
         else:
-            sid = await store_call(rec.new_session, x_user_id)
+            sid = await call(rec.new_session, x_user_id)
         cid = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         if body.stream:
@@ -441,12 +436,7 @@ def create_app(recommender: Recommender | None = None, settings: Settings | None
                 headers={"X-Session-Id": sid, "Cache-Control": "no-cache"},
             )
         turn = await call(rec.chat, sid, text, user_id=x_user_id, k=body.k)
-        extra = KnowrecExtra(
-            session_id=turn.session_id, action=turn.action, items=list(turn.items), recommendation=turn.recommendation
-        )
-        usage = CompletionUsage(
-            prompt_tokens=_tokens(text), completion_tokens=_tokens(turn.text), total_tokens=_tokens(text + turn.text)
-        )
+        extra, usage = _completion_extra(text, turn)
         headers = {"X-Session-Id": turn.session_id}
         completion = ChatCompletion(
             id=cid,
@@ -472,6 +462,17 @@ _STARTED = int(time.time())
 def _tokens(text: str) -> int:
     """A rough token count (words) for the ``usage`` block; knowrec's own LLM usage is in the recommendation."""
     return len(text.split())
+
+
+def _completion_extra(asked: str, turn: ChatTurn) -> tuple[KnowrecExtra, CompletionUsage]:
+    """The ``knowrec`` block and the ``usage`` of a chat completion answering ``asked`` with ``turn``."""
+    extra = KnowrecExtra(
+        session_id=turn.session_id, action=turn.action, items=list(turn.items), recommendation=turn.recommendation
+    )
+    usage = CompletionUsage(
+        prompt_tokens=_tokens(asked), completion_tokens=_tokens(turn.text), total_tokens=_tokens(asked + turn.text)
+    )
+    return extra, usage
 
 
 def _chunks(text: str, size: int = 3) -> Iterator[str]:
@@ -514,17 +515,7 @@ async def _sse(
             rest = turn.text[len(sent) :] if turn.text.startswith(sent) else "\n" + turn.text
             for piece in _chunks(rest):
                 yield event({"content": piece})
-            extra = KnowrecExtra(
-                session_id=turn.session_id,
-                action=turn.action,
-                items=list(turn.items),
-                recommendation=turn.recommendation,
-            )
-            usage = CompletionUsage(
-                prompt_tokens=_tokens(asked),
-                completion_tokens=_tokens(turn.text),
-                total_tokens=_tokens(asked + turn.text),
-            )
+            extra, usage = _completion_extra(asked, turn)
             yield event({}, "stop", usage=usage.model_dump(), knowrec=extra.model_dump(mode="json"))
     except Exception as exc:  # the status line is sent: the error is the stream's last event
         yield f"data: {json.dumps(_error_payload(exc))}\n\n"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["LLMClient", "LLMReply", "Message", "logsumexp"]
+from knowrec.errors import LLMError
+
+__all__ = ["LLMClient", "LLMReply", "Message", "logsumexp", "parse_json_answer"]
 
 Message = dict[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
@@ -55,6 +58,15 @@ class LLMClient(Protocol):
         Every label must be a single token of the model's vocabulary.
         """
         ...
+
+
+def parse_json_answer(text: str, retryable: bool) -> Any:
+    """The JSON of an answer generated under a schema; :class:`LLMError` naming the problem when it is not JSON (a
+    grammar keeps the output valid unless ``max_tokens`` cut it short)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LLMError(f"LLM answer is not valid JSON ({exc.msg}): {text[:200]!r}", retryable=retryable) from exc
 
 
 def logsumexp(values: Sequence[float]) -> float:

@@ -39,7 +39,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from knowrec.agent.llm.base import LLMReply, Message, logsumexp
+from knowrec.agent.llm.base import LLMReply, Message, logsumexp, parse_json_answer
 from knowrec.errors import ConfigError, LLMError
 
 __all__ = ["AsyncOpenAIHTTPClient", "Dialect", "OpenAIHTTPClient", "render_chatml", "response_format"]
@@ -292,12 +292,7 @@ class AsyncOpenAIHTTPClient:
             text = data["choices"][0]["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise LLMError(f"LLM answer has no choices[0].message: {json.dumps(data)[:200]}") from exc
-        parsed: Any = None
-        if schema is not None:
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise LLMError(f"LLM answer is not valid JSON ({exc.msg}): {text[:200]!r}", retryable=False) from exc
+        parsed = parse_json_answer(text, retryable=False) if schema is not None else None
         usage = {k: int(v) for k, v in (data.get("usage") or {}).items() if isinstance(v, int)}
         answered = str(data.get("model") or model or "")
         return LLMReply(text=text, parsed=parsed, usage=usage, latency_ms=latency, model=answered)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from knowrec.agent.llm.base import LLMReply, Message
+from knowrec.agent.llm.base import LLMReply, Message, parse_json_answer
 from knowrec.errors import ConfigError, LLMError
 
 __all__ = ["LlamaCppClient", "bundled_llm_path"]
@@ -234,13 +234,7 @@ class LlamaCppClient:
             latency = 1000 * (time.perf_counter() - started)
         text = out["choices"][0]["message"].get("content") or ""
         usage = {k: int(v) for k, v in (out.get("usage") or {}).items() if isinstance(v, int)}
-        parsed: Any = None
-        if schema is not None:
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError as exc:
-                # the grammar keeps output valid unless max_tokens cut it short
-                raise LLMError(f"LLM answer is not valid JSON ({exc.msg}): {text[:200]!r}", retryable=True) from exc
+        parsed = parse_json_answer(text, retryable=True) if schema is not None else None
         reply = LLMReply(text=text, parsed=parsed, usage=usage, latency_ms=latency, model=self.model_id)
         with self._lock:
             self._remember(key, reply)

@@ -28,7 +28,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from knowrec.agent.llm.base import LLMClient, LLMReply, Message
+from knowrec.agent.llm.base import LLMClient, LLMReply, Message, parse_json_answer
 from knowrec.errors import ConfigError, LLMError
 
 __all__ = ["RoutedClient", "TorchClient", "generation_engine", "scoring_engine"]
@@ -101,6 +101,7 @@ class TorchClient:
         self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._memo: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._grammars: OrderedDict[str, Any] = OrderedDict()
+        self._grammar_compiler: Any = None
         self.last_prompt_tokens = 0
         self.last_reused_tokens = 0
         self.cache_hits = 0
@@ -339,12 +340,7 @@ class TorchClient:
             text = self._tok.decode(new, skip_special_tokens=True)
         latency = 1000 * (time.perf_counter() - started)
         usage = {"prompt_tokens": int(ids.shape[1]), "completion_tokens": len(new)}
-        parsed: Any = None
-        if schema is not None:
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError as exc:  # the grammar keeps output valid unless max_tokens cut it short
-                raise LLMError(f"LLM answer is not valid JSON ({exc.msg}): {text[:200]!r}", retryable=True) from exc
+        parsed = parse_json_answer(text, retryable=True) if schema is not None else None
         return LLMReply(text=text, parsed=parsed, usage=usage, latency_ms=latency, model=self.model_id)
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
@@ -359,12 +355,11 @@ class TorchClient:
         key = json.dumps(schema, sort_keys=True)
         compiled = self._grammars.get(key)
         if compiled is None:
-            compiler = self.__dict__.get("_grammar_compiler")
-            if compiler is None:
+            if self._grammar_compiler is None:
                 info = xgr.TokenizerInfo.from_huggingface(self._tok, vocab_size=self._model.config.vocab_size)
-                compiler = self.__dict__["_grammar_compiler"] = xgr.GrammarCompiler(info)
+                self._grammar_compiler = xgr.GrammarCompiler(info)
             # the schema as given: properties are generated in its order (the prompt's), not the cache key's
-            compiled = compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
+            compiled = self._grammar_compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
             self._grammars[key] = compiled
             while len(self._grammars) > 32:
                 self._grammars.popitem(last=False)
