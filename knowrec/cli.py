@@ -215,6 +215,65 @@ def fit(
 
 
 @app.command()
+def tune(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the adapter, its GGUF and manifest are written.")],
+    data_dir: DataDir = None,
+    base: Annotated[
+        Path | None, typer.Option(help="A .gguf file or Hugging Face folder (default: the local model).")
+    ] = None,
+    objectives: Annotated[
+        str | None, typer.Option(help="Comma-separated: ranking, knowledge, distillation (default: tune.objectives).")
+    ] = None,
+    examples: Annotated[int | None, typer.Option(help="Ranking examples at most (default: tune.examples).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (vLLM serves 8, 16, 32, 64, …).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher server /v1 URL (adds the distillation objective).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: tune.threads).")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")] = False,
+) -> None:
+    """LoRA-tune the LLM ranker on the stored interactions and knowledge graph (serve it with llm.adapter=OUT)."""
+
+    def go() -> None:
+        rec = _recommender(data_dir)
+        update: dict[str, Any] = {
+            key: val
+            for key, val in {
+                "base": base,
+                "examples": examples,
+                "epochs": epochs,
+                "rank": rank,
+                "lr": lr,
+                "threads": threads,
+                "seed": seed,
+            }.items()
+            if val is not None
+        }
+        if objectives:
+            update["objectives"] = tuple(o.strip() for o in objectives.split(",") if o.strip())
+        if teacher:
+            update["teacher_url"] = teacher
+            update["objectives"] = tuple(
+                dict.fromkeys([*update.get("objectives", rec.settings.tune.objectives), "distillation"])
+            )
+        manifest = rec.tune(out_dir, resume=resume, **update)
+        best, zero = manifest["best"], manifest["zero_shot"]
+        out.print(
+            f"[green]ok[/] tuned in {manifest['wall_s']:.0f} s on {manifest['steps_examples']} examples → {out_dir}\n"
+            f"validation NDCG@10 {zero.get('val_ndcg@10')} (zero-shot) → {best.get('ndcg@10')} (best, after "
+            f"{best.get('examples')} examples); serve it with KNOWREC_LLM__ADAPTER={out_dir}"
+        )
+        for problem in manifest["vllm_problems"]:
+            out.print(f"[yellow]vLLM would refuse the adapter:[/] {problem}")
+        rec.close()
+
+    _run(go)
+
+
+@app.command()
 def recommend(
     user: Annotated[str, typer.Argument(help="User id (unknown users get the cold-start path).")],
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=200)] = 10,

@@ -25,6 +25,7 @@ __all__ = [
     "SequentialConfig",
     "ServerConfig",
     "Settings",
+    "TuneConfig",
 ]
 
 
@@ -136,6 +137,82 @@ class FitConfig(_Stage):
     fusion: FusionConfig = FusionConfig()
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The LoRA ranks vLLM accepts (``--max-lora-rank`` choices; its default is 16)."""
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Projection layers of Llama-family models (SmolLM2, Qwen2.5, Llama) that a LoRA may target; vLLM and llama.cpp
+serve adapters on each of them."""
+
+
+class TuneConfig(_Stage):
+    """``knowrec tune``: LoRA tuning of the LLM ranker on the stored interactions and knowledge graph."""
+
+    base: Path | None = None
+    """The model tuned: a ``.gguf`` file (``transformers`` dequantises it) or a Hugging Face model folder; ``None``: the
+    model the local backend runs (``llm.model_path``, else the bundled SmolLM2-135M)."""
+    objectives: tuple[Literal["ranking", "knowledge", "distillation"], ...] = ("ranking", "knowledge")
+    """``ranking``: cross-entropy over the candidates' label tokens at the answer position (the verbalizer's own
+    scoring); ``knowledge``: the same over candidate entities of stored facts ("Heat (1995) — director → ?");
+    ``distillation``: the student matches a teacher's label distribution (needs ``teacher_url``)."""
+    examples: int = Field(default=600, ge=1)
+    """Ranking examples (history prefix → the next item among the retrieved candidates) at most."""
+    per_user: int = Field(default=2, ge=1)
+    """Ranking examples per user at most: the last stored item first, then earlier ones."""
+    min_history: int = Field(default=3, ge=1)
+    """Interactions before a ranking example's target, at least."""
+    knowledge_share: float = Field(default=0.25, ge=0.0, le=4.0)
+    """Knowledge examples per ranking example (with the ``knowledge`` objective)."""
+    knowledge_choices: int = Field(default=8, ge=2, le=26)
+    negatives: int = Field(default=3, ge=0, le=20)
+    """Random catalogue items (not seen by the user) put among each example's retrieved candidates (LlamaRec)."""
+    val_share: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share of the sampled users whose ranking examples only validate (NDCG@10 of the true item; early stopping)."""
+    epochs: int = Field(default=1, ge=1)
+    lr: float = Field(default=3e-4, gt=0)
+    grad_accum: int = Field(default=8, ge=1)
+    """Examples per optimiser step."""
+    rank: int = Field(default=8, ge=1)
+    """LoRA rank (vLLM accepts 1, 8, 16, 32, 64, …; see :data:`VLLM_LORA_RANKS`)."""
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    layers: int | None = Field(default=8, ge=1)
+    """LoRA on the last N transformer layers only (backpropagation stops below them: ~2× faster on a CPU than all
+    30 layers of SmolLM2); ``None``: every layer."""
+    max_prompt_tokens: int | None = Field(default=None, ge=64)
+    """The prompts' token budget; ``None``: ``ranker.prompt_tokens`` (train on the prompts inference sees)."""
+    eval_every: int = Field(default=100, ge=1)
+    """Validate (and checkpoint) every this many examples."""
+    patience: int = Field(default=3, ge=1)
+    """Stop when this many validations in a row do not improve the best NDCG@10."""
+    distill_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    """With ``distillation``: loss = (1 − w)·CE(true label) + w·KL(teacher ‖ student)."""
+    teacher_url: str | None = None
+    """An OpenAI-compatible server (vLLM; llama.cpp's server in tests) whose label log-probabilities the student
+    matches (``/v1`` root)."""
+    teacher_model: str | None = None
+    teacher_dialect: Literal["vllm", "llama_cpp", "openai"] = "vllm"
+    """How the teacher server is asked (see ``llm.dialect``); its prompts use the student's chat template."""
+    seed: int = 0
+    threads: int = Field(default=2, ge=1)
+    """Torch CPU threads."""
+
+    @field_validator("target_modules")
+    @classmethod
+    def _check_targets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [m for m in v if m not in LORA_TARGETS]
+        if bad or not v:
+            raise ValueError(f"tune.target_modules must be among {list(LORA_TARGETS)} (got {list(v)})")
+        return v
+
+    @field_validator("rank")
+    @classmethod
+    def _check_rank(cls, v: int) -> int:
+        if v not in VLLM_LORA_RANKS:
+            raise ValueError(f"tune.rank {v} is not a rank vLLM serves; use one of {list(VLLM_LORA_RANKS)}")
+        return v
+
+
 class LLMConfig(_Stage):
     """Which LLM answers.
 
@@ -179,7 +256,9 @@ class LLMConfig(_Stage):
     """``http``: the base model name as served (vLLM: the HF repo id or ``--served-model-name``); unset = the first
     base model ``GET /models`` lists."""
     adapter: str | None = None
-    """``http``: a LoRA adapter name (vLLM ``--lora-modules NAME=PATH``); when set, requests name it as ``model``."""
+    """A LoRA adapter. ``http``: its name as served (vLLM ``--lora-modules NAME=PATH``); requests name it as
+    ``model``. ``local``: the folder ``knowrec tune`` wrote (its PEFT ``adapter/`` for torch, ``adapter.gguf`` for
+    llama.cpp), a PEFT folder, or a GGUF LoRA file. Results name the adapter that answered."""
     dialect: Literal["vllm", "llama_cpp", "openai"] = "vllm"
     """``http``: how structured output is requested — vllm/openai ``response_format`` json_schema, llama_cpp
     json_object + schema. The removed ``guided_*`` fields are never sent."""
@@ -323,6 +402,7 @@ class Settings(BaseSettings):
     """Where fitted models live (default ``<data dir>/models``)."""
     retrieval: RetrievalConfig = RetrievalConfig()
     fit: FitConfig = FitConfig()
+    tune: TuneConfig = TuneConfig()
     llm: LLMConfig = LLMConfig()
     ranker: RankerConfig = RankerConfig()
     diversify: DiversifyConfig = DiversifyConfig()

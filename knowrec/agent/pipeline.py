@@ -31,6 +31,7 @@ from knowrec.types import (
     Candidate,
     CandidateList,
     Fact,
+    Interaction,
     Item,
     KGPath,
     Reason,
@@ -112,7 +113,10 @@ class Pipeline:
     # -- stages ---------------------------------------------------------------------------------------------------
     def profile(self, user_id: str | None) -> Profile:
         """The user's recent liked items and everything they have seen; unknown users are cold-start."""
-        history = self.store.history(user_id) if user_id is not None else []
+        return self.profile_of(user_id, self.store.history(user_id) if user_id is not None else [])
+
+    def profile_of(self, user_id: str | None, history: Sequence[Interaction]) -> Profile:
+        """The profile of a given history (most recent first), e.g. a prefix of the stored one (tuning examples)."""
         seen = frozenset(x.item_id for x in history)
         sequence = tuple(x.item_id for x in reversed(history[: self.sequence_len]))
         cfg = self.retrieval
@@ -235,27 +239,10 @@ class Pipeline:
         with timer.stage("facts"):
             paths, own = self.candidate_facts(top, prof.liked)
             titles = self.store.items([c.item_id for c in top] + list(prof.liked))
-            # facts on paths that are not among the candidates' own top facts: one lookup for all candidates
-            known = {f.id for c in rerank for f in own.get(c.item_id, [])}
-            on_paths = {p.target_fact for c in rerank for p in paths.get(c.item_id, ())} - known
-            path_facts = self.store.get_facts(sorted(on_paths)) if on_paths else {}
         if on_retrieved is not None and self.ranker.mode != "none":
             on_retrieved(self._preliminary(query, prof.cold_start, fused.fusion, cands[: q.k], titles, timer))
         with timer.stage("rank"):
-            items = [
-                RankItem(
-                    candidate=c,
-                    title=titles[c.item_id].title if c.item_id in titles else c.item_id,
-                    facts=self._prompt_facts(paths.get(c.item_id, ()), own.get(c.item_id, []), path_facts),
-                )
-                for c in rerank
-            ]
-            ctx = RankContext(
-                history_titles=tuple(
-                    titles[i].title for i in prof.liked[: self.ranking.history_in_prompt] if i in titles
-                ),
-                query=q.query,
-            )
+            ctx, items = self.rank_inputs(prof, q.query, rerank, paths, own, titles)
             result = self.ranker.rank(ctx, items, q.k) if items else RankResult(order=[], final_scores={})
             ranked = list(result.order) + [c.item_id for c in top if c.item_id not in set(result.order)]
         with timer.stage("diversify"):
@@ -347,6 +334,39 @@ class Pipeline:
             model="none",
             timings_ms=dict(timer.ms),
         )
+
+    def rank_inputs(
+        self,
+        prof: Profile,
+        query: str | None,
+        rerank: Sequence[Candidate],
+        paths: Mapping[str, Sequence[KGPath]] | None = None,
+        own: Mapping[str, Sequence[Fact]] | None = None,
+        titles: Mapping[str, Item] | None = None,
+    ) -> tuple[RankContext, list[RankItem]]:
+        """What the LLM ranker sees for ``rerank``: the history titles, each candidate's title and prompt facts.
+        Facts and titles are looked up unless given (the tuning examples build their prompts here too)."""
+        if paths is None or own is None:
+            paths, own = self.candidate_facts(rerank, prof.liked)
+        if titles is None:
+            titles = self.store.items([c.item_id for c in rerank] + list(prof.liked))
+        # facts on paths that are not among the candidates' own top facts: one lookup for all candidates
+        known = {f.id for c in rerank for f in own.get(c.item_id, [])}
+        on_paths = {p.target_fact for c in rerank for p in paths.get(c.item_id, ())} - known
+        path_facts = self.store.get_facts(sorted(on_paths)) if on_paths else {}
+        items = [
+            RankItem(
+                candidate=c,
+                title=titles[c.item_id].title if c.item_id in titles else c.item_id,
+                facts=self._prompt_facts(paths.get(c.item_id, ()), own.get(c.item_id, []), path_facts),
+            )
+            for c in rerank
+        ]
+        ctx = RankContext(
+            history_titles=tuple(titles[i].title for i in prof.liked[: self.ranking.history_in_prompt] if i in titles),
+            query=query,
+        )
+        return ctx, items
 
     def _prompt_facts(
         self, paths: Sequence[KGPath], own: Sequence[Fact], path_facts: Mapping[str, Fact]

@@ -51,6 +51,23 @@ PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
         "models": "no-sequential",
     },
     "no-diversity": {"settings": {}, "call": {"diversity": 0.0}, "llm": True},
+    # LoRA-tuned rankers ("tune": overrides of settings.tune on top of [systems] tune): tuned in the validation store
+    # (training interactions only) into <out>/adapters/NAME, shared by systems that name the same adapter
+    "knowrec-tuned": {"settings": {}, "call": {}, "llm": True, "tune": {}, "adapter": "main"},
+    "tuned-no-facts": {
+        "settings": {"ranker": {"facts_per_candidate": 0}},
+        "call": {},
+        "llm": True,
+        "tune": {},
+        "adapter": "main",
+    },
+    "tuned-no-kg-objective": {
+        "settings": {},
+        "call": {},
+        "llm": True,
+        "tune": {"objectives": ["ranking"]},
+        "adapter": "no-kg-objective",
+    },
 }
 """Our pipeline and its ablations. ``knowrec`` = verbalizer ranking (the default mode) with diversity."""
 
@@ -100,6 +117,11 @@ class SystemsSection(_Strict):
     pipeline: list[str] = ["knowrec", "retrieval-only", "no-llm", "no-kg", "no-diversity", "knowrec-listwise"]
     llm_weights: list[float] = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
     """Fusion weights tried on the validation item for LLM systems."""
+    tune: dict[str, Any] = {}
+    """``settings.tune`` overrides for the tuned systems (``examples``, ``threads``, …)."""
+    tuned_users: int | Literal["all"] = "all"
+    """The tuned systems run on this many of the LLM users (drawn with seed + 2; their LLM weight is chosen on the
+    same users' validation items); the report names the count."""
 
 
 class EvalConfig(_Strict):

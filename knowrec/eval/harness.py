@@ -129,7 +129,7 @@ class Harness:
         self.cfg = cfg
         self.out = cfg.run.out
         self.progress = progress or _noop_progress
-        self._llm: Any = None
+        self._llms: dict[str | None, Any] = {}
         self._embedder: Any = None
         self._vectors: dict[str, np.ndarray] | None = None
         self._entities: dict[str, set[str]] | None = None
@@ -236,10 +236,12 @@ class Harness:
 
     def _make(self, settings: Settings) -> Recommender:
         """A Recommender sharing one embedder and one LLM client (and so its prompt cache) across systems."""
-        rec = Recommender(settings, embedder=self._embedder, llm=self._llm)
+        # one client per adapter (None: the base model)
+        adapter = settings.llm.adapter
+        rec = Recommender(settings, embedder=self._embedder, llm=self._llms.get(adapter))
         self._embedder = rec.embedder
-        if self._llm is None and settings.llm.backend != "none":
-            self._llm = rec.llm
+        if adapter not in self._llms and settings.llm.backend != "none":
+            self._llms[adapter] = rec.llm
         return rec
 
     def _beyond(self, ctx: _Context, lst: Sequence[str]) -> dict[str, float]:
@@ -320,16 +322,36 @@ class Harness:
         return meta
 
     # -- our pipeline --------------------------------------------------------------------------------------------------
-    def tune_llm_weight(self, ctx: _Context) -> dict[str, Any]:
-        """Pick the LLM fusion weight on the validation item (P2 lists of the main system), post hoc from one pass."""
-        meta_path = self.out / "cache" / "knowrec" / "weight.json"
+    def tuned_adapter(self, ctx: _Context, name: str) -> Path:
+        """The LoRA adapter of a tuned system (``PIPELINE_SYSTEMS[name]["adapter"]``), tuned in the validation store
+        (training interactions only: no validation or test item is a target, a history item or a reason) if it is
+        not there yet; ``knowrec tune``'s checkpoint makes an interrupted tuning resumable."""
+        spec = PIPELINE_SYSTEMS[name]
+        out = self.out / "adapters" / spec["adapter"]
+        if (out / "manifest.json").is_file():
+            return out
+        rec = self.recommender(ctx, "val")
+        overrides = {**self.cfg.systems.tune, **spec["tune"]}
+        rec.tune(out, progress=True, resume=(out / "checkpoint" / "state.json").is_file(), **overrides)
+        rec.close()
+        return out
+
+    def tuned_users(self, ctx: _Context) -> list[str]:
+        """The users the tuned systems run on (``systems.tuned_users`` of the LLM users)."""
+        return sample_users(ctx.llm_users, self.cfg.systems.tuned_users, self.cfg.run.seed + 2)
+
+    def tune_llm_weight(self, ctx: _Context, name: str = "knowrec", adapter: Path | None = None) -> dict[str, Any]:
+        """Pick the LLM fusion weight on the validation item (P2 lists of the system ``name``: the main one, or a
+        tuned one with its ``adapter``), post hoc from one pass."""
+        meta_path = self.out / "cache" / name / "weight.json"
         if meta_path.exists():
             loaded: dict[str, Any] = json.loads(meta_path.read_text())
             return loaded
-        cache = UserCache(self.out / "cache" / "knowrec" / "val-p2.jsonl")
-        rec = self.recommender(ctx, "val")
+        cache = UserCache(self.out / "cache" / name / "val-p2.jsonl")
+        rec = self.recommender(ctx, "val", {"llm": {"adapter": str(adapter)}} if adapter else None)
         k = rec.settings.ranker.rerank_top
-        users = [u for u in ctx.llm_users if not cache.done(u)]
+        scope = self.tuned_users(ctx) if adapter else ctx.llm_users
+        users = [u for u in scope if not cache.done(u)]
         advance = self.progress("tune llm weight (val)", len(users))
 
         def one(user: str) -> dict[str, Any]:
@@ -346,7 +368,7 @@ class Harness:
         table = []
         for w in self.cfg.systems.llm_weights:
             scores = []
-            for user in ctx.llm_users:
+            for user in scope:
                 row = cache.records[user]
                 retr = row["retrieval"]
                 llm_order = sorted(retr, key=lambda i: -(row["llm"].get(i) or 0.0))
@@ -355,7 +377,7 @@ class Harness:
                 scores.append(accuracy_metrics(rank_in_list(order, ctx.split.val[user]), (10,))["NDCG@10"])
             table.append({"llm_weight": w, "NDCG@10": mean(scores)})
         best = max(table, key=lambda r: (r["NDCG@10"], -abs(r["llm_weight"] - 0.3)))
-        meta = {"llm_weight": best["llm_weight"], "grid": table, "users": len(ctx.llm_users)}
+        meta = {"llm_weight": best["llm_weight"], "grid": table, "users": len(scope)}
         meta_path.write_text(json.dumps(meta, indent=1))
         return meta
 
@@ -406,10 +428,25 @@ class Harness:
         if llm_weight is not None and spec["llm"]:
             overrides.setdefault("ranker", {})["llm_weight"] = llm_weight
         users = ctx.llm_users if spec["llm"] else ctx.users
+        meta_extra: dict[str, Any] = {}
+        if "tune" in spec:
+            users = self.tuned_users(
+                ctx
+            )  # a tuned ranker: its adapter, and its own LLM weight chosen on the validation item
+            adapter = self.tuned_adapter(ctx, name)
+            overrides["llm"] = {"adapter": str(adapter)}
+            weight = self.tune_llm_weight(ctx, f"{spec['adapter']}-adapter", adapter)
+            overrides.setdefault("ranker", {})["llm_weight"] = weight["llm_weight"]
+            tuned = json.loads((adapter / "manifest.json").read_text())
+            meta_extra = {
+                "adapter": {k: tuned.get(k) for k in ("objectives", "examples", "best", "zero_shot", "wall_s")},
+                "weight_tuning": weight,
+            }
         rec = self.recommender(ctx, "test", overrides, models=spec.get("models"))
         call = dict(spec["call"])
         list_len = self.cfg.protocols.list_len
         meta: dict[str, Any] = {"settings": overrides, "call": call, "users": len(users), "llm": spec["llm"]}
+        meta.update(meta_extra)
         meta["models"] = rec.models_info()
         for proto in self.cfg.protocols.names:
             cache = UserCache(self.out / "cache" / name / f"{proto}.jsonl")
@@ -510,7 +547,7 @@ class Harness:
         fusion: dict[str, Any] | None = None
         if self.cfg.systems.pipeline:
             fusion = self.tune_fusion(ctx)
-        if any(PIPELINE_SYSTEMS[s]["llm"] for s in self.cfg.systems.pipeline):
+        if any(PIPELINE_SYSTEMS[s]["llm"] and "tune" not in PIPELINE_SYSTEMS[s] for s in self.cfg.systems.pipeline):
             weight = self.tune_llm_weight(ctx)
         for name in self.cfg.systems.pipeline:
             meta[name] = self.run_pipeline(
@@ -520,7 +557,12 @@ class Harness:
                 meta[name]["fusion_tuning"] = fusion
         from knowrec.eval.report import build_results, write_report
 
-        results = build_results(self.cfg, ctx.split, ctx.users, ctx.llm_users, meta, weight, self.out)
+        subsets: dict[str, list[str]] = {}
+        if any("tune" in PIPELINE_SYSTEMS[s] for s in self.cfg.systems.pipeline):
+            tuned = self.tuned_users(ctx)
+            if len(tuned) < len(ctx.llm_users):
+                subsets["tuned_users"] = tuned
+        results = build_results(self.cfg, ctx.split, ctx.users, ctx.llm_users, meta, weight, self.out, subsets)
         results["wall_s"] = round(time.perf_counter() - started, 1)
         (self.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
         write_report(results, self.out)

@@ -74,8 +74,10 @@ def build_results(
     meta: dict[str, dict[str, Any]],
     weight: dict[str, Any] | None,
     out: Path,
+    subsets: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Everything a report needs, from the per-user cache."""
+    """Everything a report needs, from the per-user cache. ``subsets``: named user subsets (e.g. the users the tuned
+    systems ran on) over which every system's means are also given, for like-for-like comparisons."""
     systems = [*cfg.systems.baselines, *cfg.systems.pipeline]
     res: dict[str, Any] = {
         "config": cfg.model_dump(mode="json"),
@@ -101,6 +103,17 @@ def build_results(
                 recs = [r for r in _records(out, name, proto) if r["user"] in subset]
                 if recs and proto != "p3":
                     res["systems"][name]["protocols"][proto]["on_llm_users"] = _summarise(recs, len(split.items))[
+                        "metrics"
+                    ]
+    res["subsets"] = {}
+    for label, chosen in (subsets or {}).items():
+        res["subsets"][label] = len(chosen)
+        keep = set(chosen)
+        for name in systems:
+            for proto in cfg.protocols.names:
+                recs = [r for r in _records(out, name, proto) if r["user"] in keep]
+                if recs and proto != "p3" and len(recs) == len(keep):
+                    res["systems"][name]["protocols"][proto][f"on_{label}"] = _summarise(recs, len(split.items))[
                         "metrics"
                     ]
     return res
@@ -213,6 +226,15 @@ def write_report(res: dict[str, Any], out: Path) -> Path:
         if sub_rows:
             lines += ["", "Same metrics on the LLM users only (a like-for-like comparison):", ""]
             lines += _table(sub_rows, ["system", *metrics])
+        for label, n in res.get("subsets", {}).items():
+            rows = [
+                [name, *[e["protocols"][proto][f"on_{label}"].get(m, float("nan")) for m in metrics]]
+                for name, e in res["systems"].items()
+                if f"on_{label}" in e["protocols"].get(proto, {})
+            ]
+            if rows:
+                lines += ["", f"Same metrics on the {n} users of `{label}` (every system that ran on all of them):", ""]
+                lines += _table(rows, ["system", *metrics])
         lines.append("")
     if "p2" in cfg["protocols"]["names"]:
         lines += ["## Beyond accuracy (P2 lists, top 10)", ""]

@@ -66,12 +66,17 @@ class LlamaCppClient:
         seed: int = 0,
         name: str | None = None,
         cache_size: int = 512,
+        lora_path: Path | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.seed = seed
-        self._name = name or self.model_path.stem
+        self.lora_path = Path(lora_path) if lora_path else None
+        base = name or self.model_path.stem
+        # the adapter is named by its tune output folder (``…/my-adapter/adapter.gguf``) or its own file name
+        lora = self.lora_path.parent.name if self.lora_path and self.lora_path.name == "adapter.gguf" else None
+        self._name = f"{base}+{lora or self.lora_path.stem}" if self.lora_path else base
         self._llm: Any = None
         self._formatter: Any = None
         self._lock = threading.RLock()
@@ -106,6 +111,8 @@ class LlamaCppClient:
             if self._llm is None:
                 if not self.model_path.is_file():
                     raise ConfigError(f"LLM model file not found: {self.model_path}")
+                if self.lora_path is not None and not self.lora_path.is_file():
+                    raise ConfigError(f"LoRA adapter file not found: {self.lora_path}")
                 try:
                     from llama_cpp import Llama
                     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -123,6 +130,7 @@ class LlamaCppClient:
                         seed=self.seed,
                         logits_all=False,
                         verbose=False,
+                        **({"lora_path": str(self.lora_path)} if self.lora_path else {}),
                     )
                 except (ValueError, RuntimeError) as exc:
                     raise ConfigError(f"cannot load LLM model {self.model_path}: {exc}") from exc

@@ -65,7 +65,7 @@ class TorchClient:
 
     The model loads on first use (``transformers`` dequantises a GGUF; the result is cached as safetensors under
     ``cache_dir`` so later loads skip that). Calls are serialised by a lock. ``adapter`` is a PEFT LoRA folder,
-    applied with ``peft``.
+    applied with ``peft`` and merged into the weights.
 
     Args:
         model_path: a ``.gguf`` file or a folder ``transformers`` can load.
@@ -91,7 +91,9 @@ class TorchClient:
         self.n_threads = n_threads
         self.adapter = Path(adapter) if adapter else None
         base = name or self.model_path.stem
-        self._name = f"{base}+{self.adapter.name}" if self.adapter else base
+        # the adapter is named by its tune output folder (``…/my-adapter/adapter``) or its own folder name
+        lora = self.adapter.parent.name if self.adapter and self.adapter.name == "adapter" else None
+        self._name = f"{base}+{lora or self.adapter.name}" if self.adapter else base
         self.prefix_cache = prefix_cache
         self.cache_size = cache_size
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -158,7 +160,11 @@ class TorchClient:
                 raise ConfigError("a LoRA adapter needs peft: pip install peft") from exc
             if not (self.adapter / "adapter_config.json").is_file():
                 raise ConfigError(f"LoRA adapter folder {self.adapter} has no adapter_config.json")
-            model = PeftModel.from_pretrained(model, self.adapter)
+            try:
+                # merged into the weights: inference costs what the base model costs
+                model = PeftModel.from_pretrained(model, self.adapter).merge_and_unload()
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise ConfigError(f"cannot apply the LoRA adapter {self.adapter}: {exc}") from exc
         if not tok.chat_template:
             raise ConfigError(f"{path} has no chat template")
         model.eval()
