@@ -1,0 +1,85 @@
+"""Write docs/benchmarks/tuning.md and tuning.png from a `knowrec tune` output folder (its manifest and curve).
+
+    python bench/report_tuning.py docs/benchmarks/ml-latest-small/adapters/main [--command "…"]
+
+The tuning itself is run by `knowrec tune` (or by `knowrec eval run` for the tuned systems, in the validation store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--command", default="knowrec eval run bench/eval-ml-latest-small.toml")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    m = json.loads((args.folder / "manifest.json").read_text())
+    curve = m["curve"]
+    plot = OUT / "tuning.png"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+        xs = [r["examples"] for r in curve]
+        ax[0].plot(xs[1:], [r["train_loss"] for r in curve[1:]], marker="o", label="training (mean since last point)")
+        ax[0].plot(xs, [r["val_loss"] for r in curve], marker="o", label="validation")
+        ax[0].set_xlabel("examples seen")
+        ax[0].set_ylabel("label cross-entropy")
+        ax[0].legend()
+        ax[1].plot(xs, [r["val_ndcg@10"] for r in curve], marker="o", label="adapter")
+        if m.get("val_retrieval_order_ndcg@10") is not None:
+            ax[1].axhline(m["val_retrieval_order_ndcg@10"], color="grey", linestyle="--", label="retrieval order")
+        ax[1].set_xlabel("examples seen")
+        ax[1].set_ylabel("validation NDCG@10 (20 candidates)")
+        ax[1].legend()
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+    except ImportError:
+        plot = None
+    ex = m["examples"]
+    s = m["settings"]
+    lines = [
+        "# Tuning benchmark: `knowrec tune` on ml-latest-small (2 cores, CPU)",
+        "",
+        f"- command: `{args.command}` (tunes `{args.folder.name}` in the validation store: training interactions only)",
+        f"- tuned at {m['tuned_at']}; base `{Path(m['base']).name}`; objectives {', '.join(m['objectives'])}; "
+        f"prompt `{ex['prompt']}` ({ex['prompt_tokens_budget']}-token budget, {ex['candidates']} candidates)",
+        f"- LoRA rank {s['rank']}, alpha {s['alpha']}, dropout {s['dropout']}, modules {', '.join(s['target_modules'])}, "
+        f"last {s['layers']} layers; {m['trainable_params']:,} trainable parameters; lr {s['lr']}, "
+        f"{s['grad_accum']} examples per step, {s['epochs']} epoch(s), seed {s['seed']}, {s['threads']} threads",
+        f"- examples: {ex['ranking_examples']} ranking ({ex['train_users']} users) + {ex['knowledge_examples']} "
+        f"knowledge; validation {ex['val_examples']} ranking examples of {ex['val_users']} other users; the true item "
+        f"was among the retrieved candidates in {ex['target_in_retrieval']:.0%} of the ranking examples (put in "
+        "elsewhere)",
+        f"- wall time {m['wall_s'] / 60:.1f} min (examples, training, validations, GGUF export); peak RSS "
+        f"{m['peak_rss_mb']:,.0f} MB; stopped: {m['stopped']}",
+        f"- validation NDCG@10 of the true item among the 20 candidates: retrieval order "
+        f"{m['val_retrieval_order_ndcg@10']}, zero-shot model {m['zero_shot']['val_ndcg@10']}, best adapter "
+        f"{m['best']['ndcg@10']} (after {m['best']['examples']} examples)",
+        f"- vLLM check of the PEFT adapter: {'passes' if not m['vllm_problems'] else '; '.join(m['vllm_problems'])}; "
+        f"GGUF LoRA: {m['gguf_weights']} adapted weights",
+    ]
+    if args.note:
+        lines += ["", args.note]
+    lines += ["", "| examples seen | training loss | validation loss | validation NDCG@10 |", "|---:|---:|---:|---:|"]
+    for r in curve:
+        tl = "–" if r["train_loss"] is None else f"{r['train_loss']:.3f}"
+        lines.append(f"| {r['examples']} | {tl} | {r['val_loss']:.3f} | {r['val_ndcg@10']:.4f} |")
+    if plot is not None:
+        lines += ["", f"![curves]({plot.name})"]
+    (OUT / "tuning.md").write_text("\n".join(lines) + "\n")
+    print(OUT / "tuning.md")
+
+
+if __name__ == "__main__":
+    main()
