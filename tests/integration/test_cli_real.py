@@ -69,6 +69,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, demo_dir: Path):
     bad_mode = run_cli("recommend", "1", "--mode", "psychic", "--data-dir", str(demo_dir))
     assert bad_mode.returncode == 1 and "ranker.mode" in bad_mode.stderr
     assert "Traceback" not in bad_mode.stderr
+    no_data = run_cli("tune", "--out", str(tmp_path / "adapter"), "--data-dir", str(tmp_path / "empty2"))
+    assert no_data.returncode == 1 and "nothing to tune on" in no_data.stderr
+    assert no_data.stderr.strip().count("\n") == 0
+    bad_rank = run_cli("tune", "--out", str(tmp_path / "adapter"), "--rank", "12", "--data-dir", str(demo_dir))
+    assert bad_rank.returncode == 1 and "tune.rank 12" in bad_rank.stderr and "Traceback" not in bad_rank.stderr
 
 
 def test_info_and_similar(demo_dir: Path):
