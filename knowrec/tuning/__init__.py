@@ -364,7 +364,11 @@ def tune(
     from knowrec.tuning.export import vllm_problems, write_gguf_lora
 
     trainer.load_adapter(out / ADAPTER_DIR)
-    n_weights = write_gguf_lora(trainer.model, out / GGUF_FILE, alpha=cfg.alpha)
+    try:
+        n_weights: int | str = write_gguf_lora(trainer.model, out / GGUF_FILE, alpha=cfg.alpha)
+    except ConfigError as exc:  # a base whose GGUF layout is unknown: the PEFT adapter still serves torch and vLLM
+        log.warning("no GGUF adapter written: %s", exc)
+        n_weights = f"skipped: {exc}"
     problems = vllm_problems(out / ADAPTER_DIR)
     manifest = {
         "tuned_at": datetime.now(UTC).isoformat(timespec="seconds"),

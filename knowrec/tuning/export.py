@@ -68,8 +68,13 @@ def _permute(w: Any, n_head: int) -> Any:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf_lora(peft_model: Any, path: Path, alpha: float, architecture: str = "llama") -> int:
-    """Write the LoRA weights of a ``peft`` model as a GGUF LoRA file; returns the number of adapted weights."""
+_ARCHITECTURES = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False)}
+"""``transformers`` model type → (llama.cpp architecture, whether its converter permutes the query/key rows)."""
+
+
+def write_gguf_lora(peft_model: Any, path: Path, alpha: float) -> int:
+    """Write the LoRA weights of a ``peft`` model as a GGUF LoRA file; returns the number of adapted weights.
+    Raises :class:`ConfigError` for a model family whose GGUF layout is not known here (Llama, Mistral, Qwen2 are)."""
     import numpy as np
 
     try:
@@ -77,6 +82,10 @@ def write_gguf_lora(peft_model: Any, path: Path, alpha: float, architecture: str
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigError("writing a GGUF adapter needs the gguf package: pip install gguf") from exc
     config = peft_model.get_base_model().config
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type not in _ARCHITECTURES:
+        raise ConfigError(f"no GGUF LoRA layout known for model type {model_type!r} (known: {sorted(_ARCHITECTURES)})")
+    architecture, permuted = _ARCHITECTURES[model_type]
     n_head = int(config.num_attention_heads)
     n_kv = int(getattr(config, "num_key_value_heads", None) or n_head)
     pairs: dict[str, dict[str, Any]] = {}
@@ -91,7 +100,7 @@ def write_gguf_lora(peft_model: Any, path: Path, alpha: float, architecture: str
             raise ConfigError(f"no GGUF name for adapted module {module!r}")
         key = f"blk.{layer}.{_GGUF_NAMES[module]}.weight"
         w = param.detach().float().cpu().numpy()
-        if ".lora_B." in name and module in ("q_proj", "k_proj") and architecture == "llama":
+        if ".lora_B." in name and module in ("q_proj", "k_proj") and permuted:
             w = _permute(w, n_head if module == "q_proj" else n_kv)
         pairs.setdefault(key, {})["a" if ".lora_A." in name else "b"] = np.ascontiguousarray(w, dtype=np.float32)
     if not pairs:
