@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+EVAL_SECTION = "## The adapter in `knowrec eval`"
 
 
 def main() -> None:
@@ -54,8 +55,9 @@ def main() -> None:
         f"- command: `{args.command}` (tunes `{args.folder.name}` in the validation store: training interactions only)",
         f"- tuned at {m['tuned_at']}; base `{Path(m['base']).name}`; objectives {', '.join(m['objectives'])}; "
         f"prompt `{ex['prompt']}` ({ex['prompt_tokens_budget']}-token budget, {ex['candidates']} candidates)",
-        f"- LoRA rank {s['rank']}, alpha {s['alpha']}, dropout {s['dropout']}, modules {', '.join(s['target_modules'])}, "
-        f"last {s['layers']} layers; {m['trainable_params']:,} trainable parameters; lr {s['lr']}, "
+        f"- LoRA rank {s['rank']}, alpha {s['alpha']}, dropout {s['dropout']}, "
+        f"modules {', '.join(s['target_modules'])}, last {s['layers']} layers; "
+        f"{m['trainable_params']:,} trainable parameters; lr {s['lr']}, "
         f"{s['grad_accum']} examples per step, {s['epochs']} epoch(s), seed {s['seed']}, {s['threads']} threads",
         f"- examples: {ex['ranking_examples']} ranking ({ex['train_users']} users) + {ex['knowledge_examples']} "
         f"knowledge; validation {ex['val_examples']} ranking examples of {ex['val_users']} other users; the true item "
@@ -77,8 +79,12 @@ def main() -> None:
         lines.append(f"| {r['examples']} | {tl} | {r['val_loss']:.3f} | {r['val_ndcg@10']:.4f} |")
     if plot is not None:
         lines += ["", f"![curves]({plot.name})"]
-    (OUT / "tuning.md").write_text("\n".join(lines) + "\n")
-    print(OUT / "tuning.md")
+    target = OUT / "tuning.md"
+    # the evaluation of the adapter (written by hand from `knowrec eval`'s report) is kept
+    kept = target.read_text().partition(EVAL_SECTION)[2] if target.exists() else ""
+    text = "\n".join(lines) + "\n"
+    target.write_text(text + (f"\n{EVAL_SECTION}{kept}" if kept else ""))
+    print(target)
 
 
 if __name__ == "__main__":
