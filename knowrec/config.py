@@ -257,8 +257,8 @@ class LLMConfig(_Stage):
     base model ``GET /models`` lists."""
     adapter: str | None = None
     """A LoRA adapter. ``http``: its name as served (vLLM ``--lora-modules NAME=PATH``); requests name it as
-    ``model``. ``local``: the folder ``knowrec tune`` wrote (its PEFT ``adapter/`` for torch, ``adapter.gguf`` for
-    llama.cpp), a PEFT folder, or a GGUF LoRA file. Results name the adapter that answered."""
+    ``model``. ``llama_cpp`` (in process): the folder ``knowrec tune`` wrote (its PEFT ``adapter/`` for torch,
+    ``adapter.gguf`` for llama.cpp), a PEFT folder, or a GGUF LoRA file. Results name the adapter that answered."""
     dialect: Literal["vllm", "llama_cpp", "openai"] = "vllm"
     """``http``: how structured output is requested — vllm/openai ``response_format`` json_schema, llama_cpp
     json_object + schema. The removed ``guided_*`` fields are never sent."""

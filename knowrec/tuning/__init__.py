@@ -20,6 +20,7 @@ Procedure (:func:`tune`):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -145,27 +146,19 @@ def _share_retrieved(examples: Sequence[Example]) -> float | None:
 
 
 def _teacher_logprobs(cfg: TuneConfig, examples: list[Example]) -> list[Example]:
+    """The examples with the teacher server's label log-probabilities (one request per prompt)."""
     from knowrec.agent.llm.http import OpenAIHTTPClient
 
-    if not cfg.teacher_url:
-        raise ConfigError("the distillation objective needs tune.teacher_url (--teacher URL)")
+    assert cfg.teacher_url is not None  # checked by tune() before anything is built
     teacher = OpenAIHTTPClient(cfg.teacher_url, cfg.teacher_model, dialect=cfg.teacher_dialect)
-    out = []
-    for ex in examples:
-        lp = teacher.label_logprobs(ex.prompt, list(ex.labels))
-        out.append(
-            Example(
-                ex.kind,
-                ex.user,
-                ex.prompt,
-                ex.labels,
-                ex.target,
-                ex.choices,
-                tuple(lp[lab] for lab in ex.labels),
-                ex.retrieved,
-            )
-        )
-    return out
+    try:
+        out = []
+        for ex in examples:
+            lp = teacher.label_logprobs(ex.prompt, list(ex.labels))
+            out.append(dataclasses.replace(ex, teacher=tuple(lp[lab] for lab in ex.labels)))
+        return out
+    finally:
+        teacher.close()
 
 
 class _Trainer:
@@ -201,7 +194,8 @@ class _Trainer:
         """Log-softmax over the choices' label tokens at the answer position."""
         torch = self.torch
         ids = torch.tensor([self.client.tokens(ex.prompt)], dtype=torch.long)
-        label_ids = [self.client.label_token_ids([lab])[lab] for lab in ex.labels]
+        by_label = self.client.label_token_ids(ex.labels)
+        label_ids = [by_label[lab] for lab in ex.labels]
         self.model.train(train)
         out = self.model(input_ids=ids, use_cache=False, logits_to_keep=1)
         logits = out.logits[0, -1, label_ids].float()
@@ -373,7 +367,7 @@ def tune(
     manifest = {
         "tuned_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "base": str(base),
-        "base_sha1": _file_sha1(Path(base)),
+        "base_fingerprint": _file_fingerprint(Path(base)),
         "data_fingerprint": data_fp,
         "objectives": list(cfg.objectives),
         "settings": cfg.model_dump(mode="json"),
@@ -395,7 +389,8 @@ def tune(
     return manifest
 
 
-def _file_sha1(path: Path) -> str | None:
+def _file_fingerprint(path: Path) -> str | None:
+    """The base model file by name and size (hashing a multi-GB model would cost minutes)."""
     if not path.is_file():
         return None
     st = path.stat()

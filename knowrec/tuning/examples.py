@@ -16,11 +16,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from knowrec.agent.rank import LABELS, display_title
-from knowrec.errors import InvalidInput
 from knowrec.prompts import load_prompt
 from knowrec.types import Candidate, Interaction, RecQuery
+
+if TYPE_CHECKING:
+    from knowrec.agent.llm.base import LLMClient
+    from knowrec.agent.pipeline import Pipeline
+    from knowrec.agent.rank import VerbalizerRanker
+    from knowrec.kg_store.base import GraphStore
 
 __all__ = ["Example", "knowledge_examples", "ranking_examples", "user_sequences"]
 
@@ -81,8 +87,8 @@ def user_sequences(interactions: Iterable[Interaction]) -> dict[str, list[Intera
 
 
 def ranking_examples(
-    pipe: object,
-    ranker: object,
+    pipe: Pipeline,
+    ranker: VerbalizerRanker,
     sequences: dict[str, list[Interaction]],
     users: Sequence[str],
     *,
@@ -122,8 +128,8 @@ def _liked(x: Interaction, threshold: float | None) -> bool:
 
 
 def _ranking_example(
-    pipe: object,
-    ranker: object,
+    pipe: Pipeline,
+    ranker: VerbalizerRanker,
     user: str,
     before: Sequence[Interaction],
     target: str,
@@ -132,9 +138,9 @@ def _ranking_example(
     n: int,
     rng: random.Random,
 ) -> Example | None:
-    prof = pipe.profile_of(user, list(reversed(before)))  # type: ignore[attr-defined]
+    prof = pipe.profile_of(user, list(reversed(before)))
     q = RecQuery(user_id=user, k=n, history=prof.liked, seen=prof.seen, sequence=prof.sequence)
-    cands = list(pipe.retrieve(q, n).items)  # type: ignore[attr-defined]
+    cands = list(pipe.retrieve(q, n).items)
     retrieved = target in {c.item_id for c in cands}
     if not retrieved:
         pos = rng.randrange(min(len(cands) + 1, n))
@@ -151,8 +157,8 @@ def _ranking_example(
                 break
     if len(cands) < 2:
         return None
-    ctx, items = pipe.rank_inputs(prof, None, cands)  # type: ignore[attr-defined]
-    _, prompt = ranker._fit_prompt(ctx, items)  # type: ignore[attr-defined]
+    ctx, items = pipe.rank_inputs(prof, None, cands)
+    _, prompt = ranker._fit_prompt(ctx, items)
     choices = tuple(c.item_id for c in cands)
     return Example(
         "ranking", user, prompt, tuple(LABELS[: len(cands)]), choices.index(target), choices, retrieved=retrieved
@@ -163,8 +169,8 @@ _RELATIONS = {"director", "starring", "writer", "genre", "musicComposer", "produ
 
 
 def knowledge_examples(
-    store: object,
-    llm: object,
+    store: GraphStore,
+    llm: LLMClient,
     items: Sequence[str],
     n: int,
     *,
@@ -180,8 +186,8 @@ def knowledge_examples(
     pool = list(items)
     rng.shuffle(pool)
     pool = pool[: max(4 * n, 200)]
-    facts = store.facts(pool, n=8)  # type: ignore[attr-defined]
-    titles = store.items(pool)  # type: ignore[attr-defined]
+    facts = store.facts(pool, n=8)
+    titles = store.items(pool)
     by_relation: dict[str, dict[str, str]] = {}
     triples: list[tuple[str, str, str, str]] = []
     for item, fs in facts.items():
@@ -207,9 +213,7 @@ def knowledge_examples(
             relation=_relation_words(relation),
             choices=[{"label": lab, "name": by_relation[relation][e]} for lab, e in zip(labels, picked, strict=True)],
         )
-        prompt = llm.format_chat(  # type: ignore[attr-defined]
-            [{"role": "system", "content": system}, {"role": "user", "content": text}]
-        )
+        prompt = llm.format_chat([{"role": "system", "content": system}, {"role": "user", "content": text}])
         out.append(Example("knowledge", None, prompt, labels, picked.index(obj), tuple(picked)))
     return out
 
@@ -218,9 +222,3 @@ def _relation_words(relation: str) -> str:
     from knowrec.agent.rank import _RELATION_WORDS
 
     return _RELATION_WORDS.get(relation, relation)
-
-
-def check_users(users: Sequence[str], sequences: dict[str, list[Interaction]]) -> None:
-    """Raise :class:`InvalidInput` when no user has enough interactions for an example."""
-    if not users:
-        raise InvalidInput("no stored user has enough interactions for a tuning example: ingest interactions first")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from knowrec.errors import LLMError
 
-__all__ = ["LLMClient", "LLMReply", "Message", "logsumexp", "parse_json_answer"]
+__all__ = ["LLMClient", "LLMReply", "Message", "adapter_name", "logsumexp", "parse_json_answer"]
 
 Message = dict[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
@@ -58,6 +59,12 @@ class LLMClient(Protocol):
         Every label must be a single token of the model's vocabulary.
         """
         ...
+
+
+def adapter_name(path: Path) -> str:
+    """How results name a LoRA adapter: the ``knowrec tune`` output folder holding it (``…/movies/adapter`` or
+    ``…/movies/adapter.gguf`` → ``movies``), else its own file or folder name."""
+    return path.parent.name if path.name in ("adapter", "adapter.gguf") else path.stem
 
 
 def parse_json_answer(text: str, retryable: bool) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from knowrec.agent.llm.base import LLMReply, Message, parse_json_answer
+from knowrec.agent.llm.base import LLMReply, Message, adapter_name, parse_json_answer
 from knowrec.errors import ConfigError, LLMError
 
 __all__ = ["LlamaCppClient", "bundled_llm_path"]
@@ -74,9 +74,7 @@ class LlamaCppClient:
         self.seed = seed
         self.lora_path = Path(lora_path) if lora_path else None
         base = name or self.model_path.stem
-        # the adapter is named by its tune output folder (``…/my-adapter/adapter.gguf``) or its own file name
-        lora = self.lora_path.parent.name if self.lora_path and self.lora_path.name == "adapter.gguf" else None
-        self._name = f"{base}+{lora or self.lora_path.stem}" if self.lora_path else base
+        self._name = f"{base}+{adapter_name(self.lora_path)}" if self.lora_path else base
         self._llm: Any = None
         self._formatter: Any = None
         self._lock = threading.RLock()

@@ -28,7 +28,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from knowrec.agent.llm.base import LLMClient, LLMReply, Message, parse_json_answer
+from knowrec.agent.llm.base import LLMClient, LLMReply, Message, adapter_name, parse_json_answer
 from knowrec.errors import ConfigError, LLMError
 
 __all__ = ["RoutedClient", "TorchClient", "generation_engine", "scoring_engine"]
@@ -91,9 +91,7 @@ class TorchClient:
         self.n_threads = n_threads
         self.adapter = Path(adapter) if adapter else None
         base = name or self.model_path.stem
-        # the adapter is named by its tune output folder (``…/my-adapter/adapter``) or its own folder name
-        lora = self.adapter.parent.name if self.adapter and self.adapter.name == "adapter" else None
-        self._name = f"{base}+{lora or self.adapter.name}" if self.adapter else base
+        self._name = f"{base}+{adapter_name(self.adapter)}" if self.adapter else base
         self.prefix_cache = prefix_cache
         self.cache_size = cache_size
         self.cache_dir = Path(cache_dir) if cache_dir else None
