@@ -350,6 +350,9 @@ class ChatConfig(_Stage):
     overfetch: int = Field(default=4, ge=1, le=20)
     """Ask the pipeline for ``overfetch × k`` items, then enforce the profile and keep ``k``."""
     diversity: float = Field(default=0.3, ge=0.0, le=1.0)
+    record_feedback: bool = True
+    """Store what a chat says about items ("loved it", "not that one") as interactions (rating 5 or 1); ``False``
+    keeps it in the session's profile only (offline evaluation: the store stays as it was)."""
     max_seed_candidates: int = Field(default=2000, ge=10)
     """"More like X" / included genres: at most this many candidate ids handed to the pipeline."""
 

@@ -97,12 +97,20 @@ class DatasetSection(_Strict):
 
 
 class ProtocolSection(_Strict):
-    names: list[Literal["p1", "p2", "p3"]] = ["p1", "p2", "p3"]
+    names: list[Literal["p1", "p2", "p3", "p4"]] = ["p1", "p2", "p3"]
     p1_negatives: int = 19
     ks: list[int] = [1, 5, 10]
     list_len: int = 20
     """Length of the recommended list kept per user (P2) — metrics go up to this cutoff."""
     p3_cutoffs: list[int] = [20, 50, 100]
+    p4_turns: int = Field(default=5, ge=1, le=20)
+    """P4: messages per simulated dialogue (it ends earlier when the target is shown)."""
+    p4_k: int = Field(default=5, ge=1, le=50)
+    """P4: items per answer."""
+    p4_users: int | Literal["all"] = 100
+    """P4: simulated users (a fixed-seed sample of the evaluated users, drawn with seed + 4)."""
+    p4_more_rate: float = Field(default=0.25, ge=0.0, le=1.0)
+    """P4: how often a message after the first only asks for more."""
 
 
 class SystemsSection(_Strict):
@@ -119,6 +127,9 @@ class SystemsSection(_Strict):
     """Fusion weights tried on the validation item for LLM systems."""
     tune: dict[str, Any] = {}
     """``settings.tune`` overrides for the tuned systems (``examples``, ``threads``, …)."""
+    conversational: list[Literal["knowrec", "no-llm", "constrained-pop"]] = ["knowrec", "no-llm", "constrained-pop"]
+    """P4's systems: the chat agent over the whole pipeline, the same without the LLM, and popularity filtered by the
+    constraints the simulated user revealed."""
     tuned_users: int | Literal["all"] = "all"
     """The tuned systems run on this many of the LLM users (drawn with seed + 2; their LLM weight is chosen on the
     same users' validation items); the report names the count."""

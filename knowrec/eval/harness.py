@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from knowrec.eval.metrics import (
 )
 from knowrec.recommender import Recommender
 from knowrec.types import Interaction, RecQuery
+
+if TYPE_CHECKING:
+    from knowrec.eval.conversation import Catalogue
 
 __all__ = ["Harness", "UserCache", "p1_candidates", "sample_users"]
 
@@ -133,6 +136,7 @@ class Harness:
         self._embedder: Any = None
         self._vectors: dict[str, np.ndarray] | None = None
         self._entities: dict[str, set[str]] | None = None
+        self._cat: Catalogue | None = None
 
     # -- data ----------------------------------------------------------------------------------------------------------
     def load(self) -> _Context:
@@ -267,7 +271,7 @@ class Harness:
         meta_path = self.out / "cache" / name / "meta.json"
         meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         caches: dict[str, UserCache] = {
-            p: UserCache(self.out / "cache" / name / f"{p}.jsonl") for p in self.cfg.protocols.names
+            p: UserCache(self.out / "cache" / name / f"{p}.jsonl") for p in self.cfg.protocols.names if p != "p4"
         }
         pending: dict[str, list[str]] = {p: [u for u in ctx.users if not caches[p].done(u)] for p in caches}
         if not any(pending.values()):
@@ -340,17 +344,28 @@ class Harness:
         """The users the tuned systems run on (``systems.tuned_users`` of the LLM users)."""
         return sample_users(ctx.llm_users, self.cfg.systems.tuned_users, self.cfg.run.seed + 2)
 
-    def tune_llm_weight(self, ctx: _Context, name: str = "knowrec", adapter: Path | None = None) -> dict[str, Any]:
+    def tune_llm_weight(
+        self,
+        ctx: _Context,
+        name: str = "knowrec",
+        adapter: Path | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Pick the LLM fusion weight on the validation item (P2 lists of the system ``name``: the main one, or a
-        tuned one with its ``adapter``), post hoc from one pass."""
+        tuned one with its ``adapter`` and its own ``settings``), post hoc from one pass. A choice cached on other
+        users than this run's is made again (the per-user lists stay cached)."""
+        scope = self.tuned_users(ctx) if adapter else ctx.llm_users
         meta_path = self.out / "cache" / name / "weight.json"
         if meta_path.exists():
             loaded: dict[str, Any] = json.loads(meta_path.read_text())
-            return loaded
+            if loaded.get("users") == len(scope):
+                return loaded
         cache = UserCache(self.out / "cache" / name / "val-p2.jsonl")
-        rec = self.recommender(ctx, "val", {"llm": {"adapter": str(adapter)}} if adapter else None)
+        overrides = json.loads(json.dumps(settings or {}))
+        if adapter:
+            overrides["llm"] = {"adapter": str(adapter)}
+        rec = self.recommender(ctx, "val", overrides or None)
         k = rec.settings.ranker.rerank_top
-        scope = self.tuned_users(ctx) if adapter else ctx.llm_users
         users = [u for u in scope if not cache.done(u)]
         advance = self.progress("tune llm weight (val)", len(users))
 
@@ -435,7 +450,7 @@ class Harness:
             )  # a tuned ranker: its adapter, and its own LLM weight chosen on the validation item
             adapter = self.tuned_adapter(ctx, name)
             overrides["llm"] = {"adapter": str(adapter)}
-            weight = self.tune_llm_weight(ctx, f"{spec['adapter']}-adapter", adapter)
+            weight = self.tune_llm_weight(ctx, name, adapter, spec["settings"])
             overrides.setdefault("ranker", {})["llm_weight"] = weight["llm_weight"]
             tuned = json.loads((adapter / "manifest.json").read_text())
             meta_extra = {
@@ -451,6 +466,8 @@ class Harness:
         for proto in self.cfg.protocols.names:
             cache = UserCache(self.out / "cache" / name / f"{proto}.jsonl")
             todo = [u for u in users if not cache.done(u)]
+            if proto == "p4":  # conversations: run_p4
+                continue
             if proto == "p3":
                 if name != "retrieval-only":
                     continue
@@ -495,6 +512,73 @@ class Harness:
             self._map(todo, one, cache, advance)
         rec.close()
         return meta
+
+    def p4_users(self, ctx: _Context) -> list[str]:
+        """The simulated users of P4 (``protocols.p4_users`` of the evaluated users, drawn with seed + 4)."""
+        return sample_users(ctx.users, self.cfg.protocols.p4_users, self.cfg.run.seed + 4)
+
+    def p4_scripts(self, ctx: _Context) -> dict[str, list[Any]]:
+        """Each P4 user's scripted messages (the same for every system), towards its test item."""
+        from knowrec.eval.conversation import simulated_user
+
+        cat = self._catalogue(ctx)
+        threshold = Settings().retrieval.like_threshold
+        protos = self.cfg.protocols
+        out: dict[str, list[Any]] = {}
+        for user in self.p4_users(ctx):
+            before = ctx.sequences[user][:-1]  # the test store's history: training items and the validation item
+            liked = [x.item_id for x in reversed(before) if x.rating is None or x.rating >= threshold]
+            sim = simulated_user(user, ctx.split.test[user], liked, cat, self.cfg.run.seed, protos.p4_more_rate)
+            out[user] = sim.script(protos.p4_turns, cat.titles)
+        return out
+
+    def _catalogue(self, ctx: _Context) -> Catalogue:
+        from knowrec.eval.conversation import Catalogue
+
+        if self._cat is None:
+            self._cat = Catalogue(ctx.dataset, ctx.split.items)
+        return self._cat
+
+    def run_p4(self, ctx: _Context, llm_weight: float | None, fusion: str | None) -> None:
+        """P4: every conversational system plays the same scripted dialogues (:mod:`knowrec.eval.conversation`)."""
+        from collections import Counter
+
+        from knowrec.eval.conversation import ConstrainedPopularity, RecommenderChat, run_dialogue
+
+        scripts = self.p4_scripts(ctx)
+        cat = self._catalogue(ctx)
+        k = self.cfg.protocols.p4_k
+        for name in self.cfg.systems.conversational:
+            cache = UserCache(self.out / "cache" / name / "p4.jsonl")
+            todo = [u for u in scripts if not cache.done(u)]
+            if not todo:
+                continue
+            rec: Recommender | None = None
+            system: Any
+            if name == "constrained-pop":
+                counts = Counter(x.item_id for u in ctx.split.users for x in ctx.sequences[u][:-1])
+                system = ConstrainedPopularity(dict(counts), cat, lambda u: set(ctx.split.history(u, "test")))
+            else:
+                chat: dict[str, Any] = {
+                    "record_feedback": False,  # the test store stays as it is: no "not those" becomes a rating
+                    "sessions_file": str(self.out / "stores" / f"p4-sessions-{name}.sqlite"),
+                }
+                overrides: dict[str, Any] = {"chat": chat}
+                if fusion is not None:
+                    overrides["retrieval"] = {"fusion": fusion}
+                if name == "knowrec":
+                    overrides["ranker"] = {"llm_weight": llm_weight} if llm_weight is not None else {}
+                else:
+                    overrides["ranker"] = {"mode": "none"}
+                    chat["extract_with_llm"] = False
+                rec = self.recommender(ctx, "test", overrides)
+                system = RecommenderChat(rec)
+            advance = self.progress(f"{name} p4", len(todo))
+            for user in todo:
+                cache.add(run_dialogue(system, user, scripts[user], ctx.split.test[user], k, cat))
+                advance(1)
+            if rec is not None:
+                rec.close()
 
     def _run_p3(self, ctx: _Context, rec: Recommender, cache: UserCache, users: list[str]) -> None:
         """Recall of each candidate generator alone and of their fusion, at the configured cutoffs."""
@@ -555,6 +639,12 @@ class Harness:
             )
             if fusion is not None:
                 meta[name]["fusion_tuning"] = fusion
+        if "p4" in self.cfg.protocols.names:
+            if "knowrec" in self.cfg.systems.conversational and weight is None:
+                weight = self.tune_llm_weight(ctx)
+            if self.cfg.systems.conversational and fusion is None:
+                fusion = self.tune_fusion(ctx)
+            self.run_p4(ctx, weight["llm_weight"] if weight else None, fusion["fusion"] if fusion else None)
         from knowrec.eval.report import build_results, write_report
 
         subsets: dict[str, list[str]] = {}

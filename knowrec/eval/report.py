@@ -20,6 +20,7 @@ PROTO_TITLES = {
     "p1": "P1 sampled-20 (ground truth + 19 unrated items)",
     "p2": "P2 full ranking (catalogue minus history)",
     "p3": "P3 retrieval recall",
+    "p4": "P4 conversations with simulated users",
 }
 
 
@@ -91,7 +92,7 @@ def build_results(
         entry: dict[str, Any] = {"meta": meta.get(name, {}), "protocols": {}}
         entry["uses_llm"] = bool(PIPELINE_SYSTEMS.get(name, {}).get("llm", False))
         for proto in cfg.protocols.names:
-            recs = _records(out, name, proto)
+            recs = _records(out, name, proto) if proto != "p4" else []
             if recs:
                 entry["protocols"][proto] = _summarise(recs, len(split.items))
         res["systems"][name] = entry
@@ -101,7 +102,7 @@ def build_results(
         for name in systems:
             for proto in cfg.protocols.names:
                 recs = [r for r in _records(out, name, proto) if r["user"] in subset]
-                if recs and proto != "p3":
+                if recs and proto not in ("p3", "p4"):
                     res["systems"][name]["protocols"][proto]["on_llm_users"] = _summarise(recs, len(split.items))[
                         "metrics"
                     ]
@@ -112,11 +113,72 @@ def build_results(
         for name in systems:
             for proto in cfg.protocols.names:
                 recs = [r for r in _records(out, name, proto) if r["user"] in keep]
-                if recs and proto != "p3" and len(recs) == len(keep):
+                if recs and proto not in ("p3", "p4") and len(recs) == len(keep):
                     res["systems"][name]["protocols"][proto][f"on_{label}"] = _summarise(recs, len(split.items))[
                         "metrics"
                     ]
+    if "p4" in cfg.protocols.names:
+        from knowrec.eval.conversation import summarise_p4
+
+        res["p4"] = {
+            name: summarise_p4(recs) for name in cfg.systems.conversational if (recs := _records(out, name, "p4"))
+        }
+        res["p4_settings"] = {
+            "turns": cfg.protocols.p4_turns,
+            "k": cfg.protocols.p4_k,
+            "users": cfg.protocols.p4_users,
+            "more_rate": cfg.protocols.p4_more_rate,
+        }
     return res
+
+
+def _p4_section(res: dict[str, Any]) -> list[str]:
+    """The P4 tables: success by turn, then repeats, violations and turn latency."""
+    p4 = res.get("p4") or {}
+    if not p4:
+        return []
+    st = res["p4_settings"]
+    k, turns = st["k"], st["turns"]
+    n_users = {e["users"] for e in p4.values()}
+    lines = [
+        f"## {PROTO_TITLES['p4']}",
+        "",
+        f"- {', '.join(str(n) for n in sorted(n_users))} simulated users (`p4_users` = {st['users']}, drawn with seed "
+        f"+ 4); up to {turns} messages each, {k} items per answer; a message after the first only asks for more with "
+        f"probability {st['more_rate']}; every system hears the same script; dialogues in `cache/<system>/p4.jsonl`",
+        "",
+    ]
+    rows = []
+    for name, e in p4.items():
+        by_turn = [e["metrics"].get(f"Success@{k}@{t}", float("nan")) for t in range(1, turns + 1)]
+        rows.append([name, e["users"], *by_turn, e["mean_turns_to_success"]])
+    lines += _table(rows, ["system", "users", *[f"S@{k} turn {t}" for t in range(1, turns + 1)], "turns to success"])
+    lines += ["", "Per user (means): items shown again, on “more” turns, constraint violations, short answers;", ""]
+    rows = [
+        [
+            name,
+            e["metrics"].get("repeats", float("nan")),
+            e["metrics"].get("repeats_after_more", float("nan")),
+            e["more_turns"],
+            e["metrics"].get("violations", float("nan")),
+            e["metrics"].get("short", float("nan")),
+            f"{e['turn_ms'].get('p50', float('nan')):.0f} / {e['turn_ms'].get('p95', float('nan')):.0f}",
+        ]
+        for name, e in p4.items()
+    ]
+    lines += _table(
+        rows,
+        [
+            "system",
+            "repeats",
+            "repeats after more",
+            "more turns (all users)",
+            "violations",
+            "short",
+            "turn ms p50 / p95",
+        ],
+    )
+    return [*lines, ""]
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -205,7 +267,7 @@ def write_report(res: dict[str, Any], out: Path) -> Path:
         lines.append(f"- LLM fusion weight chosen on validation (P2 NDCG@10 by weight — {grid}): **{w['llm_weight']}**")
     lines.append("")
     for proto in cfg["protocols"]["names"]:
-        if proto == "p3":
+        if proto in ("p3", "p4"):
             continue
         metrics = (
             ["NDCG@1", "NDCG@5", "NDCG@10", "HR@1", "HR@5", "HR@10"]
@@ -315,6 +377,7 @@ def write_report(res: dict[str, Any], out: Path) -> Path:
         lines += ["Baselines' recall of the full ranking at the same cutoffs:", ""]
         lines += _table(baseline_p3, ["system", "Recall@20", "Recall@50", "Recall@100"])
         lines.append("")
+    lines += _p4_section(res)
     lines += ["## Tuning", ""]
     for name, entry in res["systems"].items():
         meta = entry.get("meta") or {}

@@ -55,7 +55,8 @@ min_uc = 3
 min_sc = 3
 
 [protocols]
-names = ["p1", "p2", "p3"]
+names = {overrides.get("names", '["p1", "p2", "p3"]')}
+{overrides.get("protocols", "")}
 p1_negatives = 5
 list_len = 10
 p3_cutoffs = [5, 10, 20]
@@ -63,6 +64,7 @@ p3_cutoffs = [5, 10, 20]
 [systems]
 baselines = {overrides.get("baselines", '["random", "mostpop", "itemknn", "ease"]')}
 pipeline = {overrides.get("pipeline", '["retrieval-only", "no-llm"]')}
+{overrides.get("systems", "")}
 """
     path = tmp / "run.toml"
     path.write_text(text)
@@ -136,6 +138,58 @@ def test_interrupted_run_resumes_from_the_cache(tiny_run, monkeypatch):
     assert len(set(calls)) == 3
     before, after = results["systems"]["mostpop"]["protocols"]["p2"], again["systems"]["mostpop"]["protocols"]["p2"]
     assert after["users"] == before["users"] and after["metrics"] == before["metrics"]
+
+
+def test_p4_plays_the_same_script_to_every_system_and_leaves_the_store_alone(tmp_path: Path, monkeypatch):
+    from knowrec.eval.simulator import says_title
+
+    path = write_config(
+        tmp_path,
+        names='["p4"]',
+        protocols="p4_users = 8\np4_turns = 4\np4_k = 3\np4_more_rate = 0.4",
+        baselines="[]",
+        pipeline="[]",
+        systems='conversational = ["no-llm", "constrained-pop"]',
+    )
+    cfg = load_config(path)
+    harness = Harness(cfg)
+    ctx = harness.load()
+    results = harness.run()
+    out = tmp_path / "run"
+    p4 = results["p4"]
+    assert set(p4) == {"no-llm", "constrained-pop"} and all(e["users"] == 8 for e in p4.values())
+    records = {
+        name: {
+            json.loads(x)["user"]: json.loads(x) for x in (out / "cache" / name / "p4.jsonl").read_text().splitlines()
+        }
+        for name in p4
+    }
+    titles = {it.id: it.title for it in ctx.dataset.items}
+    for user, a in records["no-llm"].items():
+        b = records["constrained-pop"][user]
+        said_a, said_b = [t["say"] for t in a["dialogue"]], [t["say"] for t in b["dialogue"]]
+        n = min(len(said_a), len(said_b))
+        assert said_a[:n] == said_b[:n]  # the same script until one of them shows the target
+        assert a["target"] == ctx.split.test[user]
+        assert not any(says_title(x, titles[a["target"]]) for x in said_a + said_b)
+        for rec in (a, b):
+            assert all(len(t["items"]) <= 3 for t in rec["dialogue"])
+            assert (rec["success_turn"] is not None) == any(t["hit"] for t in rec["dialogue"])
+    # what the simulated users said ("None of these.") was never written into the test store as a rating
+    rec = harness.recommender(ctx, "test", fitted=False)
+    stored = {(x.user_id, x.item_id, x.rating) for x in rec.store.interactions()}
+    rec.close()
+    expected = {(x.user_id, x.item_id, x.rating) for seq in ctx.sequences.values() for x in seq[:-1]}
+    assert stored == expected
+    report = (out / "report.md").read_text()
+    assert "P4 conversations" in report and "turns to success" in report
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished dialogue was played again")
+
+    monkeypatch.setattr(Recommender, "chat", boom)
+    again = Harness(load_config(path)).run()
+    assert again["p4"]["no-llm"]["metrics"] == p4["no-llm"]["metrics"]
 
 
 def test_bad_config_names_file_and_field(tmp_path: Path):
