@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import re
 import secrets
@@ -354,6 +355,11 @@ class ProfileDelta:
     """A lookup was asked for but its target was not found (the text asked about)."""
     unparsed: list[str] = field(default_factory=list)
     """Content words the rules mapped to nothing (no genre, person, title, era, query): the LLM may read them."""
+    more: int | None = None
+    """The message asks for more of the same ("more", "next", "something else", "three more"): how many (0 = as
+    many as usual); the profile stays, the items already shown are not shown again."""
+    rejected: bool = False
+    """The message turns down the last answer ("none of these", "not those", "no."), and may go on to say more."""
 
     def is_empty(self) -> bool:
         return self == ProfileDelta()
@@ -398,6 +404,27 @@ _NEG_FEEDBACK = re.compile(
     + _REF,
     re.IGNORECASE,
 )
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                 "ten": 10, "a few": 3, "a couple of": 2, "a couple": 2, "some": 0}  # fmt: skip
+_MORE = re.compile(
+    r"^\s*(?:(?:ok(?:ay)?|and|so|hmm+|well|please|great|thanks|cool)[\s,!.]+)*"
+    r"(?:(?:can you |could you )?(?:show|give|get|find|tell|recommend|suggest)(?: me)?\s+|(?:any|got any)\s+)?"
+    r"(?:(?P<n>\d+|one|two|three|four|five|six|seven|eight|nine|ten|a few|a couple(?: of)?|some)\s+)?"
+    r"(?:more|next(?: ones?| few| page)?|others?|other (?:ones|options|picks|suggestions|ideas|films|movies|titles)"
+    r"|(?:something|anything|someone) else|(?:different|new) ones|another(?: one)?|something different)"
+    r"(?:\s+(?:ones|options|picks|suggestions|ideas|films|movies|titles|recommendations|please|of (?:those|these|them)"
+    r"|like (?:that|this|these|those|them)|then))*\s*[.!?]*\s*(?:please[.!]*)?\s*$",
+    re.IGNORECASE,
+)
+_REJECT = re.compile(
+    r"^\s*(?:hmm+[\s,.]*)?(?:(?:no|nope|nah)\s*(?:[.!,;]|$)|none of (?:these|those|them)\b|not (?:these|those)\b"
+    r"|neither\b|i don'?t like (?:any of )?(?:these|those)\b)[\s.!,;]*",
+    re.IGNORECASE,
+)
+_LIKE_THAT = re.compile(
+    r"\b(?:more|something|anything|stuff|films?|movies?)\s+(?:just\s+)?like\s+(?:that|this|it)\b", re.I
+)
+_PREPOSITION_LIKE = re.compile(r"\b(?:more|something|anything|stuff|films?|movies?|ones?)\s+(?:just\s+)?$", re.I)
 _RESET = re.compile(r"^\s*(?:reset|start over|start again|forget (?:everything|it all|all that)|clear)\b", re.I)
 _LOOKUPS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bwho (?:directed|made)\s+(?P<x>.+)", re.I), "director"),
@@ -476,6 +503,13 @@ _GENERIC = {
     "new",
     "more",
     "else",
+    "next",
+    "options",
+    "others",
+    "another",
+    "different",
+    "these",
+    "those",
     "other",
     "recommendation",
     "recommendations",
@@ -627,6 +661,17 @@ def extract_rules(message: str, vocab: Vocabulary, store: GraphStore, last_items
     if _RESET.search(text):
         d.reset = True
         return d
+    m = _REJECT.match(text)
+    if m:  # "None of these. Something darker": the last answer is turned down; what follows is read as usual
+        d.rejected = True
+        text = text[m.end() :].strip()
+        if not text:
+            return d
+    more = _MORE.fullmatch(text)
+    if more:
+        n = (more.group("n") or "").lower()
+        d.more = int(n) if n.isdigit() else _NUMBER_WORDS.get(n, 0)
+        return d
     for pattern, relation in _LOOKUPS:
         m = pattern.search(text)
         if not m:
@@ -656,6 +701,8 @@ def extract_rules(message: str, vocab: Vocabulary, store: GraphStore, last_items
                 after = rest[m.end() :].lstrip()
                 if m.group("ref").lower() in ("it", "that", "this") and after[:1].isalnum():
                     continue  # "I like it when…", "not that funny": not a reference to an item
+                if pattern is _POS_FEEDBACK and _PREPOSITION_LIKE.search(rest[: m.start()]):
+                    continue  # "more like that", "something like this": similar to, not "I liked"
                 for i in _ref_indices(m.group("ref"), len(last_items)):
                     _add(target, last_items[i])
                     d.feedback = True
@@ -689,6 +736,9 @@ def extract_rules(message: str, vocab: Vocabulary, store: GraphStore, last_items
                     _add(target, it.id)
                 rest = rest[: m.start()] + " " + rest[m.end() :]
                 break
+    if d.like_item is None and d.liked and _LIKE_THAT.search(text):
+        d.like_item = d.liked[-1]  # "I enjoyed Contact; more like that"
+        rest = _LIKE_THAT.sub(" ", rest)
     if d.modifier is None:
         mm = _MODIFIER.search(rest)
         if mm:
@@ -706,7 +756,7 @@ def extract_rules(message: str, vocab: Vocabulary, store: GraphStore, last_items
     # free-text wish
     m = _QUERY_CUE.search(rest)
     candidate = m.group("q") if m else None
-    if candidate is None and d.is_empty() and not _GREETING.match(text):
+    if candidate is None and dataclasses.replace(d, rejected=False).is_empty() and not _GREETING.match(text):
         candidate = rest
     if candidate:
         mention_words = {w for _, _, label in _mentions(candidate, vocab) for w in _norm(label).split()}
@@ -727,7 +777,8 @@ _FUNCTION_WORDS = {
     "from", "before", "after", "between", "since", "until", "by", "but", "too", "very", "really", "just", "is", "are",
     "was", "be", "my", "we", "us", "maybe", "also", "again", "mood", "era", "decade", "years", "year", "s", "thanks",
     "thank", "ok", "okay", "yes", "loved", "love", "liked", "enjoyed", "recommend", "suggest", "show", "give", "find",
-    "need", "looking", "first", "second", "third", "last", "another",
+    "need", "looking", "first", "second", "third", "last", "another", "hmm", "id", "im", "see", "prefer", "should",
+    "feel", "watching", "directed", "starring", "director", "similar", "enjoy", "none", "get",
 }  # fmt: skip
 
 
@@ -943,7 +994,7 @@ class ChatAgent:
                 delta = merge_deltas(delta, llm_delta)
         profile = apply_delta(info.profile, delta)
         self.sessions.save_profile(sid, profile)
-        self._write_feedback(info.user_id, delta)
+        self._write_feedback(info.user_id, delta, said=True)
         known = not profile.is_empty() or bool(self.store.history(info.user_id, 1))
         asked_last = bool(turns) and turns[-1].role == "assistant" and turns[-1].action == "ask"
         if not known and not asked_last:
@@ -954,14 +1005,27 @@ class ChatAgent:
                 "(e.g. “something like Toy Story but no comedies, from the 90s”).",
                 profile,
             )
-        return self._recommend_turn(sid, info.user_id, profile, k, feedback=delta.feedback, on_progress=on_progress)
+        shown = {i for t in turns if t.role == "assistant" for i in t.items}
+        return self._recommend_turn(
+            sid,
+            info.user_id,
+            profile,
+            delta.more or k,
+            feedback=delta.feedback,
+            on_progress=on_progress,
+            shown=shown,
+            paging=delta.more is not None or delta.rejected,
+        )
 
     def _turn(self, sid: str, action: Any, text: str, profile: ChatProfile, **kw: Any) -> ChatTurn:
         return ChatTurn(
             session_id=sid, role="assistant", text=text, action=action, profile=profile, created_at=time.time(), **kw
         )
 
-    def _write_feedback(self, user_id: str, d: ProfileDelta) -> None:
+    def _write_feedback(self, user_id: str, d: ProfileDelta, said: bool = False) -> None:
+        """Store likes/dislikes as interactions; what a chat message ``said`` only with ``chat.record_feedback``."""
+        if said and not self.config.record_feedback:
+            return
         ts = int(time.time())
         rows = [Interaction(user_id=user_id, item_id=i, rating=LIKED_RATING, timestamp=ts) for i in d.liked]
         rows += [Interaction(user_id=user_id, item_id=i, rating=DISLIKED_RATING, timestamp=ts) for i in d.disliked]
@@ -1087,7 +1151,8 @@ class ChatAgent:
             if v and set(_norm(v).split()) <= msg_words and set(_norm(v).split()) - _GENERIC:
                 setattr(d, key, v)
         years = [parsed.get("from_year"), parsed.get("to_year")]
-        era = tuple(y if isinstance(y, int) and 1870 <= y <= 2100 and str(y) in message else None for y in years)
+        free = re.sub(r"\(\s*\d{4}\s*\)", " ", message)  # "Alien (1979)": a title's year is not an era
+        era = tuple(y if isinstance(y, int) and 1870 <= y <= 2100 and str(y) in free else None for y in years)
         if era != (None, None):
             d.era = (era[0], era[1])
         return d
@@ -1113,9 +1178,68 @@ class ChatAgent:
         k: int,
         feedback: bool,
         on_progress: Callable[[ChatProgress], None] | None = None,
+        shown: set[str] | None = None,
+        paging: bool = False,
     ) -> ChatTurn:
+        """Recommend ``k`` items that fit the profile and were not ``shown`` earlier in the session. When fewer fit,
+        constraints relax in :meth:`_relaxations`' order to fill the answer, and the answer says which."""
         vocab = self.vocab()
-        banned = self._banned(profile, vocab)
+        # a user whose history has no positive rating (only dislikes so far) is asked for as a cold-start user:
+        # the pipeline would otherwise take the disliked items as the taste profile
+        history = self.store.history(user_id)
+        positive = any(x.rating is None or x.rating >= self.like_threshold for x in history)
+        never = set(shown or ()) | (set() if positive else {x.item_id for x in history})
+        head = self._head(profile, feedback, paging=paging)
+        announced: list[bool] = []
+        extra: dict[str, Any] = {}
+        if on_progress is not None:
+            progress = on_progress
+            progress(ChatProgress(session_id=sid, stage="retrieving"))
+
+            def retrieved(prelim: Recommendation, required: set[str] | None, banned: set[str]) -> None:
+                picks = self._enforce(prelim, profile, banned, vocab, required, k)
+                if picks:  # the first line is final from here on: the answer's text starts with it
+                    announced.append(True)
+                    progress(ChatProgress(session_id=sid, stage="ranking", text=head, items=tuple(picks)))
+
+            extra["on_retrieved"] = retrieved
+        who = user_id if positive else None
+        rec, items = self._fetch(who, profile, vocab, never, k, **extra)
+        relaxed: list[str] = []
+        if len(items) < k:
+            for label, looser in self._relaxations(profile):
+                taken = never | {it.item_id for it in items}
+                _, more = self._fetch(who, looser, vocab, taken, k - len(items), mode="none")
+                if more:
+                    relaxed.append(label)
+                    items += more
+                if len(items) >= k:
+                    break
+        items = [it.model_copy(update={"rank": r}) for r, it in enumerate(items[:k], start=1)]
+        rec = rec.model_copy(update={"items": tuple(items), "user_id": user_id})
+        text, facts = self._describe_answer(rec, profile, head, announced=bool(announced), relaxed=relaxed)
+        return self._turn(
+            sid,
+            "feedback" if feedback else ("recommend" if items else "answer"),
+            text,
+            profile,
+            recommendation=rec,
+            items=tuple(it.item_id for it in items),
+            facts=facts,
+        )
+
+    def _fetch(
+        self,
+        user_id: str | None,
+        profile: ChatProfile,
+        vocab: Vocabulary,
+        never: set[str],
+        k: int,
+        on_retrieved: Callable[[Recommendation, set[str] | None, set[str]], None] | None = None,
+        mode: str | None = None,
+    ) -> tuple[Recommendation, list[Any]]:
+        """The pipeline's answer for ``profile`` and the ``k`` items of it that fit (never one of ``never``)."""
+        banned = self._banned(profile, vocab) | never
         cap = self.config.max_seed_candidates
         required: set[str] | None = None
         if profile.include_genres:
@@ -1130,53 +1254,47 @@ class ChatAgent:
             if required is not None and [i for i in ids if i in required]:
                 ids = [i for i in ids if i in required]
             candidates = ids or None
-        elif required and len(required) <= cap:
+        elif required is not None and len(required) <= cap:
+            if not required:  # nothing left fits: the caller relaxes
+                return Recommendation(user_id=user_id, items=(), ranking_mode="none", model=""), []
             candidates = sorted(required)
         query = " ".join(
             x for x in (profile.query, profile.modifier, *profile.include_genres, *profile.include_people) if x
         )
-        want = min(k * self.config.overfetch, 200)
-        # a user whose history has no positive rating (only dislikes so far) is asked for as a cold-start user:
-        # the pipeline would otherwise take the disliked items as the taste profile
-        history = self.store.history(user_id)
-        positive = any(x.rating is None or x.rating >= self.like_threshold for x in history)
-        if not positive:
-            banned |= {x.item_id for x in history}
-        head = self._head(profile, feedback)
-        announced: list[bool] = []
-        extra: dict[str, Any] = {}
-        if on_progress is not None:
-            progress = on_progress
-            progress(ChatProgress(session_id=sid, stage="retrieving"))
-
-            def retrieved(prelim: Recommendation) -> None:
-                shown = self._enforce(prelim, profile, banned, vocab, required, k)
-                if shown:  # the first line is final from here on: the answer's text starts with it
-                    announced.append(True)
-                    progress(ChatProgress(session_id=sid, stage="ranking", text=head, items=tuple(shown)))
-
-            extra["on_retrieved"] = retrieved
+        kw: dict[str, Any] = {}
+        if on_retrieved is not None:
+            kw["on_retrieved"] = lambda prelim: on_retrieved(prelim, required, banned)
+        if mode is not None:
+            kw["mode"] = mode
         rec = self._recommend(
-            user_id if positive else None,
-            k=want,
+            user_id,
+            k=min(k * self.config.overfetch, 200),
             query=query or None,
             diversity=self.config.diversity,
             exclude=sorted(banned),
             candidates=candidates,
-            **extra,
+            **kw,
         )
-        items = self._enforce(rec, profile, banned, vocab, required, k)
-        rec = rec.model_copy(update={"items": tuple(items), "user_id": user_id})
-        text, facts = self._describe_answer(rec, profile, head, announced=bool(announced))
-        return self._turn(
-            sid,
-            "feedback" if feedback else ("recommend" if items else "answer"),
-            text,
-            profile,
-            recommendation=rec,
-            items=tuple(it.item_id for it in items),
-            facts=facts,
-        )
+        return rec, self._enforce(rec, profile, banned, vocab, required, k)
+
+    @staticmethod
+    def _relaxations(profile: ChatProfile) -> Iterator[tuple[str, ChatProfile]]:
+        """Looser profiles, each dropping one more constraint: the free-text wish, the people asked for, genres but
+        the first, the era, the film it should resemble, then every genre. Exclusions and dislikes always hold."""
+        p = profile
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("your wording", {"query": None, "modifier": None}),
+            ("the people", {"include_people": ()}),
+            ("some genres", {"include_genres": p.include_genres[:1]}),
+            ("the era", {"era": None}),
+            ("the resemblance", {"like_item": None}),
+            ("the genre", {"include_genres": ()}),
+        ]
+        for label, change in steps:
+            looser = p.model_copy(update=change)
+            if looser != p:
+                p = looser
+                yield label, p
 
     def _enforce(
         self,
@@ -1218,13 +1336,14 @@ class ChatAgent:
         order = sorted(range(len(kept)), key=lambda n: (penalty(kept[n].item_id), preferred(kept[n].item_id), n))
         return [kept[n].model_copy(update={"rank": r}) for r, n in enumerate(order[:k], start=1)]
 
-    def _head(self, profile: ChatProfile, feedback: bool) -> str:
+    def _head(self, profile: ChatProfile, feedback: bool, paging: bool = False) -> str:
         """The answer's first line, known before retrieval ("Here are my picks (no Comedy; 1990–1999):")."""
         said = _describe(profile, self.store)
-        return ("Thanks, noted. " if feedback else "") + "Here are my picks" + (f" ({said})" if said else "") + ":"
+        picks = "Here are more picks" if paging else "Here are my picks"
+        return ("Thanks, noted. " if feedback else "") + picks + (f" ({said})" if said else "") + ":"
 
     def _describe_answer(
-        self, rec: Recommendation, profile: ChatProfile, head: str, announced: bool
+        self, rec: Recommendation, profile: ChatProfile, head: str, announced: bool, relaxed: Sequence[str] = ()
     ) -> tuple[str, tuple[Fact, ...]]:
         """The answer's text; an ``announced`` first line (already streamed) is kept even if nothing is left."""
         if not rec.items:
@@ -1243,6 +1362,12 @@ class ChatAgent:
             lines.append(f"{it.rank}. {it.title}" + (f" — {reasons}" if reasons else ""))
             for f in it.facts:
                 facts.setdefault(f.id, f)
+        if relaxed:
+            lines.append(
+                f"(Fewer than {len(rec.items)} fit everything you asked; to fill the list I relaxed "
+                + ", then ".join(relaxed)
+                + ".)"
+            )
         return head + "\n" + "\n".join(lines), tuple(facts.values())
 
 
