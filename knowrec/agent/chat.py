@@ -1251,8 +1251,11 @@ class ChatAgent:
         if profile.like_item:
             seeds = self.store.kg_candidates({profile.like_item: 1.0}, banned, cap)
             ids = [c.item_id for c in seeds]
-            if required is not None and [i for i in ids if i in required]:
-                ids = [i for i in ids if i in required]
+            if required is not None:
+                # the genres and people asked for outrank the resemblance: X's neighbours among them if enough,
+                # else all of them
+                near = [i for i in ids if i in required]
+                ids = near if len(near) >= 2 * k or len(required) > cap else sorted(required)
             candidates = ids or None
         elif required is not None and len(required) <= cap:
             if not required:  # nothing left fits: the caller relaxes
@@ -1330,8 +1333,11 @@ class ChatAgent:
             close = bool(mine & disliked_named) or (bool(genres) and genres in disliked_genres)
             return 1 if close else 0
 
-        def preferred(item_id: str) -> int:
-            return 0 if required is None or item_id in required else 1
+        wanted = vocab.ids_of(profile.include_genres) | vocab.ids_of(profile.include_people)
+
+        def preferred(item_id: str) -> tuple[int, int]:
+            # in the required set first, then by how many of the asked-for genres and people it has
+            return (0 if required is None or item_id in required else 1, -len(ents.get(item_id, set()) & wanted))
 
         order = sorted(range(len(kept)), key=lambda n: (penalty(kept[n].item_id), preferred(kept[n].item_id), n))
         return [kept[n].model_copy(update={"rank": r}) for r, n in enumerate(order[:k], start=1)]
