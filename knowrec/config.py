@@ -317,6 +317,10 @@ class ExplainConfig(_Stage):
     llm_items: int = Field(default=3, ge=0, le=50)
     """With ``mode='llm'``, how many of the top items get an LLM-written reason."""
     max_reasons: int = Field(default=3, ge=1, le=10)
+    max_share: float = Field(default=0.02, gt=0.0, le=1.0)
+    """A connection through an entity linked to more than this share of the catalogue is no reason. 0.02 keeps
+    every person and tag of the demo (at most 1.4%) and drops genres (4–44%), the big distributors (4–5%) and most
+    years (up to 4.4%); ``docs/explanations.md``."""
 
 
 class ServerConfig(_Stage):

@@ -427,6 +427,14 @@ _LIKE_THAT = re.compile(
 _PREPOSITION_LIKE = re.compile(r"\b(?:more|something|anything|stuff|films?|movies?|ones?)\s+(?:just\s+)?$", re.I)
 _RESET = re.compile(r"^\s*(?:reset|start over|start again|forget (?:everything|it all|all that)|clear)\b", re.I)
 _LOOKUPS: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(
+            r"\bwhy (?:did|do|would) you (?:pick|choose|recommend|suggest|show|include|pick out)\s+(?P<x>.+)"
+            r"|\bwhy (?:is|was)\s+(?P<x2>.+?)\s+(?:on|in) (?:the|my|this|your) (?:list|picks)",
+            re.I,
+        ),
+        "why",
+    ),
     (re.compile(r"\bwho (?:directed|made)\s+(?P<x>.+)", re.I), "director"),
     (re.compile(r"\bwho (?:stars|starred|acts|acted|plays|played|is|was|are|were) in\s+(?P<x>.+)", re.I), "starring"),
     (re.compile(r"\bwho wrote\s+(?P<x>.+)", re.I), "writer"),
@@ -676,7 +684,7 @@ def extract_rules(message: str, vocab: Vocabulary, store: GraphStore, last_items
         m = pattern.search(text)
         if not m:
             continue
-        target = m.group("x").strip().strip("?!.\"'“”").strip()
+        target = (m.group("x") or m.groupdict().get("x2") or "").strip().strip("?!.\"'“”").strip()
         ref = re.fullmatch(_REF, target, re.I)
         if ref and last_items:
             idx = _ref_indices(ref.group("ref"), len(last_items))
@@ -985,7 +993,7 @@ class ChatAgent:
         if delta.lookup_failed is not None:
             return self._turn(sid, "answer", f"Sorry, I could not find “{delta.lookup_failed}”.", info.profile)
         if delta.lookup is not None:
-            return self._lookup(sid, delta.lookup, info.profile)
+            return self._lookup(sid, delta.lookup, info.profile, turns)
         if self.config.extract_with_llm and not delta.feedback and rules_left_something(delta):
             if on_progress is not None:
                 on_progress(ChatProgress(session_id=sid, stage="extracting"))
@@ -1034,8 +1042,12 @@ class ChatAgent:
             self.store.write(GraphBatch(interactions=rows))
 
     # lookups ---------------------------------------------------------------------------------------------------
-    def _lookup(self, sid: str, target: tuple[str, str, str], profile: ChatProfile) -> ChatTurn:
+    def _lookup(
+        self, sid: str, target: tuple[str, str, str], profile: ChatProfile, turns: Sequence[ChatTurn] = ()
+    ) -> ChatTurn:
         kind, what, relation = target
+        if kind == "item" and relation == "why":
+            return self._why(sid, what, profile, turns)
         if kind == "item":
             item = self.store.items([what]).get(what)
             facts = self.store.facts([what]).get(what, [])
@@ -1062,6 +1074,31 @@ class ChatAgent:
             return self._turn(sid, "lookup", f"I have no facts about {what}.", profile)
         lines = [f"- {f.text()} [{f.id}]" for f in found]
         return self._turn(sid, "lookup", f"{what} in my catalogue:\n" + "\n".join(lines), profile, facts=tuple(found))
+
+    def _why(self, sid: str, item_id: str, profile: ChatProfile, turns: Sequence[ChatTurn]) -> ChatTurn:
+        """ "Why did you pick X?": the reasons the answer that showed X gave, with the facts they cite."""
+        shown = next(
+            (
+                it
+                for t in reversed(turns)
+                if t.role == "assistant" and t.recommendation is not None
+                for it in t.recommendation.items
+                if it.item_id == item_id
+            ),
+            None,
+        )
+        item = self.store.items([item_id]).get(item_id)
+        name = item.title if item else item_id
+        if shown is None:
+            return self._turn(sid, "answer", f"I have not recommended {name} in this conversation.", profile)
+        facts = {f.id: f for f in shown.facts}
+        if not shown.reasons:
+            text = f"I picked {name} on the strength of your history, but I have no fact to show for it."
+            return self._turn(sid, "lookup", text, profile)
+        lines = [f"- {r.text}" + "".join(f"[{f}]" for f in r.fact_ids if f in facts) for r in shown.reasons]
+        return self._turn(
+            sid, "lookup", f"I picked {name} because:\n" + "\n".join(lines), profile, facts=tuple(facts.values())
+        )
 
     # LLM extraction ---------------------------------------------------------------------------------------------
     def _llm_delta(

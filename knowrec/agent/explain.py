@@ -28,24 +28,36 @@ _PHRASES = {
     "writer": "Written by {e}",
     "producer": "Produced by {e}",
     "musicComposer": "Music by {e}",
-    "cinematography": "Cinematography by {e}",
+    "cinematography": "Shot by {e}",
     "editing": "Edited by {e}",
     "distributor": "Distributed by {e}",
-    "basedOn": "Based on work by {e}",
+    "basedOn": "Based on {e}",
     "narrator": "Narrated by {e}",
-    "genre": "A {e} title",
     "year": "Released in {e}",
     "tag": "Tagged “{e}”",
 }
+
+SPECIFICITY = (
+    "director", "writer", "basedOn", "starring", "narrator", "musicComposer", "cinematography", "editing",
+    "producer", "tag", "genre", "distributor", "year",
+)  # fmt: skip
+"""Relations from the most telling connection to the least: a shared director before a shared distributor."""
+
+
+def _article(word: str) -> str:
+    return "An" if word[:1].lower() in "aeiou" else "A"
 
 
 def relation_phrase(relation: str, entity_label: str) -> str:
     """Readable phrase for an item's fact, e.g. ``relation_phrase("director", "Jim Jarmusch")``.
 
     Example:
-        >>> relation_phrase("director", "Jim Jarmusch")
-        'Directed by Jim Jarmusch'
+        >>> relation_phrase("director", "Jim Jarmusch"), relation_phrase("genre", "Action")
+        ('Directed by Jim Jarmusch', 'An action film')
     """
+    if relation == "genre":
+        name = entity_label if entity_label.isupper() else entity_label.lower()  # "IMAX" stays
+        return f"{_article(name)} {name} film"
     return _PHRASES.get(relation, "{r}: {e}").format(e=entity_label, r=relation)
 
 
@@ -55,6 +67,11 @@ def _other_label(fact: Fact, item_id: str) -> str:
 
 def _join_titles(titles: Sequence[str]) -> str:
     return titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
+
+
+def _sentence(phrases: Sequence[str]) -> str:
+    """Phrases joined into one sentence: "Directed by X; stars Y."."""
+    return "; ".join(p if n == 0 else p[:1].lower() + p[1:] for n, p in enumerate(phrases)) + "."
 
 
 @dataclass(frozen=True)
@@ -67,13 +84,25 @@ class ExplainInput:
     own_facts: tuple[Fact, ...]
 
 
-def template_reasons(inp: ExplainInput, history_titles: Mapping[str, str], max_reasons: int = 3) -> list[Reason]:
-    """Reasons from KG paths (one per shared entity, strongest first), else from the item's rarest own facts."""
+def template_reasons(
+    inp: ExplainInput,
+    history_titles: Mapping[str, str],
+    max_reasons: int = 3,
+    shares: Mapping[str, float] | None = None,
+    max_share: float = 1.0,
+) -> list[Reason]:
+    """Reasons from KG paths, one per shared entity, the most specific relation first (:data:`SPECIFICITY`), then the
+    rarest; else from the item's own facts. A connection through an entity that more than ``max_share`` of the
+    catalogue shares (``shares``: entity → share of items) is no reason ("also a drama", "also from Warner Bros.")."""
     reasons: list[Reason] = []
     by_entity: dict[str, list[KGPath]] = {}
     for p in sorted(inp.paths, key=lambda p: -p.weight):
+        if (shares or {}).get(p.entity, 0.0) > max_share:
+            continue
         by_entity.setdefault(p.entity, []).append(p)
-    for paths in by_entity.values():
+    rank = {r: n for n, r in enumerate(SPECIFICITY)}
+    groups = sorted(by_entity.values(), key=lambda ps: (rank.get(ps[0].target_relation, len(rank)), -ps[0].weight))
+    for paths in groups:
         if len(reasons) >= max_reasons:
             break
         first = paths[0]
@@ -91,8 +120,8 @@ def template_reasons(inp: ExplainInput, history_titles: Mapping[str, str], max_r
             )
         )
     if not reasons and inp.own_facts:
-        facts = list(inp.own_facts[:2])
-        text = "; ".join(relation_phrase(f.relation, _other_label(f, inp.item_id)) for f in facts) + "."
+        facts = sorted(inp.own_facts[:2], key=lambda f: rank.get(f.relation, len(rank)))
+        text = _sentence([relation_phrase(f.relation, _other_label(f, inp.item_id)) for f in facts])
         reasons.append(Reason(text=text, fact_ids=tuple(f.id for f in facts)))
     return reasons
 

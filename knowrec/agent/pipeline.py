@@ -408,7 +408,13 @@ class Pipeline:
             )
             for i in chosen
         ]
-        reasons = {inp.item_id: template_reasons(inp, liked_titles, self.explain_cfg.max_reasons) for inp in inputs}
+        entities = sorted({p.entity for inp in inputs for p in inp.paths})
+        n_items = max(self.store.stats().get("items", 0), 1)
+        shares = {e: df / n_items for e, df in self.store.entity_degrees(entities).items()} if entities else {}
+        cfg = self.explain_cfg
+        reasons = {
+            inp.item_id: template_reasons(inp, liked_titles, cfg.max_reasons, shares, cfg.max_share) for inp in inputs
+        }
         usage: dict[str, int] = {}
         if self.explain_cfg.mode == "llm" and self.explainer is not None and self.explain_cfg.llm_items > 0:
             proposed, usage = self.explainer.explain(inputs[: self.explain_cfg.llm_items], ctx.history_titles)

@@ -119,6 +119,10 @@ class GraphStore(Protocol):
         """Entity ids linked to each item (for diversity); every requested id is a key."""
         ...
 
+    def entity_degrees(self, entity_ids: Sequence[str]) -> dict[str, int]:
+        """How many stored items each entity is linked to (0 for an unknown id); every asked id is a key."""
+        ...
+
     def stats(self) -> dict[str, int]:
         """Counts: ``items``, ``entities``, ``facts``, ``users``, ``interactions``."""
         ...

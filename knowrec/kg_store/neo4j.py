@@ -180,6 +180,7 @@ RETURN f.id, h.id, f.relation, t.id,
          ELSE f.tail_label END
 """
 
+_ENTITY_DF = "UNWIND $ids AS id MATCH (e:Entity {id: id}) RETURN e.id, e.df"
 _ITEM_ENTITIES = """
 UNWIND $ids AS id
 MATCH (:KGNode {id: id})-[:FACT]-(e:Entity)
@@ -713,6 +714,21 @@ class Neo4jGraphStore:
 
         for item_id, entity in self._read(work) if ids else []:
             out[item_id].add(entity)
+        return out
+
+    def entity_degrees(self, entity_ids: Sequence[str]) -> dict[str, int]:
+        """How many stored items each entity is linked to (the ``df`` kept on ``:Entity``); 0 for an unknown id."""
+        ids = _unique(entity_ids)
+        out = dict.fromkeys(ids, 0)
+
+        def work(tx: Any) -> list[list[Any]]:
+            rows: list[list[Any]] = []
+            for chunk in _chunks(ids, _READ_CHUNK):
+                rows.extend(self._rows(tx, _ENTITY_DF, ids=list(chunk)))
+            return rows
+
+        for entity, df in self._read(work) if ids else []:
+            out[entity] = int(df or 0)
         return out
 
     # --- knowledge-graph retrieval ------------------------------------------------------------------------------

@@ -699,6 +699,17 @@ class SQLiteGraphStore:
                     out[item_id].add(entity)
         return out
 
+    def entity_degrees(self, entity_ids: Sequence[str]) -> dict[str, int]:
+        """How many stored items each entity is linked to (``entity_df``); 0 for an unknown id."""
+        ids = _unique(entity_ids)
+        out = dict.fromkeys(ids, 0)
+        with self._db() as conn:
+            for chunk in _chunks(ids, _IN_CHUNK):
+                sql = f"SELECT entity, df FROM entity_df WHERE entity IN ({_marks(len(chunk))})"
+                for entity, df in self._execute(conn, sql, list(chunk)):
+                    out[entity] = int(df)
+        return out
+
     # --- knowledge-graph retrieval ------------------------------------------------------------------------------
 
     def _load_seeds(self, conn: sqlite3.Connection, seeds: Iterable[tuple[str, float]], max_df: int) -> None:

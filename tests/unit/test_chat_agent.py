@@ -431,3 +431,20 @@ def rules_for(data_dir: Path, text: str) -> ProfileDelta:
         return rules(r, text)
     finally:
         r.close()
+
+
+def test_why_did_you_pick_answers_from_the_cited_facts(rec: Recommender):
+    sid = rec.new_session(user_id="u1")
+    first = rec.chat(sid, "something with Ridley Scott", k=2)
+    assert first.recommendation is not None and len(first.items) == 2
+    top = first.recommendation.items[0]
+    assert top.reasons and top.facts
+    title = top.title.rsplit(" (", 1)[0]
+    why = rec.chat(sid, f"Why did you pick {title}?")
+    assert why.action == "lookup" and why.text.startswith(f"I picked {top.title} because:")
+    assert why.facts and all(f"[{f.id}]" in why.text for f in why.facts)
+    assert {f.id for f in why.facts} <= {f.id for f in top.facts}
+    second = first.recommendation.items[1]
+    assert rec.chat(sid, "why did you recommend the second one?").text.startswith(f"I picked {second.title}")
+    never = rec.chat(sid, "why did you pick Cars?")
+    assert never.action == "answer" and "not recommended" in never.text

@@ -50,7 +50,40 @@ def test_template_reason_from_path_cites_item_fact():
 def test_template_reason_falls_back_to_own_facts():
     inp = ExplainInput(item_id="et", title="E.T.", paths=(), own_facts=(GENRE_ET,))
     [reason] = template_reasons(inp, {})
-    assert reason.fact_ids == (GENRE_ET.id,) and "Sci-Fi" in reason.text
+    assert reason.fact_ids == (GENRE_ET.id,) and reason.text == "A sci-fi film."
+
+
+def _path(entity: str, label: str, relation: str, weight: float, source: str = "jaws") -> KGPath:
+    src = Fact(head=source, relation=relation, tail=entity, tail_label=label)
+    dst = Fact(head="et", relation=relation, tail=entity, tail_label=label)
+    return KGPath(
+        source_item=source,
+        entity=entity,
+        entity_label=label,
+        source_fact=src.id,
+        target_fact=dst.id,
+        source_relation=relation,
+        target_relation=relation,
+        weight=weight,
+    )
+
+
+def test_reasons_read_well_put_the_most_specific_connection_first_and_skip_common_ones():
+    distributor = _path("dbr:Universal", "Universal Pictures", "distributor", 5.0)  # heaviest, but least telling
+    genre = _path("genre:Action", "Action", "genre", 1.0)
+    composer = _path("dbr:Williams", "John Williams", "musicComposer", 3.0)
+    inp = ExplainInput(item_id="et", title="E.T.", paths=(distributor, genre, composer, PATH), own_facts=())
+    titles = {"jaws": "Jaws (1975)"}
+    got = [r.text for r in template_reasons(inp, titles, max_reasons=4)]
+    assert got == [
+        "Directed by Steven Spielberg, like Jaws (1975), which you liked.",
+        "Music by John Williams, like Jaws (1975), which you liked.",
+        "An action film, like Jaws (1975), which you liked.",  # "An", not "A Action title"
+        "Distributed by Universal Pictures, like Jaws (1975), which you liked.",
+    ]
+    shares = {"dbr:Universal": 0.045, "genre:Action": 0.25, "dbr:Williams": 0.003, "dbr:Spielberg": 0.002}
+    kept = [r.text for r in template_reasons(inp, titles, 4, shares, max_share=0.02)]
+    assert kept == got[:2]  # what a quarter of the catalogue shares is no reason
 
 
 def test_grounding_rejects_missing_foreign_and_uncited():

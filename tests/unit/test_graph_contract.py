@@ -298,6 +298,11 @@ def test_item_entities(loaded: GraphStore) -> None:
     assert got["m2"] == {"p:d1", "p:a1", "genre:Comedy"}
 
 
+def test_entity_degrees(loaded: GraphStore) -> None:
+    assert loaded.entity_degrees(["genre:Comedy", "p:a1", "nope"]) == {"genre:Comedy": 5, "p:a1": 3, "nope": 0}
+    assert loaded.entity_degrees([]) == {}
+
+
 # --- knowledge-graph retrieval ----------------------------------------------------------------------------------
 
 
