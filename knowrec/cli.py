@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Annotated, Any, TypeVar, get_args
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from knowrec.config import RankerConfig, Settings
@@ -365,22 +367,52 @@ def serve(
     _run(go)
 
 
+def _footnoted(text: str, order: list[str]) -> str:
+    """Fact ids in prose ("[F4a45…]") as footnote numbers into ``order`` (extended as new ids appear)."""
+
+    def number(m: re.Match[str]) -> str:
+        if m.group(1) not in order:
+            order.append(m.group(1))
+        return f" [{order.index(m.group(1)) + 1}]"
+
+    return re.sub(r"\s*\[(F[0-9a-f]+)\]", number, text)
+
+
 def _print_turn(turn: Any) -> None:
-    """An assistant chat turn: its text, then the recommended items (reasons, cited facts) or the looked-up facts."""
+    """An assistant chat turn: its text, then the recommended items (reasons with numbered facts) or the looked-up
+    facts, numbered; fact ids stay out of the prose."""
     if turn.recommendation is not None and turn.recommendation.items:
-        head = turn.text.split("\n", 1)[0]
-        out.print(f"[bold cyan]knowrec>[/] {head}", highlight=False)
+        lines = [line for line in turn.text.split("\n") if not re.match(r"\d+\. ", line)]
+        out.print("[bold cyan]knowrec>[/] " + escape("\n".join(lines)), highlight=False)
         table = Table(show_lines=True, box=None, padding=(0, 1))
         table.add_column("#", justify="right")
         table.add_column("item")
         table.add_column("why", ratio=3)
         for it in turn.recommendation.items:
-            why = "\n".join(f"{r.text} [dim]{' '.join(r.fact_ids)}[/]" for r in it.reasons) or "[dim]—[/]"
-            facts = "\n".join(f"[dim]{f.id}: {f.text()}[/]" for f in it.facts)
-            table.add_row(str(it.rank), f"{it.title}\n[dim]id {it.item_id}[/]", why + ("\n" + facts if facts else ""))
+            facts = {f.id: f for f in it.facts}
+            order: list[str] = []
+            why = []
+            for r in it.reasons:
+                cited = [f for f in r.fact_ids if f in facts]
+                order += [f for f in cited if f not in order]
+                why.append(escape(r.text) + "".join(f" [{order.index(f) + 1}]" for f in cited))
+            order += [f for f in facts if f not in order]
+            notes = "\n".join(f"[dim][{n}] {escape(facts[f].text())}[/]" for n, f in enumerate(order, start=1))
+            table.add_row(
+                str(it.rank),
+                f"{escape(it.title)}\n[dim]id {escape(it.item_id)}[/]",
+                ("\n".join(why) or "[dim]—[/]") + ("\n" + notes if notes else ""),
+            )
         out.print(table)
     else:
-        out.print(f"[bold cyan]knowrec>[/] {turn.text}", highlight=False)
+        order = []
+        text = escape(_footnoted(turn.text, order))
+        facts = {f.id: f for f in turn.facts}
+        order += [f for f in facts if f not in order]
+        notes = "\n".join(
+            f"[dim][{n}] {escape(facts[f].text())}[/]" for n, f in enumerate(order, start=1) if f in facts
+        )
+        out.print(f"[bold cyan]knowrec>[/] {text}" + ("\n" + notes if notes else ""), highlight=False)
 
 
 _CHAT_STAGES = {

@@ -133,6 +133,9 @@ class SystemsSection(_Strict):
     tuned_users: int | Literal["all"] = "all"
     """The tuned systems run on this many of the LLM users (drawn with seed + 2; their LLM weight is chosen on the
     same users' validation items); the report names the count."""
+    ablation_users: int | Literal["all"] = "all"
+    """The tuned ablations (``tuned-no-facts``, ``tuned-no-kg-objective``) run on this many of them (the same draw,
+    so a smaller count is a subset of a larger one)."""
 
 
 class EvalConfig(_Strict):

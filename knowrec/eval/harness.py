@@ -340,9 +340,13 @@ class Harness:
         rec.close()
         return out
 
-    def tuned_users(self, ctx: _Context) -> list[str]:
-        """The users the tuned systems run on (``systems.tuned_users`` of the LLM users)."""
-        return sample_users(ctx.llm_users, self.cfg.systems.tuned_users, self.cfg.run.seed + 2)
+    def tuned_users(self, ctx: _Context, name: str = "knowrec-tuned") -> list[str]:
+        """The users the tuned system ``name`` runs on (``systems.tuned_users`` of the LLM users; an ablation:
+        ``systems.ablation_users`` of those, from the same draw)."""
+        n = self.cfg.systems.tuned_users
+        if name != "knowrec-tuned" and self.cfg.systems.ablation_users != "all":
+            n = min(int(self.cfg.systems.ablation_users), len(ctx.llm_users) if n == "all" else int(n))
+        return sample_users(ctx.llm_users, n, self.cfg.run.seed + 2)
 
     def tune_llm_weight(
         self,
@@ -354,7 +358,7 @@ class Harness:
         """Pick the LLM fusion weight on the validation item (P2 lists of the system ``name``: the main one, or a
         tuned one with its ``adapter`` and its own ``settings``), post hoc from one pass. A choice cached on other
         users than this run's is made again (the per-user lists stay cached)."""
-        scope = self.tuned_users(ctx) if adapter else ctx.llm_users
+        scope = self.tuned_users(ctx, name) if adapter else ctx.llm_users
         meta_path = self.out / "cache" / name / "weight.json"
         if meta_path.exists():
             loaded: dict[str, Any] = json.loads(meta_path.read_text())
@@ -445,9 +449,7 @@ class Harness:
         users = ctx.llm_users if spec["llm"] else ctx.users
         meta_extra: dict[str, Any] = {}
         if "tune" in spec:
-            users = self.tuned_users(
-                ctx
-            )  # a tuned ranker: its adapter, and its own LLM weight chosen on the validation item
+            users = self.tuned_users(ctx, name)  # a tuned ranker: its adapter, its LLM weight chosen on validation
             adapter = self.tuned_adapter(ctx, name)
             overrides["llm"] = {"adapter": str(adapter)}
             weight = self.tune_llm_weight(ctx, name, adapter, spec["settings"])
@@ -648,10 +650,12 @@ class Harness:
         from knowrec.eval.report import build_results, write_report
 
         subsets: dict[str, list[str]] = {}
-        if any("tune" in PIPELINE_SYSTEMS[s] for s in self.cfg.systems.pipeline):
-            tuned = self.tuned_users(ctx)
-            if len(tuned) < len(ctx.llm_users):
-                subsets["tuned_users"] = tuned
+        for name in self.cfg.systems.pipeline:
+            if "tune" in PIPELINE_SYSTEMS[name]:
+                label = "tuned_users" if name == "knowrec-tuned" else "ablation_users"
+                tuned = self.tuned_users(ctx, name)
+                if len(tuned) < len(ctx.llm_users):
+                    subsets[label] = tuned
         results = build_results(self.cfg, ctx.split, ctx.users, ctx.llm_users, meta, weight, self.out, subsets)
         results["wall_s"] = round(time.perf_counter() - started, 1)
         (self.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -8,6 +8,7 @@ The browser test FAILS when Chromium or chromedriver is missing (CI installs the
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -159,7 +160,7 @@ def _chrome():  # type: ignore[no-untyped-def]
     return webdriver.Chrome(options=opts, service=Service(driver))
 
 
-def test_web_chat_page_in_chromium(live: str):
+def test_web_chat_page_in_chromium(live: str, tmp_path: Path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -202,6 +203,22 @@ def test_web_chat_page_in_chromium(live: str):
         assert top.find_element(By.CSS_SELECTOR, ".rec-title").text
         assert top.find_elements(By.CSS_SELECTOR, ".rec-reason")
         assert top.find_elements(By.CSS_SELECTOR, ".rec-fact[data-fact-id^=F]")  # the cited facts are shown
+        # each pick once: the answer's text keeps its first line, the cards carry the titles; no raw fact ids in prose
+        prose = first.find_element(By.CSS_SELECTOR, ".msg-text").text
+        titles = [c.find_element(By.CSS_SELECTOR, ".rec-title").text for c in cards]
+        assert not any(t in prose for t in titles), prose
+        assert not re.search(r"\[F[0-9a-f]{6,}\]", first.text), first.text
+        for reason in top.find_elements(By.CSS_SELECTOR, ".rec-reason .fn"):
+            assert re.fullmatch(r"(\[\d+\])+", reason.text)  # footnote numbers into the card's fact list
+        # the buttons need no emoji font (headless Chromium has none and drew empty boxes)
+        labels = [b.text for b in top.find_elements(By.CSS_SELECTOR, "button")]
+        assert labels == ["Like", "Not for me"] and all(ch.isascii() for label in labels for ch in label)
+        shots = Path(os.environ.get("KNOWREC_SCREENSHOTS") or tmp_path)  # set it to look at them
+        shots.mkdir(parents=True, exist_ok=True)
+        shot = shots / "chat-answer.png"
+        assert d.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        card_shot = top.screenshot_as_png
+        assert card_shot[:8] == b"\x89PNG\r\n\x1a\n"
 
         n = len(assistant_turns())
         top.find_element(By.CSS_SELECTOR, "[data-testid=like]").click()

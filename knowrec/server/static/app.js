@@ -125,27 +125,40 @@
     return `${f.head_label || f.head} —${f.relation}→ ${f.tail_label || f.tail}`;
   }
 
+  // fact ids ("[F4a453a140f02]") become footnote numbers; the facts are listed, numbered, under the text
+  const FACT_REF = /\s*\[(F[0-9a-f]+)\]/g;
+
+  function footnoted(text, order) {
+    return text.replace(FACT_REF, (m, id) => {
+      if (!order.includes(id)) order.push(id);
+      return ` [${order.indexOf(id) + 1}]`;
+    });
+  }
+
+  function factList(order, facts, testid) {
+    return el("ol", { class: "rec-facts", "data-testid": testid }, order.filter((id) => facts.has(id)).map((id) =>
+      el("li", { class: "rec-fact", "data-fact-id": id, title: id, value: String(order.indexOf(id) + 1),
+        text: factText(facts.get(id)) })));
+  }
+
   function card(item, turnIndex) {
     const facts = new Map((item.facts || []).map((f) => [f.id, f]));
+    const order = [];
     const reasons = el("ul", { class: "rec-reasons", "data-testid": "rec-reasons" },
       (item.reasons || []).map((r) => el("li", { class: "rec-reason" }, [
-        document.createTextNode(r.text + " "),
-        el("span", { class: "fact-id", text: (r.fact_ids || []).join(" ") }),
+        document.createTextNode(r.text),
+        el("sup", { class: "fn", text: (r.fact_ids || []).filter((id) => facts.has(id)).map((id) => {
+          if (!order.includes(id)) order.push(id);
+          return `[${order.indexOf(id) + 1}]`;
+        }).join("") }),
       ])));
-    const cited = [];
     for (const r of item.reasons || []) {
-      for (const id of [...(r.fact_ids || []), ...(r.context_fact_ids || [])]) {
-        if (facts.has(id) && !cited.includes(id)) cited.push(id);
-      }
+      for (const id of r.context_fact_ids || []) if (facts.has(id) && !order.includes(id)) order.push(id);
     }
-    for (const id of facts.keys()) if (!cited.includes(id)) cited.push(id);
-    const factList = el("ul", { class: "rec-facts", "data-testid": "rec-facts" },
-      cited.map((id) => el("li", { class: "rec-fact", "data-fact-id": id }, [
-        document.createTextNode(factText(facts.get(id)) + " "),
-        el("span", { class: "fact-id", text: id }),
-      ])));
-    const like = el("button", { type: "button", class: "like-btn", "data-testid": "like", text: "👍 Like", title: "Like" });
-    const dislike = el("button", { type: "button", class: "dislike-btn", "data-testid": "dislike", text: "👎 Dislike", title: "Dislike" });
+    for (const id of facts.keys()) if (!order.includes(id)) order.push(id);
+    // plain words, no emoji: a browser without an emoji font shows empty boxes
+    const like = el("button", { type: "button", class: "like-btn", "data-testid": "like", text: "Like", title: "More like this" });
+    const dislike = el("button", { type: "button", class: "dislike-btn", "data-testid": "dislike", text: "Not for me", title: "Dislike" });
     const node = el("article", {
       class: "rec-card",
       "data-testid": "rec-card",
@@ -154,7 +167,7 @@
     }, [
       el("h3", { class: "rec-title", "data-testid": "rec-title", text: item.title }),
       reasons,
-      factList,
+      factList(order, facts, "rec-facts"),
       el("div", { class: "rec-actions" }, [like, dislike]),
     ]);
     like.addEventListener("click", () => feedback(item.item_id, true, node));
@@ -178,25 +191,32 @@
   }
 
   function renderTurn(turn, pending) {
+    const rec = turn.recommendation;
+    const hasCards = rec && rec.items && rec.items.length;
+    // with cards, the text keeps its first line and notes: the numbered picks are the cards, not repeated above them
+    let text = turn.text || "";
+    if (hasCards) text = text.split("\n").filter((line) => !/^\d+\. /.test(line)).join("\n");
+    const order = [];
+    text = footnoted(text, order);
     let node = pending;
     if (node) {
       node.classList.remove("msg-pending");
-      node.replaceChildren(el("div", { class: "msg-text", text: turn.text || "" }));
+      node.replaceChildren(el("div", { class: "msg-text", text: text }));
     } else {
       turns += 1;
-      node = addMessage("assistant", turn.text || "");
+      node = addMessage("assistant", text);
       node.dataset.turn = String(turns);
     }
     node.dataset.action = turn.action || "";
-    const rec = turn.recommendation;
-    if (rec && rec.items && rec.items.length) {
+    if (hasCards) {
       const index = Number(node.dataset.turn);
       node.appendChild(el("div", { class: "cards", "data-testid": "cards" }, rec.items.map((it) => card(it, index))));
       const meta = `ranking ${rec.ranking_mode} · model ${rec.model}` + (rec.fallback ? ` · fallback: ${rec.fallback_reason}` : "");
       node.appendChild(el("div", { class: "meta", text: meta }));
     } else if (turn.facts && turn.facts.length) {
-      node.appendChild(el("ul", { class: "rec-facts", "data-testid": "turn-facts" },
-        turn.facts.map((f) => el("li", { class: "rec-fact", "data-fact-id": f.id, text: factText(f) }))));
+      const facts = new Map(turn.facts.map((f) => [f.id, f]));
+      for (const id of facts.keys()) if (!order.includes(id)) order.push(id);
+      node.appendChild(factList(order, facts, "turn-facts"));
     }
     scrollDown();
   }

@@ -1,0 +1,50 @@
+"""The terminal chat prints fact ids as footnotes and each pick once (``knowrec chat``)."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from knowrec import cli
+from knowrec.types import ChatTurn, Fact, Reason, Recommendation, RecommendedItem
+
+HEAT = Fact(head="3", relation="director", tail="dbr:Mann", head_label="Heat (1995)", tail_label="Michael Mann")
+YEAR = Fact(head="3", relation="year", tail="year:1995", head_label="Heat (1995)", tail_label="1995")
+
+
+def _printed(turn: ChatTurn, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=buf, width=120, color_system=None))
+    cli._print_turn(turn)
+    return buf.getvalue()
+
+
+def test_a_lookup_shows_numbered_facts_not_ids(monkeypatch):
+    text = f"Here is what I know about Heat (1995):\n- {HEAT.text()} [{HEAT.id}]\n- {YEAR.text()} [{YEAR.id}]"
+    turn = ChatTurn(session_id="s", role="assistant", text=text, action="lookup", facts=(HEAT, YEAR))
+    shown = _printed(turn, monkeypatch)
+    assert HEAT.id not in shown and YEAR.id not in shown
+    assert "Michael Mann [1]" in shown and "[1] Heat (1995) —director→ Michael Mann" in shown
+    assert "[2] Heat (1995) —year→ 1995" in shown
+
+
+def test_a_recommendation_lists_each_pick_once_with_footnotes(monkeypatch):
+    item = RecommendedItem(
+        item_id="3",
+        title="Heat (1995) [REC]",  # square brackets in a title are text, not markup
+        rank=1,
+        score=1.0,
+        retrieval_score=1.0,
+        reasons=(
+            Reason(text="Directed by Michael Mann, like Collateral (2004), which you liked.", fact_ids=(HEAT.id,)),
+        ),
+        facts=(HEAT,),
+    )
+    rec = Recommendation(user_id="u", items=(item,), ranking_mode="none", model="m")
+    text = f"Here are my picks:\n1. Heat (1995) [REC] — Directed by Michael Mann [{HEAT.id}]"
+    turn = ChatTurn(session_id="s", role="assistant", text=text, action="recommend", recommendation=rec, items=("3",))
+    shown = _printed(turn, monkeypatch)
+    assert shown.count("Heat (1995) [REC]") == 1  # the card-like table only, not the numbered text too
+    assert HEAT.id not in shown
+    assert "which you liked. [1]" in shown and "[1] Heat (1995) —director→ Michael Mann" in shown
