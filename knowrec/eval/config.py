@@ -109,6 +109,9 @@ class ProtocolSection(_Strict):
     """P4: items per answer."""
     p4_users: int | Literal["all"] = 100
     """P4: simulated users (a fixed-seed sample of the evaluated users, drawn with seed + 4)."""
+    p4_llm_users: int | Literal["all"] = "all"
+    """P4: the systems that call an LLM (``knowrec``) play this many of the P4 users (drawn with seed + 5); the
+    report adds every system's numbers on those users."""
     p4_more_rate: float = Field(default=0.25, ge=0.0, le=1.0)
     """P4: how often a message after the first only asks for more."""
 

@@ -519,6 +519,10 @@ class Harness:
         """The simulated users of P4 (``protocols.p4_users`` of the evaluated users, drawn with seed + 4)."""
         return sample_users(ctx.users, self.cfg.protocols.p4_users, self.cfg.run.seed + 4)
 
+    def p4_llm_users(self, ctx: _Context) -> list[str]:
+        """The P4 users the LLM systems play (``protocols.p4_llm_users`` of them, drawn with seed + 5)."""
+        return sample_users(self.p4_users(ctx), self.cfg.protocols.p4_llm_users, self.cfg.run.seed + 5)
+
     def p4_scripts(self, ctx: _Context) -> dict[str, list[Any]]:
         """Each P4 user's scripted messages (the same for every system), towards its test item."""
         from knowrec.eval.conversation import simulated_user
@@ -550,9 +554,10 @@ class Harness:
         scripts = self.p4_scripts(ctx)
         cat = self._catalogue(ctx)
         k = self.cfg.protocols.p4_k
+        llm_users = set(self.p4_llm_users(ctx))
         for name in self.cfg.systems.conversational:
             cache = UserCache(self.out / "cache" / name / "p4.jsonl")
-            todo = [u for u in scripts if not cache.done(u)]
+            todo = [u for u in scripts if not cache.done(u) and (name != "knowrec" or u in llm_users)]
             if not todo:
                 continue
             rec: Recommender | None = None
@@ -656,6 +661,10 @@ class Harness:
                 tuned = self.tuned_users(ctx, name)
                 if len(tuned) < len(ctx.llm_users):
                     subsets[label] = tuned
+        if "p4" in self.cfg.protocols.names:
+            p4_llm = self.p4_llm_users(ctx)
+            if len(p4_llm) < len(self.p4_users(ctx)):
+                subsets["p4_llm_users"] = p4_llm
         results = build_results(self.cfg, ctx.split, ctx.users, ctx.llm_users, meta, weight, self.out, subsets)
         results["wall_s"] = round(time.perf_counter() - started, 1)
         (self.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -109,6 +109,8 @@ def build_results(
     res["subsets"] = {}
     for label, chosen in (subsets or {}).items():
         res["subsets"][label] = len(chosen)
+        if label == "p4_llm_users":  # P4's own subset: the P4 section uses it
+            continue
         keep = set(chosen)
         for name in systems:
             for proto in cfg.protocols.names:
@@ -123,36 +125,52 @@ def build_results(
         res["p4"] = {
             name: summarise_p4(recs) for name in cfg.systems.conversational if (recs := _records(out, name, "p4"))
         }
+        llm_chosen = set((subsets or {}).get("p4_llm_users", []))
+        if llm_chosen:  # every system on the users the LLM system played, for a like-for-like comparison
+            res["p4_on_llm_users"] = {
+                name: summarise_p4(recs)
+                for name in cfg.systems.conversational
+                if len(recs := [r for r in _records(out, name, "p4") if r["user"] in llm_chosen]) == len(llm_chosen)
+            }
         res["p4_settings"] = {
             "turns": cfg.protocols.p4_turns,
             "k": cfg.protocols.p4_k,
             "users": cfg.protocols.p4_users,
             "more_rate": cfg.protocols.p4_more_rate,
+            "llm_users": cfg.protocols.p4_llm_users,
         }
     return res
 
 
 def _p4_section(res: dict[str, Any]) -> list[str]:
-    """The P4 tables: success by turn, then repeats, violations and turn latency."""
-    p4 = res.get("p4") or {}
-    if not p4:
+    """The P4 tables: success by turn, then repeats, violations and turn latency (and the same on the LLM users)."""
+    if not res.get("p4"):
         return []
     st = res["p4_settings"]
-    k, turns = st["k"], st["turns"]
-    n_users = {e["users"] for e in p4.values()}
+    n_users = sorted({e["users"] for e in res["p4"].values()})
     lines = [
         f"## {PROTO_TITLES['p4']}",
         "",
-        f"- {', '.join(str(n) for n in sorted(n_users))} simulated users (`p4_users` = {st['users']}, drawn with seed "
-        f"+ 4); up to {turns} messages each, {k} items per answer; a message after the first only asks for more with "
-        f"probability {st['more_rate']}; every system hears the same script; dialogues in `cache/<system>/p4.jsonl`",
+        f"- {', '.join(str(n) for n in n_users)} simulated users (`p4_users` = {st['users']}, drawn with seed + 4; "
+        f"the LLM system: `p4_llm_users` = {st.get('llm_users', 'all')} of them, seed + 5); up to {st['turns']} "
+        f"messages each, {st['k']} items per answer; a message after the first only asks for more with probability "
+        f"{st['more_rate']}; every system hears the same script; dialogues in `cache/<system>/p4.jsonl`",
         "",
+        *_p4_tables(res["p4"], st["k"], st["turns"]),
     ]
+    if res.get("p4_on_llm_users"):
+        n = res["subsets"].get("p4_llm_users")
+        lines += [f"The same on the {n} users the LLM system played:", ""]
+        lines += _p4_tables(res["p4_on_llm_users"], st["k"], st["turns"])
+    return lines
+
+
+def _p4_tables(p4: dict[str, Any], k: int, turns: int) -> list[str]:
     rows = []
     for name, e in p4.items():
         by_turn = [e["metrics"].get(f"Success@{k}@{t}", float("nan")) for t in range(1, turns + 1)]
         rows.append([name, e["users"], *by_turn, e["mean_turns_to_success"]])
-    lines += _table(rows, ["system", "users", *[f"S@{k} turn {t}" for t in range(1, turns + 1)], "turns to success"])
+    lines = _table(rows, ["system", "users", *[f"S@{k} turn {t}" for t in range(1, turns + 1)], "turns to success"])
     lines += ["", "Per user (means): items shown again, on “more” turns, constraint violations, short answers;", ""]
     rows = [
         [
@@ -166,18 +184,8 @@ def _p4_section(res: dict[str, Any]) -> list[str]:
         ]
         for name, e in p4.items()
     ]
-    lines += _table(
-        rows,
-        [
-            "system",
-            "repeats",
-            "repeats after more",
-            "more turns (all users)",
-            "violations",
-            "short",
-            "turn ms p50 / p95",
-        ],
-    )
+    header = ["system", "repeats", "repeats after more", "more turns (all users)", "violations", "short"]
+    lines += _table(rows, [*header, "turn ms p50 / p95"])
     return [*lines, ""]
 
 
