@@ -320,7 +320,7 @@ class ExplainConfig(_Stage):
     max_share: float = Field(default=0.02, gt=0.0, le=1.0)
     """A connection through an entity linked to more than this share of the catalogue is no reason. 0.02 keeps
     every person and tag of the demo (at most 1.4%) and drops genres (4–44%), the big distributors (4–5%) and most
-    years (up to 4.4%); ``docs/explanations.md``."""
+    years (up to 4.4%); ``docs/chat.md``."""
 
 
 class ServerConfig(_Stage):

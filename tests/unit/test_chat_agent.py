@@ -85,7 +85,7 @@ def genres_of(rec: Recommender, item_id: str) -> set[str]:
 
 
 def rules(rec: Recommender, text: str, last: tuple[str, ...] = ()) -> ProfileDelta:
-    return extract_rules(text, rec._chat_agent.vocab(), rec.store, last)
+    return extract_rules(text, rec._chat_agent.vocab(), rec._chat_agent.titles, last)
 
 
 # -- rules ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,589 @@
+"""The rules that read one chat message (the floor under the LLM's reading), and how a message's delta changes a
+session's profile."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from knowrec.agent.chat.vocabulary import (
+    _GENRE_SYNONYMS,
+    _YEAR_SUFFIX,
+    Vocabulary,
+    _core_title,
+    _norm,
+    _strip_article,
+)
+from knowrec.kg_store.base import GraphStore
+from knowrec.types import ChatProfile, Item
+
+__all__ = [
+    "ProfileDelta",
+    "StoreTitles",
+    "TitleResolver",
+    "apply_delta",
+    "extract_rules",
+    "merge_deltas",
+    "resolve_title",
+    "rules_left_something",
+]
+
+
+@dataclass
+class ProfileDelta:
+    """What one message changes (or asks)."""
+
+    liked: list[str] = field(default_factory=list)
+    disliked: list[str] = field(default_factory=list)
+    include_genres: list[str] = field(default_factory=list)
+    exclude_genres: list[str] = field(default_factory=list)
+    include_people: list[str] = field(default_factory=list)
+    exclude_people: list[str] = field(default_factory=list)
+    era: tuple[int | None, int | None] | None = None
+    like_item: str | None = None
+    modifier: str | None = None
+    query: str | None = None
+    reset: bool = False
+    feedback: bool = False
+    """The message is (also) feedback on the last recommended items."""
+    lookup: tuple[str, str, str] | None = None
+    """``(kind, target, relation)``: kind ``item`` (an item id) or ``entity`` (a label); relation may be ``""``."""
+    lookup_failed: str | None = None
+    """A lookup was asked for but its target was not found (the text asked about)."""
+    unparsed: list[str] = field(default_factory=list)
+    """Content words the rules mapped to nothing (no genre, person, title, era, query): the LLM may read them."""
+    more: int | None = None
+    """The message asks for more of the same ("more", "next", "something else", "three more"): how many (0 = as
+    many as usual); the profile stays, the items already shown are not shown again."""
+    rejected: bool = False
+    """The message turns down the last answer ("none of these", "not those", "no."), and may go on to say more."""
+
+    def is_empty(self) -> bool:
+        return self == ProfileDelta()
+
+
+_CLAUSE_SPLIT = re.compile(r"[.;!?\n]+|,|\bbut\b|\bhowever\b", re.IGNORECASE)
+_NEGATIONS = {
+    "no",
+    "not",
+    "without",
+    "nothing",
+    "none",
+    "exclude",
+    "excluding",
+    "except",
+    "avoid",
+    "hate",
+    "hated",
+    "dont",
+    "never",
+    "skip",
+    "minus",
+    "neither",
+    "nor",
+    "dislike",
+    "isnt",
+    "arent",
+    "cant",
+    "stop",
+    "less",
+}
+_ORDINALS = {"first": 0, "top": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "last": -1}
+_REF = (
+    r"(?P<ref>the (?:first|top|second|third|fourth|fifth|last)(?: one)?|#\s*\d+|number \d+|no\.? ?\d+"
+    r"|all of them|them all|them|that one|this one|that|this|it)\b"
+)
+_POS_FEEDBACK = re.compile(
+    r"\b(?:i )?(?:really |totally )?(?:loved?|liked?|enjoyed|enjoy|adored?|want|take)\s+" + _REF, re.IGNORECASE
+)
+_NEG_FEEDBACK = re.compile(
+    r"\b(?:(?:i )?(?:hated?|disliked?|didn'?t (?:like|enjoy)|don'?t (?:like|want)|can'?t stand)\s+|not\s+|no to\s+)"
+    + _REF,
+    re.IGNORECASE,
+)
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                 "ten": 10, "a few": 3, "a couple of": 2, "a couple": 2, "some": 0}  # fmt: skip
+_MORE = re.compile(
+    r"^\s*(?:(?:ok(?:ay)?|and|so|hmm+|well|please|great|thanks|cool)[\s,!.]+)*"
+    r"(?:(?:can you |could you )?(?:show|give|get|find|tell|recommend|suggest)(?: me)?\s+|(?:any|got any)\s+)?"
+    r"(?:(?P<n>\d+|one|two|three|four|five|six|seven|eight|nine|ten|a few|a couple(?: of)?|some)\s+)?"
+    r"(?:more|next(?: ones?| few| page)?|others?|other (?:ones|options|picks|suggestions|ideas|films|movies|titles)"
+    r"|(?:something|anything|someone) else|(?:different|new) ones|another(?: one)?|something different)"
+    r"(?:\s+(?:ones|options|picks|suggestions|ideas|films|movies|titles|recommendations|please|of (?:those|these|them)"
+    r"|like (?:that|this|these|those|them)|then))*\s*[.!?]*\s*(?:please[.!]*)?\s*$",
+    re.IGNORECASE,
+)
+_REJECT = re.compile(
+    r"^\s*(?:hmm+[\s,.]*)?(?:(?:no|nope|nah)\s*(?:[.!,;]|$)|none of (?:these|those|them)\b|not (?:these|those)\b"
+    r"|neither\b|i don'?t like (?:any of )?(?:these|those)\b)[\s.!,;]*",
+    re.IGNORECASE,
+)
+_LIKE_THAT = re.compile(
+    r"\b(?:more|something|anything|stuff|films?|movies?)\s+(?:just\s+)?like\s+(?:that|this|it)\b", re.I
+)
+_PREPOSITION_LIKE = re.compile(r"\b(?:more|something|anything|stuff|films?|movies?|ones?)\s+(?:just\s+)?$", re.I)
+_RESET = re.compile(r"^\s*(?:reset|start over|start again|forget (?:everything|it all|all that)|clear)\b", re.I)
+_LOOKUPS: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(
+            r"\bwhy (?:did|do|would) you (?:pick|choose|recommend|suggest|show|include|pick out)\s+(?P<x>.+)"
+            r"|\bwhy (?:is|was)\s+(?P<x2>.+?)\s+(?:on|in) (?:the|my|this|your) (?:list|picks)",
+            re.I,
+        ),
+        "why",
+    ),
+    (re.compile(r"\bwho (?:directed|made)\s+(?P<x>.+)", re.I), "director"),
+    (re.compile(r"\bwho (?:stars|starred|acts|acted|plays|played|is|was|are|were) in\s+(?P<x>.+)", re.I), "starring"),
+    (re.compile(r"\bwho wrote\s+(?P<x>.+)", re.I), "writer"),
+    (re.compile(r"\bwhat(?:'s| is| was)\s+(?P<x>.+?)\s+about\b", re.I), ""),
+    (
+        re.compile(
+            r"\b(?:tell me (?:more )?about|info(?:rmation)? (?:on|about)|what do you know about|who is|who's)\s+"
+            r"(?P<x>.+)",
+            re.I,
+        ),
+        "",
+    ),
+]
+_LIKE_X = re.compile(
+    r"\b(?:more|something|anything|stuff|films?|movies?|ones?|others?|things?)\s+(?:just |a bit |kind of )?"
+    r"(?:like|similar to)\s+(?P<x>[^,.;!?]+?)(?:\s+but\s+(?P<mod>[^,.;!?]+))?\s*(?=[,.;!?]|$)"
+    r"|^\s*(?:like|similar to)\s+(?P<x2>[^,.;!?]+?)(?:\s+but\s+(?P<mod2>[^,.;!?]+))?\s*(?=[,.;!?]|$)",
+    re.IGNORECASE,
+)
+_LIKED_TITLE = re.compile(
+    r"\bi (?:really |also |totally )?(?:like|love|liked|loved|enjoyed|enjoy|adore|adored)\s+(?P<x>[^,.;!?]+)",
+    re.I,
+)
+_DISLIKED_TITLE = re.compile(
+    r"\bi (?:really )?(?:hated|hate|disliked|dislike|didn'?t like|don'?t like|can'?t stand)\s+(?P<x>[^,.;!?]+)",
+    re.I,
+)
+_COMPARATIVES = (
+    "lighter|darker|funnier|scarier|happier|sadder|shorter|longer|newer|older|faster|slower|sillier|smarter|"
+    "weirder|gentler|calmer|cheerier|grittier|simpler|lighter hearted|more (?!like\\b|of\\b|than\\b|movies\\b|films\\b"
+    "|please\\b|recommendations\\b|options\\b|ideas\\b)\\w+|less \\w+"
+)
+_MODIFIER = re.compile(
+    r"\b(?:but|something|maybe|make it|a bit|bit|slightly|much|a little)\s+(?P<m>" + _COMPARATIVES + ")\\b", re.I
+)
+_DECADE_WORDS = {
+    "twenties": 1920,
+    "thirties": 1930,
+    "forties": 1940,
+    "fifties": 1950,
+    "sixties": 1960,
+    "seventies": 1970,
+    "eighties": 1980,
+    "nineties": 1990,
+    "noughties": 2000,
+}
+_QUERY_CUE = re.compile(
+    r"\b(?:about|featuring|involving|set in|i want|i'?m looking for|looking for|in the mood for|recommend(?: me)?|"
+    r"suggest|show me|give me|find me|i need)\s+(?P<q>[^,.;!?]+)",
+    re.I,
+)
+_GENERIC = {
+    "a",
+    "an",
+    "the",
+    "some",
+    "something",
+    "anything",
+    "movie",
+    "movies",
+    "film",
+    "films",
+    "good",
+    "great",
+    "nice",
+    "please",
+    "me",
+    "one",
+    "ones",
+    "to",
+    "watch",
+    "for",
+    "tonight",
+    "new",
+    "more",
+    "else",
+    "next",
+    "options",
+    "others",
+    "another",
+    "different",
+    "these",
+    "those",
+    "other",
+    "recommendation",
+    "recommendations",
+    "suggestions",
+    "it",
+    "that",
+    "this",
+    "them",
+    "stuff",
+    "things",
+    "with",
+    "and",
+    "or",
+    "of",
+    "in",
+    "i",
+    "you",
+    "can",
+    "could",
+    "would",
+    "like",
+    "want",
+    "any",
+    "hi",
+    "hello",
+    "hey",
+    "thanks",
+    "thank",
+    "ok",
+    "okay",
+    "yes",
+    "no",
+    "sure",
+    "just",
+    "what",
+    "do",
+    "have",
+    "is",
+    "are",
+}
+_GREETING = re.compile(r"^\s*(?:hi|hello|hey|yo|good (?:morning|evening|afternoon)|thanks?|thank you)\b[\s!.]*$", re.I)
+
+
+def resolve_title(store: GraphStore, text: str) -> Item | None:
+    """The stored item a user's title text names: exact (core) title first, then the most popular prefix match.
+
+    Trailing words are dropped one at a time until something matches ("Toy Story please" → "Toy Story").
+    """
+    words = _norm(text).split()
+    while words:
+        phrase = " ".join(words)
+        bare = _strip_article(phrase)
+        if len(bare) >= 3 and bare not in _GENERIC and bare not in _GENRE_SYNONYMS:
+            hits = store.search_items(bare, 25)
+            exact = [h for h in hits if _strip_article(_core_title(h.title)) == bare]
+            if exact:
+                return exact[0]
+            if len(bare.split()) >= 2:
+                prefix = [h for h in hits if _strip_article(_core_title(h.title)).startswith(bare + " ")]
+                if prefix:
+                    return prefix[0]
+        words = words[:-1]
+    return None
+
+
+class TitleResolver(Protocol):
+    """What reading a message needs from the catalogue: the item a title text names, and items' titles."""
+
+    def resolve(self, text: str) -> Item | None:
+        """The stored item a user's title text names (see :func:`resolve_title`), if any."""
+        ...
+
+    def titles(self, item_ids: Sequence[str]) -> dict[str, str]:
+        """Item id → title for the ids that are stored."""
+        ...
+
+
+class StoreTitles:
+    """A :class:`TitleResolver` over a graph store."""
+
+    def __init__(self, store: GraphStore) -> None:
+        self.store = store
+
+    def resolve(self, text: str) -> Item | None:
+        return resolve_title(self.store, text)
+
+    def titles(self, item_ids: Sequence[str]) -> dict[str, str]:
+        return {i: it.title for i, it in self.store.items(list(item_ids)).items()}
+
+
+def _ref_indices(ref: str, n: int) -> list[int]:
+    ref = ref.lower().strip()
+    if n == 0:
+        return []
+    if ref in ("them", "all of them", "them all"):
+        return list(range(n))
+    m = re.search(r"\d+", ref)
+    if m:
+        i = int(m.group()) - 1
+        return [i] if 0 <= i < n else []
+    for word, i in _ORDINALS.items():
+        if word in ref.split():
+            return [i % n] if -n <= i < n else []
+    return [0]  # it / that / this (one): the top item of the last answer
+
+
+def _era(text: str) -> tuple[int | None, int | None] | None:
+    t = text.lower()
+    m = re.search(r"\b(?:between|from)\s+(\d{4})\s*(?:and|to|-|–)\s*(\d{4})\b", t) or re.search(
+        r"\b(\d{4})\s*(?:-|–|to)\s*(\d{4})\b", t
+    )
+    if m:
+        a, b = sorted((int(m.group(1)), int(m.group(2))))
+        return (a, b)
+    m = re.search(r"\b(after|since|newer than|post)\s+(?:the\s+)?(\d{4})(s?)\b", t)
+    if m:
+        y = int(m.group(2))
+        if m.group(3):
+            return (y + 10, None) if m.group(1) in ("after", "post", "newer than") else (y, None)
+        return (y + 1 if m.group(1) in ("after", "post", "newer than") else y, None)
+    m = re.search(r"\b(before|older than|pre)\s+(?:the\s+)?(\d{4})s?\b", t)
+    if m:
+        return (None, int(m.group(2)) - 1)
+    m = re.search(r"(?<![\w'])(?:(1[89]|20)(\d)0|'?(\d)0)'?s\b", t)
+    if m:
+        if m.group(1):
+            start = int(m.group(1) + m.group(2) + "0")
+        else:
+            d = int(m.group(3))
+            start = (1900 if d >= 3 else 2000) + 10 * d
+        return (start, start + 9)
+    for word, start in _DECADE_WORDS.items():
+        if re.search(rf"\b{word}\b", t):
+            return (start, start + 9)
+    m = re.search(r"\b(?:in|from)\s+(\d{4})\b", t)
+    if m and 1870 <= int(m.group(1)) <= 2100:
+        y = int(m.group(1))
+        return (y, y)
+    return None
+
+
+def _mentions(clause: str, vocab: Vocabulary) -> list[tuple[int, str, str]]:
+    """``(word position, kind, label)`` of the genres and people named in a clause, longest match first."""
+    words = _norm(clause).split()
+    out: list[tuple[int, str, str]] = []
+    taken: set[int] = set()
+    for size in range(max(vocab.max_words, 3), 0, -1):
+        for i in range(len(words) - size + 1):
+            if any(j in taken for j in range(i, i + size)):
+                continue
+            phrase = " ".join(words[i : i + size])
+            genre = vocab.genre(phrase) if size <= 3 else None
+            person = vocab.person(phrase) if genre is None and (size > 1 or len(phrase) >= 5) else None
+            if genre is None and person is None:
+                continue
+            if person is not None and size == 1 and phrase in _GENERIC:
+                continue
+            out.append((i, "genre" if genre else "person", genre or person or ""))
+            taken.update(range(i, i + size))
+    return sorted(out)
+
+
+def _add(seq: list[str], value: str) -> None:
+    if value and value not in seq:
+        seq.append(value)
+
+
+def extract_rules(
+    message: str, vocab: Vocabulary, titles: TitleResolver, last_items: Sequence[str] = ()
+) -> ProfileDelta:
+    """The profile delta simple rules read from one message (see the module docstring)."""
+    d = ProfileDelta()
+    text = message.strip()
+    if not text:
+        return d
+    if _RESET.search(text):
+        d.reset = True
+        return d
+    m = _REJECT.match(text)
+    if m:  # "None of these. Something darker": the last answer is turned down; what follows is read as usual
+        d.rejected = True
+        text = text[m.end() :].strip()
+        if not text:
+            return d
+    more = _MORE.fullmatch(text)
+    if more:
+        n = (more.group("n") or "").lower()
+        d.more = int(n) if n.isdigit() else _NUMBER_WORDS.get(n, 0)
+        return d
+    for pattern, relation in _LOOKUPS:
+        m = pattern.search(text)
+        if not m:
+            continue
+        target = (m.group("x") or m.groupdict().get("x2") or "").strip().strip("?!.\"'“”").strip()
+        ref = re.fullmatch(_REF, target, re.I)
+        if ref and last_items:
+            idx = _ref_indices(ref.group("ref"), len(last_items))
+            if idx:
+                d.lookup = ("item", last_items[idx[0]], relation)
+                return d
+        person = vocab.resolve_person(target)
+        item = titles.resolve(target)
+        if item is not None and (person is None or _core_title(item.title) == _norm(target)):
+            d.lookup = ("item", item.id, relation)
+        elif person is not None:
+            d.lookup = ("entity", person, relation)
+        else:
+            d.lookup_failed = target
+        return d
+
+    rest = text
+    # feedback on the last answer ("loved it", "not that one", "hated the second one")
+    if last_items:
+        for pattern, target in ((_NEG_FEEDBACK, d.disliked), (_POS_FEEDBACK, d.liked)):
+            for m in pattern.finditer(rest):
+                after = rest[m.end() :].lstrip()
+                if m.group("ref").lower() in ("it", "that", "this") and after[:1].isalnum():
+                    continue  # "I like it when…", "not that funny": not a reference to an item
+                if pattern is _POS_FEEDBACK and _PREPOSITION_LIKE.search(rest[: m.start()]):
+                    continue  # "more like that", "something like this": similar to, not "I liked"
+                for i in _ref_indices(m.group("ref"), len(last_items)):
+                    _add(target, last_items[i])
+                    d.feedback = True
+                rest = rest[: m.start()] + " " + rest[m.end() :]
+    # "more like X (but lighter)"
+    m = _LIKE_X.search(rest)
+    if m:
+        x = (m.group("x") or m.group("x2") or "").strip()
+        mod = (m.group("mod") or m.group("mod2") or "").strip()
+        item = titles.resolve(x)
+        if item is not None:
+            d.like_item = item.id
+            if mod and not _mentions(mod, vocab) and not (set(_norm(mod).split()) & _NEGATIONS):
+                d.modifier = mod
+                rest = rest[: m.start()] + " " + rest[m.end() :]
+            else:
+                rest = rest[: m.start()] + (" but " + mod if mod else " ") + rest[m.end() :]
+    # "I loved Toy Story" / "I hated Cats"
+    for pattern, target in ((_DISLIKED_TITLE, d.disliked), (_LIKED_TITLE, d.liked)):
+        for m in pattern.finditer(rest):
+            x = m.group("x")
+            if not _norm(x) or _norm(x).split()[0] in ("it", "that", "this", "them"):
+                continue
+            parts = [p for p in re.split(r"\s+and\s+|\s*&\s*", x) if p.strip()]
+            found = [titles.resolve(p) for p in parts]
+            if len(parts) > 1 and not all(found):
+                found = [titles.resolve(x)]
+            hits = [it for it in found if it is not None]
+            if hits:
+                for it in hits:
+                    _add(target, it.id)
+                rest = rest[: m.start()] + " " + rest[m.end() :]
+                break
+    if d.like_item is None and d.liked and _LIKE_THAT.search(text):
+        d.like_item = d.liked[-1]  # "I enjoyed Contact; more like that"
+        rest = _LIKE_THAT.sub(" ", rest)
+    if d.modifier is None:
+        mm = _MODIFIER.search(rest)
+        if mm:
+            d.modifier = mm.group("m").lower()
+    d.era = _era(rest)
+    # genres and people, negated or not, clause by clause
+    for clause in _CLAUSE_SPLIT.split(rest):
+        words = _norm(clause).split()
+        for pos, kind, label in _mentions(clause, vocab):
+            negated = bool(set(words[:pos]) & _NEGATIONS) or words[pos - 2 : pos] == ["do", "not"]
+            if kind == "genre":
+                _add(d.exclude_genres if negated else d.include_genres, label)
+            else:
+                _add(d.exclude_people if negated else d.include_people, label)
+    # free-text wish
+    m = _QUERY_CUE.search(rest)
+    candidate = m.group("q") if m else None
+    if candidate is None and dataclasses.replace(d, rejected=False).is_empty() and not _GREETING.match(text):
+        candidate = rest
+    if candidate:
+        mention_words = {w for _, _, label in _mentions(candidate, vocab) for w in _norm(label).split()}
+        words = [w for w in _norm(candidate).split() if w not in mention_words]
+        content = [w for w in words if w not in _GENERIC and w not in _NEGATIONS and not w.isdigit()]
+        content = [w for w in content if not vocab.genre(w)]
+        if content and not re.fullmatch(r"\d+s?", " ".join(content)):
+            while words and (words[0] in _GENERIC or words[0] in _NEGATIONS):
+                words.pop(0)
+            while words and words[-1] in _GENERIC:
+                words.pop()
+            d.query = " ".join(words) or None
+    d.unparsed = _unparsed(text, vocab, titles, d)
+    return d
+
+
+_FUNCTION_WORDS = {
+    "from", "before", "after", "between", "since", "until", "by", "but", "too", "very", "really", "just", "is", "are",
+    "was", "be", "my", "we", "us", "maybe", "also", "again", "mood", "era", "decade", "years", "year", "s", "thanks",
+    "thank", "ok", "okay", "yes", "loved", "love", "liked", "enjoyed", "recommend", "suggest", "show", "give", "find",
+    "need", "looking", "first", "second", "third", "last", "another", "hmm", "id", "im", "see", "prefer", "should",
+    "feel", "watching", "directed", "starring", "director", "similar", "enjoy", "none", "get",
+}  # fmt: skip
+
+
+def _unparsed(text: str, vocab: Vocabulary, titles: TitleResolver, d: ProfileDelta) -> list[str]:
+    """The message's content words that no rule used (see :attr:`ProfileDelta.unparsed`)."""
+    used = {w for _, _, label in _mentions(text, vocab) for w in _norm(label).split()}
+    ids = [*d.liked, *d.disliked, *([d.like_item] if d.like_item else [])]
+    if ids:
+        used |= {w for title in titles.titles(ids).values() for w in _norm(_YEAR_SUFFIX.sub("", title)).split()}
+    for free in (d.query, d.modifier):
+        used |= set(_norm(free or "").split())
+    out = []
+    for w in _norm(text).split():
+        if w in used or w in _GENERIC or w in _NEGATIONS or w in _FUNCTION_WORDS or re.fullmatch(r"\d+s?", w):
+            continue
+        if vocab.genre(w):
+            continue
+        out.append(w)
+    return out
+
+
+def rules_left_something(d: ProfileDelta) -> bool:
+    """Whether the LLM may add to what the rules read: they kept part of the message as free text (``query``) or
+    left content words unused (``unparsed``: "no comedies, something with spaceships"). A message the rules read
+    completely ("westerns from the 60s", "more like Alien but no horror") costs no LLM call."""
+    return d.query is not None or bool(d.unparsed)
+
+
+def merge_deltas(rules: ProfileDelta, llm: ProfileDelta) -> ProfileDelta:
+    """Rules plus whatever the LLM adds that does not conflict with them (rules win)."""
+    out = copy.deepcopy(rules)
+    pairs = [
+        ("liked", "disliked"),
+        ("include_genres", "exclude_genres"),
+        ("include_people", "exclude_people"),
+    ]
+    for a, b in pairs:
+        ra, rb = getattr(rules, a), getattr(rules, b)
+        for v in getattr(llm, a):
+            if v not in rb:
+                _add(getattr(out, a), v)
+        for v in getattr(llm, b):
+            if v not in ra and v not in getattr(out, a):
+                _add(getattr(out, b), v)
+    for name in ("era", "like_item", "modifier", "query"):
+        if getattr(out, name) is None and getattr(llm, name) is not None:
+            setattr(out, name, getattr(llm, name))
+    return out
+
+
+def apply_delta(profile: ChatProfile, d: ProfileDelta) -> ChatProfile:
+    """The profile after a message's delta; a later statement overrides an earlier opposite one."""
+
+    def upd(keep: Sequence[str], add: Sequence[str], drop: Sequence[str]) -> tuple[str, ...]:
+        out = [x for x in keep if x not in drop]
+        for x in add:
+            if x not in out:
+                out.append(x)
+        return tuple(out)
+
+    return ChatProfile(
+        liked=upd(profile.liked, d.liked, d.disliked),
+        disliked=upd(profile.disliked, d.disliked, d.liked),
+        include_genres=upd(profile.include_genres, d.include_genres, d.exclude_genres),
+        exclude_genres=upd(profile.exclude_genres, d.exclude_genres, d.include_genres),
+        include_people=upd(profile.include_people, d.include_people, d.exclude_people),
+        exclude_people=upd(profile.exclude_people, d.exclude_people, d.include_people),
+        era=d.era if d.era is not None else profile.era,
+        like_item=d.like_item if d.like_item is not None else profile.like_item,
+        modifier=d.modifier if d.modifier is not None else (None if d.like_item else profile.modifier),
+        query=d.query if d.query is not None else profile.query,
+    )

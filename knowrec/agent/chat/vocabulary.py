@@ -1,0 +1,173 @@
+"""Text normalisation for matching what users type against stored labels and titles, and the store's vocabulary."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from knowrec.kg_store.base import GraphStore
+from knowrec.types import Item
+
+__all__ = ["Vocabulary"]
+
+
+def _norm(text: str) -> str:
+    """Lowercase, apostrophes dropped, other non-alphanumerics as single spaces."""
+    text = text.casefold().replace("'", "").replace("’", "")
+    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+
+
+_YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
+_ARTICLE_SUFFIX = re.compile(r",\s*(the|a|an)$", re.IGNORECASE)
+
+
+def _core_title(title: str) -> str:
+    """``"Matrix, The (1999)"`` → ``"the matrix"`` (normalised, year dropped, article moved to the front)."""
+    t = _YEAR_SUFFIX.sub("", title).strip()
+    m = _ARTICLE_SUFFIX.search(t)
+    if m:
+        t = f"{m.group(1)} {t[: m.start()]}"
+    return _norm(t)
+
+
+def _strip_article(text: str) -> str:
+    return re.sub(r"^(the|a|an) ", "", text)
+
+
+_NON_PERSON_RELATIONS = {"genre", "year", "tag"}
+# extra spellings of common genre names (normalised) → the stored label's normalised form
+_GENRE_SYNONYMS = {
+    "comedies": "comedy",
+    "funny": "comedy",
+    "romantic": "romance",
+    "romcom": "romance",
+    "romcoms": "romance",
+    "scifi": "sci fi",
+    "science fiction": "sci fi",
+    "animated": "animation",
+    "cartoons": "animation",
+    "cartoon": "animation",
+    "kids": "children",
+    "family": "children",
+    "documentaries": "documentary",
+    "musicals": "musical",
+    "westerns": "western",
+    "thrillers": "thriller",
+    "dramas": "drama",
+    "horror movies": "horror",
+    "horrors": "horror",
+    "scary": "horror",
+    "noir": "film noir",
+    "war movies": "war",
+    "war films": "war",
+    "mysteries": "mystery",
+    "fantasies": "fantasy",
+    "adventures": "adventure",
+    "action movies": "action",
+    "crime movies": "crime",
+}
+
+
+@dataclass
+class Vocabulary:
+    """Entity labels and item years read once from the store, for matching mentions in messages."""
+
+    genres: dict[str, str] = field(default_factory=dict)
+    """Normalised genre label → label as stored."""
+    people: dict[str, str] = field(default_factory=dict)
+    """Normalised label → label for named entities (people, studios, …): not genres, years or tags."""
+    label_ids: dict[str, set[str]] = field(default_factory=dict)
+    """Label as stored → entity ids carrying it."""
+    kind: dict[str, str] = field(default_factory=dict)
+    """Entity id → ``genre``, ``year``, ``tag`` or ``person``."""
+    entity_items: dict[str, set[str]] = field(default_factory=dict)
+    years: dict[str, int] = field(default_factory=dict)
+    """Item id → year (from the ``year`` attribute or a ``year`` fact)."""
+    last_word: dict[str, set[str]] = field(default_factory=dict)
+    """Normalised last word of a person label → labels (to resolve "Spielberg")."""
+    max_words: int = 1
+
+    @classmethod
+    def build(cls, store: GraphStore, batch: int = 500) -> Vocabulary:
+        v = cls()
+        item_ids: set[str] = set()
+        batches: list[list[Item]] = []
+        for items in store.iter_items(batch):
+            batches.append(items)
+            for it in items:
+                item_ids.add(it.id)
+                y = (it.attributes or {}).get("year", "")
+                if y[:4].isdigit():
+                    v.years[it.id] = int(y[:4])
+        for items in batches:
+            for item_id, facts in store.facts([it.id for it in items]).items():
+                for f in facts:
+                    if f.head == item_id:
+                        other, label = f.tail, f.tail_label
+                    else:
+                        other, label = f.head, f.head_label
+                    if other in item_ids:
+                        continue
+                    rel = f.relation
+                    kind = rel if rel in _NON_PERSON_RELATIONS else "person"
+                    if other.startswith("genre:"):
+                        kind = "genre"
+                    v.kind.setdefault(other, kind)
+                    v.entity_items.setdefault(other, set()).add(item_id)
+                    label = label or other.split(":", 1)[-1]
+                    if kind == "year" and item_id not in v.years and label[:4].isdigit():
+                        v.years[item_id] = int(label[:4])
+                    if kind not in ("genre", "person"):
+                        continue
+                    key = _norm(label)
+                    if len(key) < 3 or not re.search(r"[a-z]", key):
+                        continue
+                    v.label_ids.setdefault(label, set()).add(other)
+                    if kind == "genre":
+                        v.genres.setdefault(key, label)
+                    else:
+                        v.people.setdefault(key, label)
+                        bare = _norm(re.sub(r"\s*\(.*?\)", "", label))  # "Michael Mann (director)"
+                        if len(bare) >= 3:
+                            v.people.setdefault(bare, label)
+                        v.max_words = max(v.max_words, min(len(key.split()), 6))
+        for key, label in v.people.items():
+            words = key.split()
+            if len(words) > 1 and len(words[-1]) >= 4:
+                v.last_word.setdefault(words[-1], set()).add(label)
+        return v
+
+    def genre(self, phrase: str) -> str | None:
+        """The stored genre label a normalised phrase names ("comedies" → "Comedy"), if any."""
+        phrase = _GENRE_SYNONYMS.get(phrase, phrase)
+        for cand in (phrase, phrase.removesuffix("s"), re.sub(r"ies$", "y", phrase), phrase.replace(" ", "")):
+            if cand in self.genres:
+                return self.genres[cand]
+        for label_key, label in self.genres.items():
+            if label_key.replace(" ", "") == phrase.replace(" ", ""):
+                return label
+        return None
+
+    def person(self, phrase: str) -> str | None:
+        """The stored label a normalised phrase names exactly, if any."""
+        return self.people.get(phrase)
+
+    def resolve_person(self, text: str) -> str | None:
+        """A person label for free text (an exact label, or a unique one with the same last name)."""
+        key = _norm(text)
+        if key in self.people:
+            return self.people[key]
+        last = key.split()[-1] if key else ""
+        hits = self.last_word.get(last, set())
+        return next(iter(hits)) if len(hits) == 1 else None
+
+    def items_of(self, labels: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        for label in labels:
+            for eid in self.label_ids.get(label, ()):
+                out |= self.entity_items.get(eid, set())
+        return out
+
+    def ids_of(self, labels: Iterable[str]) -> set[str]:
+        return {eid for label in labels for eid in self.label_ids.get(label, ())}
