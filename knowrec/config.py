@@ -357,6 +357,9 @@ class ChatConfig(_Stage):
     record_feedback: bool = True
     """Store what a chat says about items ("loved it", "not that one") as interactions (rating 5 or 1); ``False``
     keeps it in the session's profile only (offline evaluation: the store stays as it was)."""
+    like_neighbours: int = Field(default=100, ge=5)
+    """"More like X": the candidates are X's this many closest knowledge-graph neighbours (the rarer the entities
+    they share with X, the closer), so a popular film sharing only a common tag with X does not win."""
     max_seed_candidates: int = Field(default=2000, ge=10)
     """"More like X" / included genres: at most this many candidate ids handed to the pipeline."""
 

@@ -71,3 +71,60 @@ def test_cold_start_query_without_history_prefers_popular_and_well_rated(full_de
     # … and still answers the query: most are romances
     ents = full_demo.store.item_entities([it.item_id for it in r.items])
     assert sum("genre:Romance" in ents[it.item_id] for it in r.items) >= 7
+
+
+# -- the chat on the full demo (issue 13): each of these misread ordinary requests before ------------------------
+def test_paging_on_the_demo_shows_new_items_under_the_same_constraints(full_demo: Recommender):
+    sid = full_demo.new_session(user_id="1")
+    first = full_demo.chat(sid, "a thriller from the 90s", k=5)
+    seen = set(first.items)
+    for text in ("more", "Next.", "something else", "Any others?"):
+        turn = full_demo.chat(sid, text, k=5)
+        assert len(turn.items) == 5 and not set(turn.items) & seen, text  # five new ones each time
+        assert turn.profile == first.profile, text  # the words became no keyword; the constraints stay
+        ents = full_demo.store.item_entities(list(turn.items))
+        assert all("genre:Thriller" in ents[i] for i in turn.items)
+        seen |= set(turn.items)
+    assert len(full_demo.chat(sid, "three more", k=5).items) == 3
+
+
+def test_a_title_with_its_year_on_the_demo_is_the_film(full_demo: Recommender):
+    sid = full_demo.new_session(user_id="1")
+    turn = full_demo.chat(sid, "something like Alien (1979)", k=5)
+    alien = next(it for it in full_demo.store.search_items("Alien", 10) if it.title == "Alien (1979)")
+    assert turn.profile is not None and turn.profile.like_item == alien.id and turn.profile.era is None
+    assert len(turn.items) == 5  # an era of 1979 alone would have starved the list
+
+
+def test_a_rejection_on_the_demo_is_no_keyword(full_demo: Recommender):
+    sid = full_demo.new_session(user_id="1")
+    first = full_demo.chat(sid, "a comedy", k=5)
+    turn = full_demo.chat(sid, "None of these. No romance, please.", k=5)
+    assert turn.profile is not None and turn.profile.query is None and turn.profile.exclude_genres == ("Romance",)
+    assert len(turn.items) == 5 and not set(turn.items) & set(first.items)
+
+
+def test_the_number_asked_for_is_delivered_on_the_demo(full_demo: Recommender):
+    sid = full_demo.new_session(user_id="1")
+    turn = full_demo.chat(sid, "a western with Tom Hanks from the 1950s, no comedies", k=5)
+    assert len(turn.items) == 5 and "relaxed" in turn.text
+    ents = full_demo.store.item_entities(list(turn.items))
+    assert not any("genre:Comedy" in ents[i] for i in turn.items)  # exclusions never relax
+
+
+def test_reasons_on_the_demo_name_specific_connections(full_demo: Recommender):
+    r = full_demo.recommend("1", k=10)
+    n_items = full_demo.store.stats()["items"]
+    cited = {f for it in r.items for reason in it.reasons for f in reason.fact_ids if "which you liked" in reason.text}
+    facts = full_demo.store.get_facts(sorted(cited))
+    degrees = full_demo.store.entity_degrees([f.tail for f in facts.values()])
+    assert cited and all(degrees[f.tail] / n_items <= 0.02 for f in facts.values())  # no "also a drama"
+    for it in r.items:
+        for reason in it.reasons:
+            assert not re.search(r"\bA [AEIOU]\w* (?:film|title)\b|\btitle\.$", reason.text), reason.text
+    sid = full_demo.new_session(user_id="1")
+    turn = full_demo.chat(sid, "hello", k=3)
+    assert turn.recommendation is not None
+    top = turn.recommendation.items[0]
+    why = full_demo.chat(sid, "why did you pick the first one?")
+    assert why.action == "lookup" and why.text.startswith(f"I picked {top.title} because:")

@@ -392,13 +392,18 @@ class ChatAgent:
         candidates: list[str] | None = None
         if profile.like_item:
             seeds = self.store.kg_candidates({profile.like_item: 1.0}, banned, cap)
-            ids = [c.item_id for c in seeds]
+            ids = [c.item_id for c in seeds]  # closest first: the rarer the shared entities, the closer
+            near = self.config.like_neighbours
+            closest = set(ids[:near])
+            ids = ids[:near] + [i for i in self._alike(profile.like_item, vocab, banned) if i not in closest]
             if required is not None:
                 # the genres and people asked for outrank the resemblance: X's neighbours among them if enough,
                 # else all of them
-                near = [i for i in ids if i in required]
-                ids = near if len(near) >= 2 * k or len(required) > cap else sorted(required)
-            candidates = ids or None
+                close = [i for i in ids if i in required][:near]
+                ids = close if len(close) >= 2 * k or len(required) > cap else sorted(required)
+            if not ids:  # nothing like X is left: the caller relaxes (and says so)
+                return Recommendation(user_id=user_id, items=(), ranking_mode="none", model=""), []
+            candidates = ids
         elif required is not None and len(required) <= cap:
             if not required:  # nothing left fits: the caller relaxes
                 return Recommendation(user_id=user_id, items=(), ranking_mode="none", model=""), []
@@ -421,6 +426,22 @@ class ChatAgent:
             **kw,
         )
         return rec, self._enforce(rec, profile, banned, vocab, required, k)
+
+    def _alike(self, item_id: str, vocab: Vocabulary, banned: set[str]) -> list[str]:
+        """Items sharing at least half of ``item_id``'s genres (two at least), most shared first: "like X" still
+        has candidates when X has few knowledge-graph neighbours (a film known only by its genres and tags)."""
+        genres = sorted(
+            e for e in self.store.item_entities([item_id]).get(item_id, set()) if vocab.kind.get(e) == "genre"
+        )
+        if not genres:
+            return []
+        need = max(2, (len(genres) + 1) // 2)
+        counts: dict[str, int] = {}
+        for g in genres:
+            for i in vocab.entity_items.get(g, ()):
+                counts[i] = counts.get(i, 0) + 1
+        alike = [i for i, c in counts.items() if c >= need and i != item_id and i not in banned]
+        return sorted(alike, key=lambda i: (-counts[i], i))[: self.config.max_seed_candidates]
 
     @staticmethod
     def _relaxations(profile: ChatProfile) -> Iterator[tuple[str, ChatProfile]]:
