@@ -120,7 +120,9 @@ def template_reasons(
             )
         )
     if not reasons and inp.own_facts:
-        facts = sorted(inp.own_facts[:2], key=lambda f: rank.get(f.relation, len(rank)))
+        # the two most telling of the item's facts (a director before a tag), rarest first within a relation
+        order = sorted(range(len(inp.own_facts)), key=lambda n: (rank.get(inp.own_facts[n].relation, len(rank)), n))
+        facts = [inp.own_facts[n] for n in order[:2]]
         text = _sentence([relation_phrase(f.relation, _other_label(f, inp.item_id)) for f in facts])
         reasons.append(Reason(text=text, fact_ids=tuple(f.id for f in facts)))
     return reasons

@@ -204,7 +204,8 @@ class Pipeline:
         if liked and lookup:  # one store round trip for every candidate without paths
             for item_id, found in self.store.paths_many(list(liked), lookup, n=5).items():
                 paths[item_id] = tuple(found)
-        own = self.store.facts([c.item_id for c in cands], n=max(self.ranking.facts_per_candidate, 4))
+        # the rarest few: the prompt takes facts_per_candidate of them, a reason without a path the most telling two
+        own = self.store.facts([c.item_id for c in cands], n=max(self.ranking.facts_per_candidate, 8))
         return paths, own
 
     # -- the whole thing --------------------------------------------------------------------------------------------
