@@ -369,7 +369,9 @@ def test_no_ranking_progress_without_an_llm_ranker(rec: Recommender):
 
 
 # -- understanding (issue 13): each of these failed before ------------------------------------------------------------
-@pytest.mark.parametrize("text", ["more", "Next.", "something else", "Any others?", "Other options?", "more please"])
+@pytest.mark.parametrize(
+    "text", ["more", "Next.", "something else", "Any others?", "Other options?", "more please", "More, please."]
+)
 def test_paging_shows_new_items_and_keeps_the_constraints(rec: Recommender, text: str):
     sid = rec.new_session(user_id="u1")
     first = rec.chat(sid, "no comedies", k=2)

@@ -113,8 +113,8 @@ _MORE = re.compile(
     r"(?:(?P<n>\d+|one|two|three|four|five|six|seven|eight|nine|ten|a few|a couple(?: of)?|some)\s+)?"
     r"(?:more|next(?: ones?| few| page)?|others?|other (?:ones|options|picks|suggestions|ideas|films|movies|titles)"
     r"|(?:something|anything|someone) else|(?:different|new) ones|another(?: one)?|something different)"
-    r"(?:\s+(?:ones|options|picks|suggestions|ideas|films|movies|titles|recommendations|please|of (?:those|these|them)"
-    r"|like (?:that|this|these|those|them)|then))*\s*[.!?]*\s*(?:please[.!]*)?\s*$",
+    r"(?:[\s,]+(?:ones|options|picks|suggestions|ideas|films|movies|titles|recommendations|please"
+    r"|of (?:those|these|them)|like (?:that|this|these|those|them)|then))*\s*[.!?]*\s*(?:,?\s*please[.!]*)?\s*$",
     re.IGNORECASE,
 )
 _REJECT = re.compile(
