@@ -491,7 +491,7 @@ def chat(
     rec.close()
 
 
-eval_app = typer.Typer(help="Offline evaluation: protocols P1–P3, tuned baselines, ablations, reports.")
+eval_app = typer.Typer(help="Offline evaluation: protocols P1–P4, tuned baselines, ablations, reports.")
 app.add_typer(eval_app, name="eval")
 
 
@@ -530,7 +530,7 @@ def eval_run(config: Annotated[Path, typer.Argument(help="Run configuration (TOM
 def eval_compare(
     a: Annotated[str, typer.Argument(help="RUN_DIR[:SYSTEM] (system defaults to knowrec).")],
     b: Annotated[str, typer.Argument(help="RUN_DIR[:SYSTEM].")],
-    protocol: Annotated[str, typer.Option(help="p1 or p2.")] = "p2",
+    protocol: Annotated[str, typer.Option(help="p1, p2 or p4 (e.g. --metric Success@5@3).")] = "p2",
     metric: Annotated[list[str] | None, typer.Option(help="Metric(s); default NDCG@10 and HR@10.")] = None,
 ) -> None:
     """Per-user paired comparison of A and B: mean difference, paired t-test and Wilcoxon p-values."""
