@@ -128,7 +128,8 @@ def test_openai_client_plain_and_streaming(live: str):
     # the answer's first line comes as soon as retrieval has run, with the picks, before the LLM ranks them
     first = next(c for c in chunks if c.choices and c.choices[0].delta.content)
     assert first.model_extra["knowrec"]["stage"] == "ranking" and len(first.model_extra["knowrec"]["items"]) == 5
-    assert first.choices[0].delta.content.startswith("Here are my picks") and text.startswith(
+    # "more" pages: new picks under the same constraints
+    assert first.choices[0].delta.content.startswith("Here are more picks") and text.startswith(
         first.choices[0].delta.content
     )
     assert chunks[0].object == "chat.completion.chunk" and chunks[-1].choices[0].finish_reason == "stop"
