@@ -218,3 +218,44 @@ def test_golden_floors_on_ml_latest_small(tmp_path: Path):
     assert ndcg["mostpop"] > ndcg["random"]
     assert ndcg["ease"] > ndcg["mostpop"]
     assert ndcg["mostpop"] == pytest.approx(0.0205, abs=0.002)  # BENCHMARKS.md reference
+
+
+def test_a_tuned_systems_llm_weight_uses_its_settings_and_is_chosen_again_for_more_users(tmp_path: Path, monkeypatch):
+    from types import SimpleNamespace
+
+    from knowrec.eval.config import PIPELINE_SYSTEMS
+
+    base = load_config(write_config(tmp_path, pipeline='["tuned-no-facts"]'))
+
+    def harness(ablation: int | str) -> tuple[Harness, list]:  # type: ignore[type-arg]
+        cfg = base.model_copy(update={"systems": base.systems.model_copy(update={"ablation_users": ablation})})
+        h = Harness(cfg)
+        calls: list = []  # type: ignore[type-arg]
+
+        def recommend(user: str, k: int, diversity: float) -> SimpleNamespace:
+            calls.append(user)
+            items = [SimpleNamespace(item_id=str(i), retrieval_score=1 - i / 10, llm_score=i / 10) for i in range(5)]
+            return SimpleNamespace(items=items, fallback=False)
+
+        fake = SimpleNamespace(
+            settings=SimpleNamespace(ranker=SimpleNamespace(rerank_top=5)), recommend=recommend, close=lambda: None
+        )
+        monkeypatch.setattr(
+            h, "recommender", lambda ctx, phase, overrides=None, **kw: (h.asked.append(overrides), fake)[1]
+        )
+        h.asked = []  # type: ignore[attr-defined]
+        return h, calls
+
+    h, calls = harness(5)
+    ctx = h.load()
+    settings = PIPELINE_SYSTEMS["tuned-no-facts"]["settings"]
+    meta = h.tune_llm_weight(ctx, "tuned-no-facts", tmp_path / "adapter", settings)
+    # its own prompt settings (no facts) and its adapter, on its 5 users
+    assert h.asked[0]["ranker"]["facts_per_candidate"] == 0 and h.asked[0]["llm"]["adapter"] == str(
+        tmp_path / "adapter"
+    )
+    assert meta["users"] == 5 and len(calls) == 5
+    h2, calls2 = harness("all")
+    meta2 = h2.tune_llm_weight(ctx, "tuned-no-facts", tmp_path / "adapter", settings)
+    assert meta2["users"] == len(ctx.llm_users)  # the cached choice on 5 users is not reused for all of them …
+    assert len(calls2) == len(ctx.llm_users) - 5  # … and the 5 users' lists are
