@@ -22,10 +22,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from knowrec.eval.metrics import mean
+from knowrec.eval.metrics import mean, percentiles
 from knowrec.eval.simulator import Revealed, SimulatedUser, TargetProfile, Utterance
 
 if TYPE_CHECKING:
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from knowrec.recommender import Recommender
 
 __all__ = ["Catalogue", "ChatSystem", "ConstrainedPopularity", "RecommenderChat", "run_dialogue", "summarise_p4"]
-
-P4_SYSTEMS = ("knowrec", "no-llm", "constrained-pop")
 
 
 class Catalogue:
@@ -208,8 +205,6 @@ def run_dialogue(
 
 def summarise_p4(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Means over users, plus mean turns to success (among successes) and turn-latency percentiles."""
-    from knowrec.eval.metrics import percentiles
-
     keys = sorted({k for r in records for k in r["metrics"]})
     wins = [r["success_turn"] for r in records if r["success_turn"] is not None]
     more_turns = sum(1 for r in records for t in r["dialogue"] if t["intent"] == "more")
@@ -235,7 +230,3 @@ def simulated_user(
         common_genres=catalogue.common_genres,
         more_rate=more_rate,
     )
-
-
-def sessions_file(out: Path, system: str) -> Path:
-    return out / "cache" / system / "p4-sessions.sqlite"

@@ -466,10 +466,10 @@ class Harness:
         meta.update(meta_extra)
         meta["models"] = rec.models_info()
         for proto in self.cfg.protocols.names:
-            cache = UserCache(self.out / "cache" / name / f"{proto}.jsonl")
-            todo = [u for u in users if not cache.done(u)]
             if proto == "p4":  # conversations: run_p4
                 continue
+            cache = UserCache(self.out / "cache" / name / f"{proto}.jsonl")
+            todo = [u for u in users if not cache.done(u)]
             if proto == "p3":
                 if name != "retrieval-only":
                     continue
