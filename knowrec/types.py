@@ -11,15 +11,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "DATASET_SOURCE",
     "Candidate",
     "CandidateList",
     "ChatProfile",
     "ChatTurn",
+    "Entity",
     "Fact",
     "IngestSummary",
     "Interaction",
     "Item",
     "KGPath",
+    "Provenance",
     "Reason",
     "RecQuery",
     "Recommendation",
@@ -63,8 +66,36 @@ class Item(_Frozen):
         return _nonempty(v, getattr(info, "field_name", "value"))
 
 
+DATASET_SOURCE = "dataset"
+"""The source of facts that came with the data (ingest); extracted ones say ``llm``."""
+
+
+class Provenance(_Frozen):
+    """Where a fact that knowrec derived came from (``knowrec kg extract``): the words it rests on and who read them.
+
+    Example:
+        >>> Provenance(source="llm", model="smollm2", prompt="kg_extract@1", evidence="directed by Michael Mann").source
+        'llm'
+    """
+
+    source: str = "llm"
+    model: str = ""
+    adapter: str = ""
+    prompt: str = ""
+    """Prompt id and version, ``kg_extract@1``."""
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    evidence: str = ""
+    """The span of the item's text the fact rests on, verbatim."""
+    field: str = ""
+    """Which item field the evidence is in (``text``, ``title``, an attribute name)."""
+
+
 class Fact(_Frozen):
-    """A knowledge-graph triple. ``head`` is usually an item id, ``tail`` an entity id (e.g. ``dbr:Tom_Hanks``)."""
+    """A knowledge-graph triple. ``head`` is usually an item id, ``tail`` an entity id (e.g. ``dbr:Tom_Hanks``).
+
+    ``source`` says where it came from: ``dataset`` (ingested with the data) or ``llm`` (extracted from an item's
+    text, with ``provenance``). When two sources state the same triple, the one stored first keeps it.
+    """
 
     id: str = ""
     head: str
@@ -72,6 +103,8 @@ class Fact(_Frozen):
     tail: str
     head_label: str = ""
     tail_label: str = ""
+    source: str = DATASET_SOURCE
+    provenance: Provenance | None = None
 
     @field_validator("head", "relation", "tail")
     @classmethod
@@ -130,6 +163,18 @@ class KGPath(_Frozen):
     source_relation: str
     target_relation: str
     weight: float
+    extracted: bool = False
+    """True when either fact of the path has a source other than ``dataset`` (e.g. extracted by an LLM)."""
+
+
+class Entity(_Frozen):
+    """A stored entity (a fact endpoint that is not an item): its label, the relations linking items to it, and how
+    many items it is linked to."""
+
+    id: str
+    label: str = ""
+    relations: tuple[str, ...] = ()
+    degree: int = 0
 
 
 class Candidate(_Frozen):

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from knowrec.types import Candidate, Fact, Interaction, Item, KGPath
+from knowrec.types import Candidate, Entity, Fact, Interaction, Item, KGPath
 
 __all__ = ["Embedder", "GraphBatch", "GraphStore", "ItemIndex", "Progress", "WriteStats"]
 
@@ -43,10 +43,22 @@ class GraphStore(Protocol):
 
     Writes are atomic (a whole :class:`GraphBatch` or nothing) and idempotent (writing the same batch twice changes
     nothing). Interactions are keyed by ``(user_id, item_id)``; a later write replaces rating and timestamp.
+
+    Every fact keeps its ``source`` (``dataset``: came with the data; ``llm``: extracted from an item's text) and
+    ``provenance``. A backend opened with ``fact_sources`` (a collection of sources; ``None``, the default, is every
+    source) answers every read that uses facts (:meth:`facts`, :meth:`item_entities`, :meth:`entity_degrees`,
+    :meth:`kg_candidates`, :meth:`paths`, :meth:`paths_many`) exactly as a store holding only the facts of those
+    sources would: entity degrees (rarity, the ``max_entity_items`` cut, the order of :meth:`facts`) are counted over
+    those facts only. :meth:`get_facts`, :meth:`iter_entities` and :meth:`stats` are not filtered, nor are writes.
     """
 
     def write(self, batch: GraphBatch, progress: Progress | None = None) -> WriteStats:
-        """Upsert a batch in one transaction. Facts whose head is an item id are item facts."""
+        """Upsert a batch in one transaction. Facts whose head is an item id are item facts.
+
+        A fact already stored (same id) keeps the ``source`` and ``provenance`` it was first stored with (within a
+        batch, the first of its rows); only its labels are updated (a non-empty label is never replaced by an empty
+        one).
+        """
         ...
 
     def has_items(self, item_ids: Sequence[str]) -> set[str]:
@@ -80,12 +92,14 @@ class GraphStore(Protocol):
         """Each item's own facts (where it is head or tail), most informative (rarest entity) first, ``n`` each.
 
         Every requested id is a key (an empty list when it has no facts). Ties: relation, then fact id. When the other
-        endpoint is an item, it counts as ``df = 1``.
+        endpoint is an item, it counts as ``df = 1``. Each fact has its stored ``source`` and ``provenance``.
+        Filtered by ``fact_sources`` (the facts and the degrees).
         """
         ...
 
     def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
-        """Facts by id (missing ids left out). Labels are filled from the stored nodes."""
+        """Facts by id (missing ids left out), with ``source`` and ``provenance``. Labels are filled from the stored
+        nodes. Not filtered by ``fact_sources``: a fact asked for by id is returned whatever its source."""
         ...
 
     def kg_candidates(
@@ -99,16 +113,22 @@ class GraphStore(Protocol):
 
         Score of a candidate = Σ over paths (seed weight × entity rarity), rarity = ``log(1 + N_items / df)`` where
         ``df`` is the number of items linked to the entity. Entities linked to more than ``max_entity_items`` items
-        are ignored. Each candidate carries its connecting paths (highest weight first). Excluded ids never appear.
+        are ignored. Each candidate carries its connecting paths (highest weight first; ``KGPath.extracted`` when
+        either fact of a path is not from the dataset). Excluded ids never appear. Filtered by ``fact_sources``
+        (paths and ``df``).
         """
         ...
 
     def paths(self, user_items: Sequence[str], item_id: str, n: int = 5) -> list[KGPath]:
-        """Paths from any of ``user_items`` to ``item_id`` through one shared entity, highest weight first."""
+        """Paths from any of ``user_items`` to ``item_id`` through one shared entity, highest weight first.
+
+        ``KGPath.extracted`` says whether either fact is not from the dataset. Filtered by ``fact_sources``.
+        """
         ...
 
     def paths_many(self, user_items: Sequence[str], item_ids: Sequence[str], n: int = 5) -> dict[str, list[KGPath]]:
-        """:meth:`paths` for several items in one round trip; every requested id is a key."""
+        """:meth:`paths` for several items in one round trip; every requested id is a key. Filtered by
+        ``fact_sources``."""
         ...
 
     def popular(self, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, int]]:
@@ -116,15 +136,30 @@ class GraphStore(Protocol):
         ...
 
     def item_entities(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
-        """Entity ids linked to each item (for diversity); every requested id is a key."""
+        """Entity ids linked to each item (for diversity); every requested id is a key. Filtered by
+        ``fact_sources``."""
         ...
 
     def entity_degrees(self, entity_ids: Sequence[str]) -> dict[str, int]:
-        """How many stored items each entity is linked to (0 for an unknown id); every asked id is a key."""
+        """How many stored items each entity is linked to (0 for an unknown id); every asked id is a key.
+
+        With ``fact_sources``, counted over the facts of those sources only.
+        """
+        ...
+
+    def iter_entities(self, batch_size: int = 5000) -> Iterator[list[Entity]]:
+        """Every stored entity, in id order, in batches: its label, the sorted distinct relation names of the facts
+        linking an item to it, and its degree (how many items it is linked to).
+
+        Not filtered by ``fact_sources``: every fact counts, for the relations and the degree.
+
+        Raises:
+            InvalidInput: ``batch_size`` is below 1.
+        """
         ...
 
     def stats(self) -> dict[str, int]:
-        """Counts: ``items``, ``entities``, ``facts``, ``users``, ``interactions``."""
+        """Counts: ``items``, ``entities``, ``facts``, ``users``, ``interactions``; not filtered by ``fact_sources``."""
         ...
 
     def close(self) -> None:

@@ -5,9 +5,14 @@ The model mirrors :mod:`knowrec.kg_store.sqlite`:
 * every item and entity is a ``(:KGNode {id})`` node, labelled ``:Item`` (``title``, ``title_fold``, ``text``,
   ``attributes`` as JSON) or ``:Entity`` (``label``, ``df`` = how many items it is linked to). An id that becomes an
   item stops being an entity (the node is relabelled; its facts stay attached);
-* a fact is a ``(head)-[:FACT {id, relation, head_label, tail_label}]->(tail)`` relationship. Relation names are data,
-  so they are a property, never a relationship type;
+* a fact is a ``(head)-[:FACT {id, relation, head_label, tail_label, source, provenance}]->(tail)`` relationship
+  (``provenance`` as JSON, ``''`` when none; a fact stored before these two existed reads as ``dataset`` without
+  provenance). Relation names are data, so they are a property, never a relationship type;
 * users are ``(:User {id})``; an interaction is ``(:User)-[:INTERACTED {rating, ts}]->(:Item)``, one per pair.
+
+A store opened with ``fact_sources`` runs the variants of the read statements in :data:`_FILTERED`: they follow only
+the FACT relationships whose source is in ``$sources`` and count degrees over those on the fly (``COUNT {}``), where
+the unfiltered ones (:data:`_ALL`) use the stored ``df``.
 
 All Cypher of this backend is in this module, as constants with ``$parameters``; no statement is ever built from data.
 Writes are ``UNWIND $rows AS row …`` statements of up to 5,000 rows, the whole batch in one transaction.
@@ -19,12 +24,12 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
-from knowrec.errors import InvalidInput, StoreUnavailable
+from knowrec.errors import ConfigError, InvalidInput, StoreUnavailable
 from knowrec.kg_store.base import GraphBatch, Progress, WriteStats
-from knowrec.types import Candidate, Fact, Interaction, Item, KGPath
+from knowrec.types import DATASET_SOURCE, Candidate, Entity, Fact, Interaction, Item, KGPath, Provenance
 
 __all__ = ["Neo4jGraphStore"]
 
@@ -99,7 +104,8 @@ UNWIND $rows AS row
 MATCH (h:KGNode {id: row.head})
 MATCH (t:KGNode {id: row.tail})
 WITH row, h, t WHERE NOT EXISTS { MATCH ()-[f:FACT]->() USING INDEX f:FACT(id) WHERE f.id = row.id }
-CREATE (h)-[:FACT {id: row.id, relation: row.relation, head_label: row.head_label, tail_label: row.tail_label}]->(t)
+CREATE (h)-[:FACT {id: row.id, relation: row.relation, head_label: row.head_label, tail_label: row.tail_label,
+                   source: row.source, provenance: row.provenance}]->(t)
 """
 
 _ITEM_NEIGHBOURS = """
@@ -163,13 +169,6 @@ WITH i.id AS id, count(r) AS c WHERE NOT id IN $exclude
 RETURN id, c ORDER BY c DESC, id LIMIT $n
 """
 
-# Each fact of each asked node (either direction) with the degree of its other endpoint (1 unless an entity).
-_ITEM_FACTS = """
-UNWIND $ids AS id
-MATCH (x:KGNode {id: id})-[f:FACT]-(o:KGNode)
-RETURN id, f.id, f.relation, CASE WHEN o:Entity AND o.df > 0 THEN o.df ELSE 1 END
-"""
-
 _GET_FACTS = """
 UNWIND $ids AS fid
 MATCH (h:KGNode)-[f:FACT]->(t:KGNode) USING INDEX f:FACT(id) WHERE f.id = fid
@@ -177,41 +176,121 @@ RETURN f.id, h.id, f.relation, t.id,
     CASE WHEN h:Item AND h.title <> '' THEN h.title WHEN h:Entity AND h.label <> '' THEN h.label
          ELSE f.head_label END,
     CASE WHEN t:Item AND t.title <> '' THEN t.title WHEN t:Entity AND t.label <> '' THEN t.label
-         ELSE f.tail_label END
-"""
-
-_ENTITY_DF = "UNWIND $ids AS id MATCH (e:Entity {id: id}) RETURN e.id, e.df"
-_ITEM_ENTITIES = """
-UNWIND $ids AS id
-MATCH (:KGNode {id: id})-[:FACT]-(e:Entity)
-RETURN DISTINCT id, e.id
+         ELSE f.tail_label END,
+    coalesce(f.source, 'dataset'), coalesce(f.provenance, '')
 """
 
 _N_ITEMS = "MATCH (i:Item) RETURN count(i)"
 
-# Seed —fact→ entity links with the entity's degree in [1, $max_df].
-_SEED_LINKS = """
+# Every entity (in id order, a page at a time) with its label, stored degree and the relations linking items to it.
+_ENTITY_PAGE = """
+MATCH (e:Entity) WHERE $last IS NULL OR e.id > $last
+WITH e ORDER BY e.id LIMIT $n
+RETURN e.id, e.label, e.df, COLLECT { MATCH (e)-[f:FACT]-(:Item) RETURN DISTINCT f.relation } AS relations
+ORDER BY e.id
+"""
+
+
+class _Reads(NamedTuple):
+    """The read statements that follow facts: :data:`_ALL` (every fact) or :data:`_FILTERED` (``$sources`` only).
+
+    ``'dataset'`` in them is :data:`knowrec.types.DATASET_SOURCE` (a fact without ``source`` was stored before there
+    were sources: it came with the data).
+    """
+
+    item_facts: str
+    """Each fact of each asked node (either direction) with the degree of its other endpoint (1 unless an entity)."""
+    entity_df: str
+    item_entities: str
+    seed_links: str
+    """Seed —fact→ entity links with the entity's degree in [1, $max_df], and the fact's source."""
+    kg_scores: str
+    """Σ over paths = Σ over entities of (Σ of the entity's seed-link weights) × (facts linking the candidate to it)."""
+    cand_links: str
+
+
+_ALL = _Reads(
+    item_facts="""
+UNWIND $ids AS id
+MATCH (x:KGNode {id: id})-[f:FACT]-(o:KGNode)
+RETURN id, f.id, f.relation, CASE WHEN o:Entity AND o.df > 0 THEN o.df ELSE 1 END
+""",
+    entity_df="UNWIND $ids AS id MATCH (e:Entity {id: id}) RETURN e.id, e.df",
+    item_entities="""
+UNWIND $ids AS id
+MATCH (:KGNode {id: id})-[:FACT]-(e:Entity)
+RETURN DISTINCT id, e.id
+""",
+    seed_links="""
 UNWIND $seeds AS sid
 MATCH (s:KGNode {id: sid})-[f:FACT]-(e:Entity)
 WHERE e.df >= 1 AND e.df <= $max_df
-RETURN sid, e.id, f.id, f.relation, e.df
-"""
-
-# Σ over paths = Σ over entities of (Σ of the entity's seed-link weights) × (facts linking the candidate to it).
-_KG_SCORES = """
+RETURN sid, e.id, f.id, f.relation, e.df, coalesce(f.source, 'dataset')
+""",
+    kg_scores="""
 UNWIND $entities AS row
 MATCH (e:Entity {id: row.id})-[:FACT]-(c:Item)
 WITH c.id AS cand, sum(row.w) AS score
 WHERE NOT cand IN $skip
 RETURN cand, score ORDER BY score DESC, cand LIMIT $n
-"""
-
-_CAND_LINKS = """
+""",
+    cand_links="""
 UNWIND $cands AS cid
 MATCH (c:KGNode {id: cid})-[f:FACT]-(e:Entity)
 WHERE e.id IN $entities
-RETURN cid, e.id, e.label, f.id, f.relation
-"""
+RETURN cid, e.id, e.label, f.id, f.relation, coalesce(f.source, 'dataset')
+""",
+)
+
+# The degree of an entity ``e`` over the facts of $sources: how many distinct items such facts link it to.
+_FILTERED = _Reads(
+    item_facts="""
+UNWIND $ids AS id
+MATCH (x:KGNode {id: id})-[f:FACT]-(o:KGNode)
+WHERE coalesce(f.source, 'dataset') IN $sources
+WITH id, f, o, CASE WHEN o:Entity THEN COUNT {
+    MATCH (o)-[g:FACT]-(i:Item) WHERE coalesce(g.source, 'dataset') IN $sources RETURN DISTINCT i
+} ELSE 1 END AS df
+RETURN id, f.id, f.relation, CASE WHEN df > 0 THEN df ELSE 1 END
+""",
+    entity_df="""
+UNWIND $ids AS id
+MATCH (e:Entity {id: id})
+RETURN e.id, COUNT { MATCH (e)-[g:FACT]-(i:Item) WHERE coalesce(g.source, 'dataset') IN $sources RETURN DISTINCT i }
+""",
+    item_entities="""
+UNWIND $ids AS id
+MATCH (:KGNode {id: id})-[f:FACT]-(e:Entity)
+WHERE coalesce(f.source, 'dataset') IN $sources
+RETURN DISTINCT id, e.id
+""",
+    seed_links="""
+UNWIND $seeds AS sid
+MATCH (s:KGNode {id: sid})-[f:FACT]-(e:Entity)
+WHERE coalesce(f.source, 'dataset') IN $sources
+WITH e, collect([sid, f.id, f.relation, coalesce(f.source, 'dataset')]) AS links
+WITH e, links, COUNT {
+    MATCH (e)-[g:FACT]-(i:Item) WHERE coalesce(g.source, 'dataset') IN $sources RETURN DISTINCT i
+} AS df
+WHERE df >= 1 AND df <= $max_df
+UNWIND links AS link
+RETURN link[0], e.id, link[1], link[2], df, link[3]
+""",
+    kg_scores="""
+UNWIND $entities AS row
+MATCH (e:Entity {id: row.id})-[f:FACT]-(c:Item)
+WHERE coalesce(f.source, 'dataset') IN $sources
+WITH c.id AS cand, sum(row.w) AS score
+WHERE NOT cand IN $skip
+RETURN cand, score ORDER BY score DESC, cand LIMIT $n
+""",
+    cand_links="""
+UNWIND $cands AS cid
+MATCH (c:KGNode {id: cid})-[f:FACT]-(e:Entity)
+WHERE e.id IN $entities AND coalesce(f.source, 'dataset') IN $sources
+RETURN cid, e.id, e.label, f.id, f.relation, coalesce(f.source, 'dataset')
+""",
+)
 
 _STATS = """
 CALL () { MATCH (n:Item) RETURN count(n) AS items }
@@ -221,6 +300,17 @@ CALL () { MATCH (n:User) RETURN count(n) AS users }
 CALL () { MATCH ()-[r:INTERACTED]->() RETURN count(r) AS interactions }
 RETURN items, entities, facts, users, interactions
 """
+
+
+class _SeedLink(NamedTuple):
+    """A seed's fact to an entity: its weight (seed weight × rarity) and whether the fact was not in the data."""
+
+    seed: str
+    entity: str
+    fact: str
+    relation: str
+    weight: float
+    extracted: bool
 
 
 def _rarity(n_items: int | None, df: int | None) -> float:
@@ -267,6 +357,11 @@ class Neo4jGraphStore:
         database: Database name; ``None`` is the server's default database.
         connection_timeout: Seconds to wait for a connection before :class:`StoreUnavailable`.
         retry_time: Seconds a read is retried on transient errors (server restarting, leader switch).
+        fact_sources: Read only the facts whose ``source`` is one of these (``None``: every fact). Every read that
+            uses facts (:meth:`facts`, :meth:`item_entities`, :meth:`entity_degrees`, :meth:`kg_candidates`,
+            :meth:`paths`, :meth:`paths_many`) then answers as a store holding only those facts would, entity
+            degrees included (counted on the fly); :meth:`get_facts`, :meth:`iter_entities` and :meth:`stats` see
+            everything, and writes are not affected.
 
     Example:
         >>> from knowrec.types import Fact, Interaction, Item
@@ -290,7 +385,13 @@ class Neo4jGraphStore:
         database: str | None = None,
         connection_timeout: float = 10.0,
         retry_time: float = 10.0,
+        fact_sources: Collection[str] | None = None,
     ) -> None:
+        if isinstance(fact_sources, str):
+            raise ConfigError(f"fact_sources must be a collection of source names, not the string {fact_sources!r}")
+        self.fact_sources: frozenset[str] | None = None if fact_sources is None else frozenset(fact_sources)
+        self._q = _ALL if self.fact_sources is None else _FILTERED
+        self._sources: list[str] | None = None if self.fact_sources is None else sorted(self.fact_sources)
         self.uri = uri
         self.user = user
         self.database = database or None
@@ -305,7 +406,8 @@ class Neo4jGraphStore:
 
     def __repr__(self) -> str:
         db = f", database={self.database!r}" if self.database else ""
-        return f"Neo4jGraphStore({self.uri!r}{db})"
+        sources = "" if self._sources is None else f", fact_sources={self._sources!r}"
+        return f"Neo4jGraphStore({self.uri!r}{db}{sources})"
 
     # --- connection ---------------------------------------------------------------------------------------------
 
@@ -433,9 +535,10 @@ class Neo4jGraphStore:
         """Upsert a batch in one transaction; returns how many items, facts and interactions were new.
 
         Items update title, text and attributes; facts update their labels (a non-empty label is never replaced
-        by an empty one); interactions update rating and timestamp. Entities are the fact endpoints that are not
-        item ids; their labels come from the facts. ``progress(stage, n)`` is called after each chunk of
-        5,000 rows with stage ``"items"``, ``"facts"`` or ``"interactions"``; if it raises, nothing is written.
+        by an empty one) but keep the source and provenance they were first stored with; interactions update rating
+        and timestamp. Entities are the fact endpoints that are not item ids; their labels come from the facts.
+        ``progress(stage, n)`` is called after each chunk of 5,000 rows with stage ``"items"``, ``"facts"`` or
+        ``"interactions"``; if it raises, nothing is written. ``fact_sources`` does not apply to writes.
 
         Raises:
             InvalidInput: An interaction names an item that is neither in the batch nor stored (nothing written).
@@ -508,8 +611,10 @@ class Neo4jGraphStore:
                         "tail": f.tail,
                         "head_label": f.head_label,
                         "tail_label": f.tail_label,
+                        "source": f.source,
+                        "provenance": "" if f.provenance is None else f.provenance.model_dump_json(),
                     }
-                else:  # the same fact twice in a chunk: non-empty labels of the later one win
+                else:  # the same fact twice in a chunk: non-empty labels of the later one win, the rest of the first
                     row["head_label"] = f.head_label or row["head_label"]
                     row["tail_label"] = f.tail_label or row["tail_label"]
             self._run(tx, _UPDATE_FACTS, rows=list(frows.values()))
@@ -659,7 +764,8 @@ class Neo4jGraphStore:
 
         Order: degree (``df``) of the other endpoint ascending (an endpoint that is an item counts as ``df`` 1),
         then relation, then fact id. Every asked id is a key (an empty list when it has no facts). Labels are
-        filled from the stored items and entities.
+        filled from the stored items and entities; ``source`` and ``provenance`` as stored. With ``fact_sources``
+        only those facts count, for the degrees too.
         """
         ids = _unique(item_ids)
         out: dict[str, list[Fact]] = {i: [] for i in ids}
@@ -669,7 +775,8 @@ class Neo4jGraphStore:
         def work(tx: Any) -> tuple[dict[str, list[str]], dict[str, Fact]]:
             links: dict[str, set[tuple[int, str, str]]] = {i: set() for i in ids}
             for chunk in _chunks(ids, _READ_CHUNK):
-                for item_id, fid, relation, df in self._rows(tx, _ITEM_FACTS, ids=list(chunk)):
+                rows = self._rows(tx, self._q.item_facts, ids=list(chunk), sources=self._sources)
+                for item_id, fid, relation, df in rows:
                     links[item_id].add((int(df), relation, fid))
             ranked = {i: [t[2] for t in sorted(found)][:n] for i, found in links.items()}
             return ranked, self._get_facts(tx, [fid for fids in ranked.values() for fid in fids])
@@ -690,11 +797,16 @@ class Neo4jGraphStore:
                     tail=row[3],
                     head_label=row[4] or "",
                     tail_label=row[5] or "",
+                    source=row[6],
+                    provenance=Provenance.model_validate_json(row[7]) if row[7] else None,
                 )
         return found
 
     def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
-        """Facts by id, in the order asked (missing ids left out); labels filled from the stored nodes."""
+        """Facts by id, in the order asked (missing ids left out); labels filled from the stored nodes.
+
+        Not filtered by ``fact_sources``: a fact asked for by id is returned whatever its source.
+        """
         ids = _unique(fact_ids)
         if not ids:
             return {}
@@ -702,14 +814,15 @@ class Neo4jGraphStore:
         return {i: found[i] for i in ids if i in found}
 
     def item_entities(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
-        """Entity ids linked to each item by a fact in either direction; every asked id is a key."""
+        """Entity ids linked to each item by a fact (of ``fact_sources``) in either direction; every asked id is a
+        key."""
         ids = _unique(item_ids)
         out: dict[str, set[str]] = {i: set() for i in ids}
 
         def work(tx: Any) -> list[list[Any]]:
             rows: list[list[Any]] = []
             for chunk in _chunks(ids, _READ_CHUNK):
-                rows.extend(self._rows(tx, _ITEM_ENTITIES, ids=list(chunk)))
+                rows.extend(self._rows(tx, self._q.item_entities, ids=list(chunk), sources=self._sources))
             return rows
 
         for item_id, entity in self._read(work) if ids else []:
@@ -717,44 +830,80 @@ class Neo4jGraphStore:
         return out
 
     def entity_degrees(self, entity_ids: Sequence[str]) -> dict[str, int]:
-        """How many stored items each entity is linked to (the ``df`` kept on ``:Entity``); 0 for an unknown id."""
+        """How many stored items each entity is linked to (the ``df`` kept on ``:Entity``; with ``fact_sources``,
+        counted over those facts); 0 for an unknown id."""
         ids = _unique(entity_ids)
         out = dict.fromkeys(ids, 0)
 
         def work(tx: Any) -> list[list[Any]]:
             rows: list[list[Any]] = []
             for chunk in _chunks(ids, _READ_CHUNK):
-                rows.extend(self._rows(tx, _ENTITY_DF, ids=list(chunk)))
+                rows.extend(self._rows(tx, self._q.entity_df, ids=list(chunk), sources=self._sources))
             return rows
 
         for entity, df in self._read(work) if ids else []:
             out[entity] = int(df or 0)
         return out
 
+    def iter_entities(self, batch_size: int = 5000) -> Iterator[list[Entity]]:
+        """Every stored entity in id order, in lists of ``batch_size`` (each page is read in its own transaction).
+
+        Each has its label, the sorted distinct relations of the facts linking an item to it and its stored degree.
+        Not filtered by ``fact_sources``: every fact counts.
+
+        Raises:
+            InvalidInput: ``batch_size`` is below 1.
+        """
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, not {batch_size}", field="batch_size")
+        last: str | None = None
+        while True:
+
+            def page(tx: Any, last: str | None = last) -> list[list[Any]]:
+                return self._rows(tx, _ENTITY_PAGE, last=last, n=batch_size)
+
+            rows = self._read(page)
+            if not rows:
+                return
+            yield [
+                Entity(id=e, label=label or "", relations=tuple(sorted(set(relations))), degree=int(df or 0))
+                for e, label, df, relations in rows
+            ]
+            if len(rows) < batch_size:
+                return
+            last = rows[-1][0]
+
     # --- knowledge-graph retrieval ------------------------------------------------------------------------------
 
-    def _seed_links(self, tx: Any, seeds: Mapping[str, float], max_df: int) -> list[tuple[str, str, str, str, float]]:
-        """``(seed, entity, seed fact, seed relation, weight)`` for entities linked to at most ``max_df`` items."""
+    def _seed_links(self, tx: Any, seeds: Mapping[str, float], max_df: int) -> list[_SeedLink]:
+        """The links of the seeds to entities linked to at most ``max_df`` items."""
         n_items = int(self._rows(tx, _N_ITEMS)[0][0])
-        links: list[tuple[str, str, str, str, float]] = []
+        links: list[_SeedLink] = []
         for chunk in _chunks(list(seeds), _READ_CHUNK):
-            for seed, entity, fid, rel, df in self._rows(tx, _SEED_LINKS, seeds=list(chunk), max_df=max_df):
-                links.append((seed, entity, fid, rel, seeds[seed] * _rarity(n_items, int(df))))
+            rows = self._rows(tx, self._q.seed_links, seeds=list(chunk), max_df=max_df, sources=self._sources)
+            for seed, entity, fid, rel, df, source in rows:
+                w = seeds[seed] * _rarity(n_items, int(df))
+                links.append(_SeedLink(seed, entity, fid, rel, w, source != DATASET_SOURCE))
         return links
 
     def _paths(
-        self, tx: Any, links: Sequence[tuple[str, str, str, str, float]], cands: Sequence[str], per_candidate: int
+        self, tx: Any, links: Sequence[_SeedLink], cands: Sequence[str], per_candidate: int
     ) -> dict[str, list[KGPath]]:
         """The ``per_candidate`` heaviest paths of each candidate from the seed links."""
-        by_entity: dict[str, list[tuple[str, str, str, str, float]]] = {}
+        by_entity: dict[str, list[_SeedLink]] = {}
         for link in links:
-            by_entity.setdefault(link[1], []).append(link)
-        rows = self._rows(tx, _CAND_LINKS, cands=list(cands), entities=list(by_entity)) if cands and links else []
+            by_entity.setdefault(link.entity, []).append(link)
+        rows = (
+            self._rows(tx, self._q.cand_links, cands=list(cands), entities=list(by_entity), sources=self._sources)
+            if cands and links
+            else []
+        )
         found: dict[str, list[tuple[Any, ...]]] = {c: [] for c in cands}
-        for cand, entity, label, tfact, trel in rows:
-            for seed, _, sfact, srel, w in by_entity.get(entity, ()):
+        for cand, entity, label, tfact, trel, tsource in rows:
+            for seed, _, sfact, srel, w, sx in by_entity.get(entity, ()):
                 if seed != cand:
-                    found[cand].append((-w, seed, entity, sfact, tfact, srel, trel, label or entity))
+                    extracted = sx or tsource != DATASET_SOURCE
+                    found[cand].append((-w, seed, entity, sfact, tfact, srel, trel, label or entity, extracted))
         out: dict[str, list[KGPath]] = {}
         for cand, paths in found.items():
             paths.sort(key=lambda p: p[:5])
@@ -768,8 +917,9 @@ class Neo4jGraphStore:
                     source_relation=srel,
                     target_relation=trel,
                     weight=-neg_w,
+                    extracted=extracted,
                 )
-                for neg_w, seed, entity, sfact, tfact, srel, trel, label in paths[:per_candidate]
+                for neg_w, seed, entity, sfact, tfact, srel, trel, label, extracted in paths[:per_candidate]
             ]
         return out
 
@@ -785,7 +935,8 @@ class Neo4jGraphStore:
         Score = Σ over paths ``seed → entity → candidate`` of seed weight × ``log(1 + N_items / df(entity))``;
         entities linked to more than ``max_entity_items`` items are ignored; seeds and ``exclude`` never appear.
         Each candidate carries its 5 heaviest paths (``KGPath.weight`` = seed weight × rarity; an entity without
-        a label is labelled with its id) and ``sources={"kg": score}``.
+        a label is labelled with its id) and ``sources={"kg": score}``. With ``fact_sources`` only those facts
+        count, for the degrees too.
         """
         if not seed_items or n <= 0 or max_entity_items < 1:
             return []
@@ -796,11 +947,12 @@ class Neo4jGraphStore:
             if not links:
                 return [], {}
             entity_w: dict[str, float] = {}
-            for _, entity, _, _, w in links:
-                entity_w[entity] = entity_w.get(entity, 0.0) + w
+            for link in links:
+                entity_w[link.entity] = entity_w.get(link.entity, 0.0) + link.weight
             skip = [*seeds, *exclude]
             entities = [{"id": e, "w": w} for e, w in entity_w.items()]
-            scores = [(r[0], float(r[1])) for r in self._rows(tx, _KG_SCORES, entities=entities, skip=skip, n=n)]
+            rows = self._rows(tx, self._q.kg_scores, entities=entities, skip=skip, n=n, sources=self._sources)
+            scores = [(r[0], float(r[1])) for r in rows]
             return scores, self._paths(tx, links, [c for c, _ in scores], _PATHS_PER_CANDIDATE)
 
         scores, paths = self._read(work)
@@ -834,7 +986,8 @@ class Neo4jGraphStore:
     # --- counts -------------------------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counts of ``items``, ``entities``, ``facts``, ``users`` and ``interactions``."""
+        """Counts of ``items``, ``entities``, ``facts``, ``users`` and ``interactions`` (of every fact and entity,
+        whatever ``fact_sources`` says)."""
         row = self._read(lambda tx: self._rows(tx, _STATS))[0]
         return {k: int(v) for k, v in zip(("items", "entities", "facts", "users", "interactions"), row, strict=True)}
 

@@ -1,9 +1,16 @@
 """Embedded graph store on SQLite (stdlib :mod:`sqlite3` only).
 
 Everything lives in one database file: items, entities, facts, users, interactions and a small table of entity
-degrees (``entity_df``: how many stored items each entity is linked to) that makes rarity weighting cheap. All SQL of
-this backend is in this module and uses placeholders only; the one thing ever formatted into a statement is a
-generated ``?,?,?`` list.
+degrees (``entity_df``: how many stored items each entity is linked to) that makes rarity weighting cheap. Each fact
+keeps its ``source`` (``dataset``, ``llm``) and its provenance (JSON, ``''`` when none).
+
+A store opened with ``fact_sources`` reads facts through a TEMP VIEW ``_vfacts`` (the facts whose source is in the
+TEMP table ``_sources``) and degrees from a TEMP table ``_vdf``, counted over those facts and counted again after a
+write; an unfiltered store reads ``facts`` and ``entity_df`` directly, as before.
+
+All SQL of this backend is in this module and uses placeholders only; the only things ever formatted into a statement
+are a generated ``?,?,?`` list and the constant names of those tables (``facts`` or ``_vfacts``, ``entity_df`` or
+``_vdf``).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,16 +28,17 @@ from typing import Any, TypeVar
 import numpy as np
 import scipy.sparse as sp
 
-from knowrec.errors import InvalidInput, StoreUnavailable
+from knowrec.errors import ConfigError, InvalidInput, StoreUnavailable
 from knowrec.kg_store.base import GraphBatch, Progress, WriteStats
-from knowrec.types import Candidate, Fact, Interaction, Item, KGPath
+from knowrec.types import Candidate, Entity, Fact, Interaction, Item, KGPath, Provenance
 
 __all__ = ["SCHEMA_VERSION", "SQLiteGraphStore"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""Stored in ``PRAGMA user_version``; a database with another non-zero version is refused."""
+SCHEMA_VERSION = 2
+"""Stored in ``PRAGMA user_version``. Version 1 (facts without ``source`` and ``provenance``) is migrated on open; a
+database with any other non-zero version is refused."""
 
 _CHUNK = 5000
 """Rows per ``executemany`` in :meth:`SQLiteGraphStore.write` (progress is reported after each)."""
@@ -59,7 +67,9 @@ _SCHEMA = (
         relation TEXT NOT NULL,
         tail TEXT NOT NULL,
         head_label TEXT NOT NULL DEFAULT '',
-        tail_label TEXT NOT NULL DEFAULT ''
+        tail_label TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL DEFAULT 'dataset',
+        provenance TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID""",
     # (head, tail) and (tail, head): covering for the item <-> entity hops of kg_candidates.
     "CREATE INDEX IF NOT EXISTS facts_head ON facts(head, tail)",
@@ -80,6 +90,12 @@ _SCHEMA = (
 )
 _TABLES = frozenset({"items", "entities", "facts", "users", "interactions", "entity_df"})
 
+# Version 1 -> 2: every fact stored so far came with the data.
+_MIGRATE_V1 = (
+    "ALTER TABLE facts ADD COLUMN source TEXT NOT NULL DEFAULT 'dataset'",
+    "ALTER TABLE facts ADD COLUMN provenance TEXT NOT NULL DEFAULT ''",
+)
+
 _TEMP_TABLES = (
     "CREATE TEMP TABLE IF NOT EXISTS _seeds (item_id TEXT PRIMARY KEY, weight REAL NOT NULL)",
     "CREATE TEMP TABLE IF NOT EXISTS _excl (id TEXT PRIMARY KEY)",
@@ -88,10 +104,22 @@ _TEMP_TABLES = (
     "CREATE TEMP TABLE IF NOT EXISTS _bitems (id TEXT PRIMARY KEY)",
     "CREATE TEMP TABLE IF NOT EXISTS _ends (id TEXT PRIMARY KEY, label TEXT NOT NULL)",
     """CREATE TEMP TABLE IF NOT EXISTS _sl (
-        seed TEXT NOT NULL, entity TEXT NOT NULL, sfact TEXT NOT NULL, srel TEXT NOT NULL, w REAL NOT NULL
+        seed TEXT NOT NULL, entity TEXT NOT NULL, sfact TEXT NOT NULL, srel TEXT NOT NULL, w REAL NOT NULL,
+        sx INTEGER NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS temp._sl_entity ON _sl(entity)",
 )
+
+# Only for a store opened with ``fact_sources``: the facts it sees and their entities' degrees (see _FILL_VDF).
+_FILTER_TEMP = (
+    "CREATE TEMP TABLE IF NOT EXISTS _sources (source TEXT PRIMARY KEY) WITHOUT ROWID",
+    """CREATE TEMP VIEW IF NOT EXISTS _vfacts AS
+    SELECT * FROM main.facts WHERE source IN (SELECT source FROM temp._sources)""",
+    "CREATE TEMP TABLE IF NOT EXISTS _vdf (entity TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID",
+)
+
+_FACTS, _DF = "facts", "entity_df"
+_VFACTS, _VDF = "_vfacts", "_vdf"
 
 # ``CROSS JOIN`` below fixes the join order (SQLite never reorders it), so that statements start from the few rows
 # in a temp table and follow the indexes instead of scanning the facts.
@@ -105,9 +133,9 @@ WHERE items.title IS NOT excluded.title OR items.text IS NOT excluded.text
    OR items.attributes IS NOT excluded.attributes
 """
 
-# A non-empty label is never replaced by an empty one.
+# A non-empty label is never replaced by an empty one; source and provenance stay as first stored.
 _UPSERT_FACT = """
-INSERT INTO facts (id, head, relation, tail, head_label, tail_label) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO facts (id, head, relation, tail, head_label, tail_label, source, provenance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     head_label = CASE WHEN excluded.head_label <> '' THEN excluded.head_label ELSE facts.head_label END,
     tail_label = CASE WHEN excluded.tail_label <> '' THEN excluded.tail_label ELSE facts.tail_label END
@@ -154,29 +182,49 @@ SELECT entity, COUNT(DISTINCT item) FROM (
 GROUP BY entity
 """
 
+# The degrees of every entity over the facts a filtered store sees (a whole count, like _RECOMPUTE_DF's).
+_FILL_VDF = """
+INSERT INTO _vdf (entity, df)
+SELECT entity, COUNT(DISTINCT item) FROM (
+    SELECT f.tail AS entity, f.head AS item
+    FROM _vfacts AS f CROSS JOIN entities AS e ON e.id = f.tail CROSS JOIN items AS i ON i.id = f.head
+    UNION ALL
+    SELECT f.head AS entity, f.tail AS item
+    FROM _vfacts AS f CROSS JOIN entities AS e ON e.id = f.head CROSS JOIN items AS i ON i.id = f.tail
+)
+GROUP BY entity
+"""
+
 # --- read statements --------------------------------------------------------------------------------------------
 
 _FACT_COLUMNS = """
     f.id, f.head, f.relation, f.tail,
     COALESCE(NULLIF(hi.title, ''), NULLIF(he.label, ''), f.head_label),
-    COALESCE(NULLIF(ti.title, ''), NULLIF(te.label, ''), f.tail_label)
+    COALESCE(NULLIF(ti.title, ''), NULLIF(te.label, ''), f.tail_label),
+    f.source, f.provenance
 """
 _FACT_LABEL_JOINS = """
     LEFT JOIN items AS hi ON hi.id = f.head LEFT JOIN entities AS he ON he.id = f.head
     LEFT JOIN items AS ti ON ti.id = f.tail LEFT JOIN entities AS te ON te.id = f.tail
 """
 
-# _sl := seed —fact→ entity links with the entity's degree at most ?1, weight = seed weight × rarity (?2 = N items).
+# The read statements below name ``{facts}`` and ``{df}``: ``facts`` and ``entity_df``, or in a store opened with
+# ``fact_sources`` the view ``_vfacts`` and the table ``_vdf`` (see SQLiteGraphStore.__init__). ``'dataset'`` in
+# them is knowrec.types.DATASET_SOURCE.
+
+# _sl := seed —fact→ entity links with the entity's degree at most ?1, weight = seed weight × rarity (?2 = N items),
+# sx = whether the seed's fact was not in the data.
 _FILL_SEED_LINKS = """
-INSERT INTO _sl (seed, entity, sfact, srel, w)
-SELECT x.seed, x.entity, x.fid, x.rel, x.weight * kr_rarity(?2, d.df)
+INSERT INTO _sl (seed, entity, sfact, srel, w, sx)
+SELECT x.seed, x.entity, x.fid, x.rel, x.weight * kr_rarity(?2, d.df), x.src <> 'dataset'
 FROM (
-    SELECT s.item_id AS seed, s.weight AS weight, f.tail AS entity, f.id AS fid, f.relation AS rel
-    FROM _seeds AS s CROSS JOIN facts AS f ON f.head = s.item_id
+    SELECT s.item_id AS seed, s.weight AS weight, f.tail AS entity, f.id AS fid, f.relation AS rel, f.source AS src
+    FROM _seeds AS s CROSS JOIN {facts} AS f ON f.head = s.item_id
     UNION ALL
-    SELECT s.item_id, s.weight, f.head, f.id, f.relation FROM _seeds AS s CROSS JOIN facts AS f ON f.tail = s.item_id
+    SELECT s.item_id, s.weight, f.head, f.id, f.relation, f.source
+    FROM _seeds AS s CROSS JOIN {facts} AS f ON f.tail = s.item_id
 ) AS x
-CROSS JOIN entity_df AS d ON d.entity = x.entity
+CROSS JOIN {df} AS d ON d.entity = x.entity
 WHERE d.df <= ?1
 """
 
@@ -184,12 +232,12 @@ WHERE d.df <= ?1
 # (the caller keeps the first few of each; a window function is slower here).
 _KG_PATHS = """
 SELECT cf.cand, sl.seed, sl.entity, COALESCE(NULLIF(e.label, ''), sl.entity), sl.sfact, cf.tfact, sl.srel,
-       cf.trel, sl.w
+       cf.trel, sl.w, sl.sx OR cf.tsrc <> 'dataset'
 FROM (
-    SELECT f.head AS cand, f.tail AS entity, f.id AS tfact, f.relation AS trel
-    FROM _cands AS c CROSS JOIN facts AS f ON f.head = c.item_id
+    SELECT f.head AS cand, f.tail AS entity, f.id AS tfact, f.relation AS trel, f.source AS tsrc
+    FROM _cands AS c CROSS JOIN {facts} AS f ON f.head = c.item_id
     UNION ALL
-    SELECT f.tail, f.head, f.id, f.relation FROM _cands AS c CROSS JOIN facts AS f ON f.tail = c.item_id
+    SELECT f.tail, f.head, f.id, f.relation, f.source FROM _cands AS c CROSS JOIN {facts} AS f ON f.tail = c.item_id
 ) AS cf
 CROSS JOIN _sl AS sl ON sl.entity = cf.entity
 LEFT JOIN entities AS e ON e.id = sl.entity
@@ -199,9 +247,24 @@ ORDER BY cf.cand, sl.w DESC, sl.seed, sl.entity, sl.sfact, cf.tfact
 
 # (item, entity) of every fact linking an item (either end) to an entity, once per fact.
 _ITEM_ENTITY_LINKS = """
-SELECT f.head, f.tail FROM facts AS f CROSS JOIN entity_df AS d ON d.entity = f.tail
+SELECT f.head, f.tail FROM {facts} AS f CROSS JOIN {df} AS d ON d.entity = f.tail
 UNION ALL
-SELECT f.tail, f.head FROM facts AS f CROSS JOIN entity_df AS d ON d.entity = f.head
+SELECT f.tail, f.head FROM {facts} AS f CROSS JOIN {df} AS d ON d.entity = f.head
+"""
+
+# A page of entities: id, label and stored (unfiltered) degree.
+_ENTITY_PAGE = """
+SELECT e.id, e.label, COALESCE(d.df, 0) FROM entities AS e LEFT JOIN entity_df AS d ON d.entity = e.id
+WHERE e.id > ? ORDER BY e.id LIMIT ?
+"""
+
+# The relations of the facts linking an item to an entity with id in [?1, ?2] (every fact, whatever its source).
+_ENTITY_RELATIONS = """
+SELECT f.tail, f.relation FROM facts AS f CROSS JOIN entities AS e ON e.id = f.tail
+CROSS JOIN items AS i ON i.id = f.head WHERE f.tail BETWEEN ?1 AND ?2
+UNION
+SELECT f.head, f.relation FROM facts AS f CROSS JOIN entities AS e ON e.id = f.head
+CROSS JOIN items AS i ON i.id = f.tail WHERE f.head BETWEEN ?1 AND ?2
 """
 
 _HISTORY = """
@@ -262,6 +325,11 @@ class SQLiteGraphStore:
 
     Args:
         path: Database file (its folder is created if missing), or ``":memory:"`` for a throw-away store.
+        fact_sources: Read only the facts whose ``source`` is one of these (``None``: every fact). Every read that
+            uses facts (:meth:`facts`, :meth:`item_entities`, :meth:`entity_degrees`, :meth:`kg_candidates`,
+            :meth:`paths`, :meth:`paths_many`) then answers as a store holding only those facts would, entity
+            degrees included; :meth:`get_facts`, :meth:`iter_entities` and :meth:`stats` see everything, and writes
+            are not affected.
 
     Example:
         >>> from knowrec.types import Fact, Interaction, Item
@@ -282,7 +350,10 @@ class SQLiteGraphStore:
         >>> store.close()
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, fact_sources: Collection[str] | None = None) -> None:
+        if isinstance(fact_sources, str):
+            raise ConfigError(f"fact_sources must be a collection of source names, not the string {fact_sources!r}")
+        self.fact_sources: frozenset[str] | None = None if fact_sources is None else frozenset(fact_sources)
         self._memory = str(path) == ":memory:"
         self.path: Path | str = ":memory:" if self._memory else Path(path)
         self._lock = threading.RLock()
@@ -293,9 +364,17 @@ class SQLiteGraphStore:
         self._stats_cache: tuple[tuple[int, int], dict[str, int]] | None = None
         self._graph_writes = 0  # writes that changed items or facts (interactions alone leave the links as they are)
         self._links_cache: tuple[tuple[int, int], _Links] | None = None
+        self._vdf_generation: tuple[int, int] | None = None  # when _vdf was last counted (filtered stores)
+        names = {"facts": _FACTS, "df": _DF} if self.fact_sources is None else {"facts": _VFACTS, "df": _VDF}
+        self._facts_table, self._df_table = names["facts"], names["df"]
+        self._fill_seed_links = _FILL_SEED_LINKS.format(**names)
+        self._kg_paths = _KG_PATHS.format(**names)
+        self._item_entity_links = _ITEM_ENTITY_LINKS.format(**names)
 
     def __repr__(self) -> str:
-        return f"SQLiteGraphStore({str(self.path)!r})"
+        if self.fact_sources is None:
+            return f"SQLiteGraphStore({str(self.path)!r})"
+        return f"SQLiteGraphStore({str(self.path)!r}, fact_sources={sorted(self.fact_sources)!r})"
 
     # --- connection ---------------------------------------------------------------------------------------------
 
@@ -353,8 +432,10 @@ class SQLiteGraphStore:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if version == 0 and tables:
             raise self._unavailable(f"not a knowrec graph store (has tables {sorted(tables)[:5]})")
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise self._unavailable(f"schema version {version}, this knowrec reads version {SCHEMA_VERSION}")
+        if version != 0 and (missing := _TABLES - tables):
+            raise self._unavailable(f"schema v{version} lacks tables {sorted(missing)}")
         if not self._memory:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -371,10 +452,32 @@ class SQLiteGraphStore:
                 conn.execute("ROLLBACK")
                 raise
             logger.info("created graph store schema v%d in %s", SCHEMA_VERSION, self.path)
-        elif missing := _TABLES - tables:
-            raise self._unavailable(f"schema v{version} lacks tables {sorted(missing)}")
+        elif version == 1:
+            self._migrate_v1(conn)
         for sql in _TEMP_TABLES:
             conn.execute(sql)
+        if self.fact_sources is not None:
+            for sql in _FILTER_TEMP:
+                conn.execute(sql)
+            conn.execute("DELETE FROM _sources")
+            conn.executemany("INSERT INTO _sources (source) VALUES (?)", [(s,) for s in sorted(self.fact_sources)])
+            self._vdf_generation = None
+
+    def _migrate_v1(self, conn: sqlite3.Connection) -> None:
+        """Schema v1 -> v2 in one transaction: facts get ``source`` (``dataset``) and ``provenance`` (``''``)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            migrate = conn.execute("PRAGMA user_version").fetchone()[0] == 1  # not done meanwhile by another process
+            if migrate:
+                for sql in _MIGRATE_V1:
+                    conn.execute(sql)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if migrate:
+            logger.info("migrated graph store %s from schema v1 to v%d", self.path, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the connection. Safe to call twice; later use raises :class:`StoreUnavailable`."""
@@ -426,9 +529,10 @@ class SQLiteGraphStore:
         """Upsert a batch in one transaction; returns how many items, facts and interactions were new.
 
         Items update title, text and attributes; facts update their labels (a non-empty label is never replaced
-        by an empty one); interactions update rating and timestamp. Entities are the fact endpoints that are not
-        item ids; their labels come from the facts. ``progress(stage, n)`` is called after each chunk of
-        5,000 rows with stage ``"items"``, ``"facts"`` or ``"interactions"``; if it raises, nothing is written.
+        by an empty one) but keep the source and provenance they were first stored with; interactions update rating
+        and timestamp. Entities are the fact endpoints that are not item ids; their labels come from the facts.
+        ``progress(stage, n)`` is called after each chunk of 5,000 rows with stage ``"items"``, ``"facts"`` or
+        ``"interactions"``; if it raises, nothing is written. ``fact_sources`` does not apply to writes.
 
         Raises:
             InvalidInput: An interaction names an item that is neither in the batch nor stored (nothing written).
@@ -476,7 +580,10 @@ class SQLiteGraphStore:
                 progress("items", len(chunk))
 
         for fchunk in _chunks(batch.facts, _CHUNK):
-            frows = [(f.id, f.head, f.relation, f.tail, f.head_label, f.tail_label) for f in fchunk]
+            frows = [
+                (f.id, f.head, f.relation, f.tail, f.head_label, f.tail_label, f.source, _provenance_json(f))
+                for f in fchunk
+            ]
             self._executemany(conn, _UPSERT_FACT, frows)
             if progress is not None:
                 progress("facts", len(fchunk))
@@ -634,29 +741,56 @@ class SQLiteGraphStore:
 
     @staticmethod
     def _fact(row: Sequence[Any]) -> Fact:
-        return Fact(id=row[0], head=row[1], relation=row[2], tail=row[3], head_label=row[4], tail_label=row[5])
+        return Fact(
+            id=row[0],
+            head=row[1],
+            relation=row[2],
+            tail=row[3],
+            head_label=row[4],
+            tail_label=row[5],
+            source=row[6],
+            provenance=Provenance.model_validate_json(row[7]) if row[7] else None,
+        )
+
+    def _generation(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        """Changes when items or facts may have changed: a write of them here, or any commit elsewhere."""
+        return int(conn.execute("PRAGMA data_version").fetchone()[0]), self._graph_writes
+
+    def _ready_df(self, conn: sqlite3.Connection) -> None:
+        """In a store opened with ``fact_sources``: count ``_vdf`` again if items or facts may have changed."""
+        if self.fact_sources is None:
+            return
+        generation = self._generation(conn)
+        if self._vdf_generation == generation:
+            return
+        self._execute(conn, "DELETE FROM _vdf")
+        self._execute(conn, _FILL_VDF)
+        self._vdf_generation = generation
 
     def facts(self, item_ids: Sequence[str], n: int | None = None) -> dict[str, list[Fact]]:
         """Each item's own facts (head or tail), rarest other endpoint first, at most ``n`` per item.
 
         Order: degree (``df``) of the other endpoint ascending (an endpoint that is an item counts as ``df`` 1),
         then relation, then fact id. Every asked id is a key (an empty list when it has no facts). Labels are
-        filled from the stored items and entities.
+        filled from the stored items and entities; ``source`` and ``provenance`` as stored. With ``fact_sources``
+        only those facts count, for the degrees too.
         """
         ids = _unique(item_ids)
         out: dict[str, list[Fact]] = {i: [] for i in ids}
         if n is not None and n <= 0:
             return out
         ranked: dict[str, list[str]] = {i: [] for i in ids}
+        facts, df = self._facts_table, self._df_table
         with self._db() as conn:
+            self._ready_df(conn)
             for chunk in _chunks(ids, _IN_CHUNK):
                 marks = _marks(len(chunk))
                 sql = f"""
                 SELECT x.item, x.fid FROM (
-                    SELECT head AS item, tail AS other, id AS fid, relation FROM facts WHERE head IN ({marks})
+                    SELECT head AS item, tail AS other, id AS fid, relation FROM {facts} WHERE head IN ({marks})
                     UNION
-                    SELECT tail, head, id, relation FROM facts WHERE tail IN ({marks})
-                ) AS x LEFT JOIN entity_df AS d ON d.entity = x.other
+                    SELECT tail, head, id, relation FROM {facts} WHERE tail IN ({marks})
+                ) AS x LEFT JOIN {df} AS d ON d.entity = x.other
                 ORDER BY x.item, COALESCE(d.df, 1), x.relation, x.fid
                 """
                 for item_id, fid in self._execute(conn, sql, [*chunk, *chunk]):
@@ -677,46 +811,83 @@ class SQLiteGraphStore:
         return found
 
     def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
-        """Facts by id, in the order asked (missing ids left out); labels filled from the stored nodes."""
+        """Facts by id, in the order asked (missing ids left out); labels filled from the stored nodes.
+
+        Not filtered by ``fact_sources``: a fact asked for by id is returned whatever its source.
+        """
         ids = _unique(fact_ids)
         with self._db() as conn:
             found = self._get_facts(conn, ids)
         return {i: found[i] for i in ids if i in found}
 
     def item_entities(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
-        """Entity ids linked to each item by a fact in either direction; every asked id is a key."""
+        """Entity ids linked to each item by a fact (of ``fact_sources``) in either direction; every asked id is a
+        key."""
         ids = _unique(item_ids)
         out: dict[str, set[str]] = {i: set() for i in ids}
+        facts = self._facts_table
         with self._db() as conn:
             for chunk in _chunks(ids, _IN_CHUNK):
                 marks = _marks(len(chunk))
                 sql = f"""
-                SELECT f.head, f.tail FROM facts AS f JOIN entities AS e ON e.id = f.tail WHERE f.head IN ({marks})
+                SELECT f.head, f.tail FROM {facts} AS f JOIN entities AS e ON e.id = f.tail WHERE f.head IN ({marks})
                 UNION
-                SELECT f.tail, f.head FROM facts AS f JOIN entities AS e ON e.id = f.head WHERE f.tail IN ({marks})
+                SELECT f.tail, f.head FROM {facts} AS f JOIN entities AS e ON e.id = f.head WHERE f.tail IN ({marks})
                 """
                 for item_id, entity in self._execute(conn, sql, [*chunk, *chunk]):
                     out[item_id].add(entity)
         return out
 
     def entity_degrees(self, entity_ids: Sequence[str]) -> dict[str, int]:
-        """How many stored items each entity is linked to (``entity_df``); 0 for an unknown id."""
+        """How many stored items each entity is linked to (``entity_df``; with ``fact_sources``, by those facts);
+        0 for an unknown id."""
         ids = _unique(entity_ids)
         out = dict.fromkeys(ids, 0)
         with self._db() as conn:
+            self._ready_df(conn)
             for chunk in _chunks(ids, _IN_CHUNK):
-                sql = f"SELECT entity, df FROM entity_df WHERE entity IN ({_marks(len(chunk))})"
+                sql = f"SELECT entity, df FROM {self._df_table} WHERE entity IN ({_marks(len(chunk))})"
                 for entity, df in self._execute(conn, sql, list(chunk)):
                     out[entity] = int(df)
         return out
+
+    def iter_entities(self, batch_size: int = 5000) -> Iterator[list[Entity]]:
+        """Every stored entity in id order, in lists of ``batch_size`` (each page is read under the lock).
+
+        Each has its label, the sorted distinct relations of the facts linking an item to it and its stored degree.
+        Not filtered by ``fact_sources``: every fact counts.
+
+        Raises:
+            InvalidInput: ``batch_size`` is below 1.
+        """
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, not {batch_size}", field="batch_size")
+        last = ""  # every entity id is non-empty (facts refuse empty endpoints)
+        while True:
+            with self._db() as conn:
+                rows = self._execute(conn, _ENTITY_PAGE, (last, batch_size)).fetchall()
+                relations: dict[str, set[str]] = {}
+                if rows:
+                    for entity, relation in self._execute(conn, _ENTITY_RELATIONS, (rows[0][0], rows[-1][0])):
+                        relations.setdefault(entity, set()).add(relation)
+            if not rows:
+                return
+            yield [
+                Entity(id=e, label=label, relations=tuple(sorted(relations.get(e, ()))), degree=int(df))
+                for e, label, df in rows
+            ]
+            if len(rows) < batch_size:
+                return
+            last = rows[-1][0]
 
     # --- knowledge-graph retrieval ------------------------------------------------------------------------------
 
     def _load_seeds(self, conn: sqlite3.Connection, seeds: Iterable[tuple[str, float]], max_df: int) -> None:
         """Fill ``_seeds`` and the seed links ``_sl`` (entities linked to at most ``max_df`` items)."""
+        self._ready_df(conn)
         self._fill(conn, "_seeds", seeds, width=2)
         self._execute(conn, "DELETE FROM _sl")
-        self._execute(conn, _FILL_SEED_LINKS, (max_df, self._count(conn, "items")))
+        self._execute(conn, self._fill_seed_links, (max_df, self._count(conn, "items")))
 
     def _clear_temp(self, conn: sqlite3.Connection) -> None:
         for table in ("_seeds", "_sl", "_excl", "_cands"):
@@ -726,8 +897,8 @@ class SQLiteGraphStore:
         """The ``per_candidate`` heaviest paths of each candidate from the seed links in ``_sl``."""
         self._fill(conn, "_cands", ((c,) for c in cands))
         out: dict[str, list[KGPath]] = {c: [] for c in cands}
-        for row in self._execute(conn, _KG_PATHS):
-            cand, seed, entity, label, sfact, tfact, srel, trel, w = row
+        for row in self._execute(conn, self._kg_paths):
+            cand, seed, entity, label, sfact, tfact, srel, trel, w, extracted = row
             if len(out[cand]) >= per_candidate:
                 continue
             out[cand].append(
@@ -740,15 +911,17 @@ class SQLiteGraphStore:
                     source_relation=srel,
                     target_relation=trel,
                     weight=float(w),
+                    extracted=bool(extracted),
                 )
             )
         return out
 
     def _links(self, conn: sqlite3.Connection) -> _Links:
         """The item–entity links, read again after a write of items or facts (here) or any write elsewhere."""
-        generation = (int(conn.execute("PRAGMA data_version").fetchone()[0]), self._graph_writes)
+        generation = self._generation(conn)
         if self._links_cache is None or self._links_cache[0] != generation:
-            self._links_cache = (generation, _Links.read(conn))
+            self._ready_df(conn)
+            self._links_cache = (generation, _Links.read(conn, self._df_table, self._item_entity_links))
         return self._links_cache[1]
 
     def kg_candidates(
@@ -763,7 +936,8 @@ class SQLiteGraphStore:
         Score = Σ over paths ``seed → entity → candidate`` of seed weight × ``log(1 + N_items / df(entity))``;
         entities linked to more than ``max_entity_items`` items are ignored; seeds and ``exclude`` never appear.
         Each candidate carries its 5 heaviest paths (``KGPath.weight`` = seed weight × rarity; an entity without
-        a label is labelled with its id) and ``sources={"kg": score}``.
+        a label is labelled with its id) and ``sources={"kg": score}``. With ``fact_sources`` only those facts
+        count, for the degrees too.
         """
         if not seed_items or n <= 0 or max_entity_items < 1:
             return []
@@ -804,7 +978,8 @@ class SQLiteGraphStore:
     # --- counts -------------------------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counts of ``items``, ``entities``, ``facts``, ``users`` and ``interactions``.
+        """Counts of ``items``, ``entities``, ``facts``, ``users`` and ``interactions`` (of every fact and entity,
+        whatever ``fact_sources`` says).
 
         Counted again only after a write (by this store or, per ``PRAGMA data_version``, another connection):
         ``COUNT(*)`` walks a whole table (60 ms for 2M interactions and 1M facts), and every recommendation and
@@ -815,6 +990,11 @@ class SQLiteGraphStore:
                 counts = {t: self._count(conn, t) for t in ("items", "entities", "facts", "users", "interactions")}
                 self._stats_cache = (generation, counts)
             return dict(self._stats_cache[1])
+
+
+def _provenance_json(fact: Fact) -> str:
+    """The fact's provenance as compact JSON, ``''`` when it has none."""
+    return "" if fact.provenance is None else fact.provenance.model_dump_json()
 
 
 def _short(params: Sequence[Any], limit: int = 8) -> str:
@@ -840,14 +1020,16 @@ class _Links:
             self.rarity = np.where(df > 0, np.log1p(len(items) / np.maximum(df, 1)), 0.0) if len(items) else df * 0.0
 
     @classmethod
-    def read(cls, conn: sqlite3.Connection) -> _Links:
+    def read(cls, conn: sqlite3.Connection, df_table: str, links_sql: str) -> _Links:
+        """Read the degrees from ``df_table`` (``entity_df`` or ``_vdf``) and the links with ``links_sql``
+        (:data:`_ITEM_ENTITY_LINKS` naming the same degrees)."""
         items = [r[0] for r in conn.execute("SELECT id FROM items ORDER BY id")]
         pos = {item: k for k, item in enumerate(items)}
-        ents = conn.execute("SELECT entity, df FROM entity_df ORDER BY entity").fetchall()
+        ents = conn.execute(f"SELECT entity, df FROM {df_table} ORDER BY entity").fetchall()
         epos = {e: k for k, (e, _) in enumerate(ents)}
         rows: list[int] = []
         cols: list[int] = []
-        for item, entity in conn.execute(_ITEM_ENTITY_LINKS):
+        for item, entity in conn.execute(links_sql):
             k = pos.get(item)
             if k is not None:
                 rows.append(k)

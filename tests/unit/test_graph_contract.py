@@ -6,14 +6,16 @@ Only the protocol is used here. A new backend adds a param to the ``store`` fixt
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from knowrec.errors import InvalidInput
+from knowrec.errors import ConfigError, InvalidInput
 from knowrec.kg_store.base import GraphBatch, GraphStore, WriteStats
-from knowrec.types import Fact, Interaction, Item, KGPath, fact_id
+from knowrec.types import Entity, Fact, Interaction, Item, KGPath, Provenance, fact_id
 
 N_ITEMS = 6
 LOG4 = math.log(1 + N_ITEMS / 2)  # an entity linked to 2 items
@@ -30,26 +32,56 @@ NASTY_RELATION = "rel'\"`"
 NASTY_USER = "u'); MATCH (n) DETACH DELETE n; --"
 
 
-def _make(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> GraphStore:
-    if kind == "sqlite":
-        from knowrec.kg_store.sqlite import SQLiteGraphStore
+class Backend:
+    """Opens stores of one kind on one storage (a SQLite file, the Neo4j test server), empty at first."""
 
-        return SQLiteGraphStore(tmp_path / "kg.sqlite")
-    if kind == "neo4j":
-        from knowrec.kg_store.neo4j import Neo4jGraphStore
-        from tests.servers_neo4j import wipe
+    def __init__(self, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self._tmp_path = tmp_path
+        self._opened: list[GraphStore] = []
+        self._generation = 0
+        self._uri = request.getfixturevalue("neo4j_server") if kind == "neo4j" else ""
+        if kind not in ("sqlite", "neo4j"):
+            raise AssertionError(kind)
+        self.fresh()
 
-        uri = request.getfixturevalue("neo4j_server")
-        wipe(uri)  # a fresh graph per test; the store's constraints stay
-        return Neo4jGraphStore(uri)
-    raise AssertionError(kind)
+    def fresh(self) -> None:
+        """Start again on empty storage (stores opened before still point at the Neo4j server)."""
+        if self.kind == "neo4j":
+            from tests.servers_neo4j import wipe
+
+            wipe(self._uri)  # a fresh graph; the store's constraints stay
+        self._generation += 1
+
+    def open(self, fact_sources: Collection[str] | None = None) -> GraphStore:
+        """Another store on the current storage (for SQLite: another connection to the file)."""
+        store: GraphStore
+        if self.kind == "sqlite":
+            from knowrec.kg_store.sqlite import SQLiteGraphStore
+
+            store = SQLiteGraphStore(self._tmp_path / f"kg{self._generation}.sqlite", fact_sources=fact_sources)
+        else:
+            from knowrec.kg_store.neo4j import Neo4jGraphStore
+
+            store = Neo4jGraphStore(self._uri, fact_sources=fact_sources)
+        self._opened.append(store)
+        return store
+
+    def close(self) -> None:
+        for store in self._opened:
+            store.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("neo4j", marks=pytest.mark.integration)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
-    s = _make(request.param, tmp_path, request)
-    yield s
-    s.close()
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b = Backend(request.param, tmp_path, request)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> GraphStore:
+    return backend.open()
 
 
 @pytest.fixture
@@ -83,6 +115,7 @@ def test_empty_store(store: GraphStore) -> None:
     assert store.popular(5) == []
     assert store.kg_candidates({"m1": 1.0}, set(), 5) == []
     assert list(store.iter_items()) == []
+    assert list(store.iter_entities()) == []
     assert list(store.interactions()) == []
 
 
@@ -455,6 +488,253 @@ def test_awkward_strings_round_trip(loaded: GraphStore) -> None:
     assert cand.paths[0].source_relation == NASTY_RELATION
     assert loaded.popular(1, exclude={"m1"}) == [("m2", 2)]
     assert NASTY_ID in {i.id for page in loaded.iter_items() for i in page}
+
+
+# --- fact sources and provenance --------------------------------------------------------------------------------
+
+PROV = Provenance(
+    source="llm",
+    model='smollm2 "q4"',
+    adapter="lora-kg'1",
+    prompt="kg_extract@1",
+    confidence=0.73,
+    evidence="directed by 東京 " + NASTY_LABEL + "\nnext line",
+    field="text",
+)
+PROV2 = Provenance(model="other", prompt="kg_extract@2", confidence=0.25, evidence="something else", field="title")
+
+
+def _llm(head: str, relation: str, tail: str, head_label: str = "", tail_label: str = "", **kw: Any) -> Fact:
+    return Fact(
+        head=head,
+        relation=relation,
+        tail=tail,
+        head_label=head_label,
+        tail_label=tail_label,
+        source="llm",
+        provenance=kw.pop("provenance", PROV.model_copy(update={"evidence": f"{head} {relation} {tail}"})),
+        **kw,
+    )
+
+
+def test_provenance_round_trip(loaded: GraphStore) -> None:
+    fact = Fact(
+        head="m6",
+        relation=NASTY_RELATION,
+        tail="p:d9",
+        head_label="Zeta",
+        tail_label="Dir Nine",
+        source="llm",
+        provenance=PROV,
+    )
+    manual = Fact(head="m6", relation="tag", tail="tag:x", head_label="Zeta", tail_label="X", source="manual")
+    assert loaded.write(GraphBatch(facts=[fact, manual])) == WriteStats(facts=2)
+    got = loaded.get_facts([fact.id, manual.id])
+    assert got == {fact.id: fact, manual.id: manual}
+    assert got[fact.id].provenance is not None
+    assert got[fact.id].provenance.model_dump() == {
+        "source": "llm",
+        "model": 'smollm2 "q4"',
+        "adapter": "lora-kg'1",
+        "prompt": "kg_extract@1",
+        "confidence": 0.73,
+        "evidence": "directed by 東京 " + NASTY_LABEL + "\nnext line",
+        "field": "text",
+    }
+    assert (got[manual.id].source, got[manual.id].provenance) == ("manual", None)
+    listed = {f.id: f for f in loaded.facts(["m6"])["m6"]}
+    assert listed[fact.id] == fact and listed[manual.id] == manual
+    # Facts of the data say so and have no provenance.
+    fid = fact_id("m1", "director", "p:d1")
+    dataset = loaded.get_facts([fid])[fid]
+    assert (dataset.source, dataset.provenance) == ("dataset", None)
+    assert {(f.source, f.provenance) for f in loaded.facts(["m1"])["m1"]} == {("dataset", None)}
+
+
+def test_first_stored_source_and_provenance_win(loaded: GraphStore) -> None:
+    fid = fact_id("m1", "director", "p:d1")
+    again = _llm("m1", "director", "p:d1", tail_label="Director One", provenance=PROV)
+    assert loaded.write(GraphBatch(facts=[again])) == WriteStats()
+    got = loaded.get_facts([fid])[fid]
+    assert (got.source, got.provenance) == ("dataset", None)
+    assert got.tail_label == "Director One"  # labels keep their own rule: a non-empty one replaces
+    # A new triple: the first of two in one batch wins, and a later write (even from the data) changes nothing.
+    first = _llm("m6", "director", "p:d1", provenance=PROV)
+    second = _llm("m6", "director", "p:d1", provenance=PROV2)
+    assert loaded.write(GraphBatch(facts=[first, second])) == WriteStats(facts=1)
+    assert loaded.write(GraphBatch(facts=[Fact(head="m6", relation="director", tail="p:d1")])) == WriteStats()
+    assert loaded.write(GraphBatch(facts=[second])) == WriteStats()
+    got = loaded.get_facts([first.id])[first.id]
+    assert (got.source, got.provenance) == ("llm", PROV)
+    (listed,) = [f for f in loaded.facts(["m6"])["m6"] if f.id == first.id]
+    assert (listed.source, listed.provenance) == ("llm", PROV)
+
+
+# Facts an LLM read from the texts of tiny_kg's items: one the data also states (m1 —director→ p:d1), some that link
+# items to entities of the data (changing their degrees: p:a1 3 -> 4, p:d1 2 -> 3, genre:Comedy 5 -> 6, p:w1 2 -> 3),
+# entities only they name, and an item-to-item fact. Labels are those of the data.
+def _llm_facts() -> list[Fact]:
+    return [
+        _llm("m1", "director", "p:d1", "Alpha", "Dir One"),
+        _llm("m3", "actor", "p:a1", "Gamma", "Actor One"),
+        _llm("m6", "director", "p:d1", "Zeta", "Dir One"),
+        _llm("m3", "genre", "genre:Comedy", "Gamma", "Comedy"),
+        _llm("m1", "theme", "theme:heist", "Alpha", "Heist"),
+        _llm("m3", "theme", "theme:heist", "Gamma", "Heist"),
+        _llm("m5", "theme", "theme:heist", "Epsilon", "Heist"),
+        _llm("p:w1", "wrote", "m1", "Writer W", "Alpha"),
+        _llm("m2", "sequel_of", "m1", "Beta", "Alpha"),
+        _llm("m6", "mood", "mood:dark", "Zeta", "Dark"),
+    ]
+
+
+ASKED_ITEMS = ["m1", "m2", "m3", "m4", "m5", "m6", "nope"]
+ASKED_ENTITIES = [
+    *("p:d1", "p:d2", "p:a1", "p:a2", "p:a3", "p:w1", "genre:Comedy", "genre:Drama"),
+    *("theme:heist", "mood:dark", "nope"),
+]
+
+
+def _rounded(value: Any) -> Any:
+    """Models as plain data with floats rounded (sums may be added up in another order)."""
+    if isinstance(value, BaseModel):
+        return _rounded(value.model_dump())
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 9)
+    return value
+
+
+def _fact_reads(store: GraphStore) -> dict[str, Any]:
+    """Every read that uses facts, asked several ways."""
+    return {
+        "facts": store.facts(ASKED_ITEMS),
+        "facts_n2": store.facts(ASKED_ITEMS, n=2),
+        "item_entities": store.item_entities(ASKED_ITEMS),
+        "entity_degrees": store.entity_degrees(ASKED_ENTITIES),
+        "kg_candidates": _rounded(
+            [
+                store.kg_candidates(seeds, exclude=set(), n=10, max_entity_items=cut)
+                for seeds in ({"m1": 1.0}, {"m3": 1.0, "m6": 0.5}, {"m2": 1.0, "m5": 0.25})
+                for cut in (1, 2, 3, 4, 200)
+            ]
+        ),
+        "paths_many": _rounded(store.paths_many(["m1", "m3"], ASKED_ITEMS, n=10)),
+        "paths": _rounded([store.paths(["m2", "m6"], item, n=3) for item in ASKED_ITEMS]),
+    }
+
+
+def test_fact_sources_filter(backend: Backend, tiny_kg: GraphBatch) -> None:
+    llm = _llm_facts()
+    store = backend.open()
+    store.write(tiny_kg)
+    dataset_only = _fact_reads(store)
+    store.write(GraphBatch(facts=llm))
+    both = _fact_reads(store)
+    for read, answer in both.items():  # the LLM's facts change every answer, so the filter has work to do
+        assert answer != dataset_only[read], read
+
+    filtered = backend.open(fact_sources={"dataset"})
+    assert _fact_reads(filtered) == dataset_only
+    # Every source named is every fact (counted on the fly, where the backend keeps degrees of all facts).
+    assert _fact_reads(backend.open(fact_sources=["llm", "dataset", "llm"])) == both
+    # Facts by id, entities and counts are not filtered.
+    assert filtered.get_facts([f.id for f in llm]) == store.get_facts([f.id for f in llm])
+    assert filtered.get_facts([llm[1].id])[llm[1].id].source == "llm"
+    assert filtered.stats() == store.stats() == {**BASE_STATS, "entities": 10, "facts": 29}
+    assert list(filtered.iter_entities()) == list(store.iter_entities())
+    # Naming no source sees no fact.
+    nothing = backend.open(fact_sources=())
+    assert nothing.facts(["m1"]) == {"m1": []}
+    assert nothing.kg_candidates({"m1": 1.0}, set(), 10) == []
+    assert nothing.entity_degrees(["genre:Comedy"]) == {"genre:Comedy": 0}
+
+    # The other way round: a store holding only the LLM's facts, then the data's too.
+    backend.fresh()
+    store = backend.open()
+    store.write(GraphBatch(items=tiny_kg.items, facts=llm))
+    llm_only = _fact_reads(store)
+    store.write(tiny_kg)
+    assert _fact_reads(store) != llm_only
+    assert _fact_reads(backend.open(fact_sources={"llm"})) == llm_only
+
+
+def test_filtered_reads_see_the_next_write(backend: Backend, loaded: GraphStore) -> None:
+    filtered = backend.open(fact_sources={"dataset"})
+    assert filtered.entity_degrees(["p:a3"]) == {"p:a3": 2}
+    got = filtered.kg_candidates({"m5": 1.0}, set(), n=10, max_entity_items=4)
+    assert {c.item_id: c.score for c in got} == pytest.approx({"m3": LOG4, "m4": LOG4})
+    filtered.write(GraphBatch(facts=[Fact(head="m6", relation="actor", tail="p:a3")]))  # its own write
+    assert filtered.entity_degrees(["p:a3"]) == {"p:a3": 3}
+    loaded.write(GraphBatch(facts=[Fact(head="m2", relation="actor", tail="p:a3")]))  # another store's
+    loaded.write(GraphBatch(facts=[_llm("m1", "actor", "p:a3")]))  # not seen
+    assert filtered.entity_degrees(["p:a3"]) == {"p:a3": 4}
+    assert loaded.entity_degrees(["p:a3"]) == {"p:a3": 5}
+    got = filtered.kg_candidates({"m5": 1.0}, set(), n=10, max_entity_items=4)
+    rarity = math.log(1 + N_ITEMS / 4)
+    assert {c.item_id: c.score for c in got} == pytest.approx({"m3": LOG4, "m2": rarity, "m4": rarity, "m6": rarity})
+    assert [f.tail for f in filtered.facts(["m1"])["m1"]] == ["p:a2", "p:d1", "p:a1", "genre:Comedy"]
+
+
+def test_fact_sources_is_not_a_string(backend: Backend) -> None:
+    with pytest.raises(ConfigError, match="fact_sources"):
+        backend.open(fact_sources="dataset")
+
+
+def test_iter_entities(backend: Backend, loaded: GraphStore) -> None:
+    loaded.write(
+        GraphBatch(
+            facts=[
+                _llm("m3", "starring", "p:a1"),  # every source counts, for the relations and the degree
+                _llm("m3", "actor", "p:a1"),
+                Fact(head="p:d1", relation="born_in", tail="place:x", tail_label="Place X"),  # not an item's
+            ]
+        )
+    )
+    expected = [
+        Entity(id="genre:Comedy", label="Comedy", relations=("genre",), degree=5),
+        Entity(id="genre:Drama", label="Drama", relations=("genre",), degree=2),
+        Entity(id="p:a1", label="Actor One", relations=("actor", "starring"), degree=4),
+        Entity(id="p:a2", label="Actor Two", relations=("actor",), degree=2),
+        Entity(id="p:a3", label="Actor Three", relations=("actor",), degree=2),
+        Entity(id="p:d1", label="Dir One", relations=("director",), degree=2),
+        Entity(id="p:d2", label="Dir Two", relations=("director",), degree=2),
+        Entity(id="p:w1", label="Writer W", relations=("wrote",), degree=2),
+        Entity(id="place:x", label="Place X", relations=(), degree=0),
+    ]
+    pages = list(loaded.iter_entities(batch_size=4))
+    assert pages == [expected[:4], expected[4:8], expected[8:]]
+    assert list(loaded.iter_entities()) == [expected]
+    assert list(loaded.iter_entities(batch_size=9)) == [expected]
+    assert list(backend.open(fact_sources={"dataset"}).iter_entities(batch_size=5)) == [expected[:5], expected[5:]]
+    with pytest.raises(InvalidInput, match="batch_size"):
+        list(loaded.iter_entities(batch_size=0))
+
+
+def test_paths_say_whether_a_fact_was_extracted(loaded: GraphStore) -> None:
+    assert not any(p.extracted for c in loaded.kg_candidates({"m1": 1.0}, set(), 10) for p in c.paths)
+    assert not any(p.extracted for ps in loaded.paths_many(["m1"], ["m2", "m3", "m4"]).values() for p in ps)
+    loaded.write(
+        GraphBatch(
+            facts=[
+                _llm("m3", "actor", "p:a1"),
+                Fact(head="m6", relation="actor", tail="p:a2", source="manual"),  # any source but the data's
+            ]
+        )
+    )
+    # The candidate's fact is extracted (m1 -> m3), or the seed's (m3 -> m1).
+    assert {p.entity: p.extracted for p in loaded.paths(["m1"], "m3", n=10)} == {"p:a1": True, "p:a2": False}
+    assert {p.entity: p.extracted for p in loaded.paths(["m3"], "m1", n=10)} == {"p:a1": True, "p:a2": False}
+    assert {p.entity: p.extracted for p in loaded.paths(["m1"], "m6", n=10)} == {"genre:Comedy": False, "p:a2": True}
+    m3 = next(c for c in loaded.kg_candidates({"m1": 1.0}, set(), 10) if c.item_id == "m3")
+    assert {p.entity: p.extracted for p in m3.paths} == {"p:a1": True, "p:a2": False}
+    (from_m3,) = loaded.kg_candidates({"m3": 1.0}, set(), 1, max_entity_items=4)
+    assert any(p.extracted for p in from_m3.paths) and not all(p.extracted for p in from_m3.paths)
+    many = loaded.paths_many(["m1"], ["m3", "m6"], n=10)
+    assert {p.entity: p.extracted for p in many["m6"]} == {"genre:Comedy": False, "p:a2": True}
 
 
 def test_close_twice(store: GraphStore) -> None:

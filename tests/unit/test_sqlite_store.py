@@ -13,7 +13,7 @@ import pytest
 from knowrec.errors import StoreUnavailable
 from knowrec.kg_store.base import GraphBatch, WriteStats
 from knowrec.kg_store.sqlite import SCHEMA_VERSION, SQLiteGraphStore
-from knowrec.types import Fact, Interaction, Item
+from knowrec.types import Fact, Interaction, Item, Provenance, fact_id
 
 
 def test_persists_across_reopen(tmp_path: Path, tiny_kg: GraphBatch) -> None:
@@ -206,3 +206,135 @@ def test_second_connection_sees_writes(tmp_path: Path, tiny_kg: GraphBatch) -> N
     assert reader.popular(1) == [("m6", 6)]  # the popularity cache notices the other connection's commit
     reader.close()
     writer.close()
+
+
+# The schema of version 1, as it was: facts without ``source`` and ``provenance``.
+_V1_SCHEMA = (
+    """CREATE TABLE items (
+        id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL DEFAULT '', attributes TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE TABLE entities (id TEXT PRIMARY KEY, label TEXT NOT NULL DEFAULT '') WITHOUT ROWID",
+    """CREATE TABLE facts (
+        id TEXT PRIMARY KEY, head TEXT NOT NULL, relation TEXT NOT NULL, tail TEXT NOT NULL,
+        head_label TEXT NOT NULL DEFAULT '', tail_label TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID""",
+    "CREATE INDEX facts_head ON facts(head, tail)",
+    "CREATE INDEX facts_tail ON facts(tail, head)",
+    "CREATE TABLE users (id TEXT PRIMARY KEY) WITHOUT ROWID",
+    """CREATE TABLE interactions (
+        user_id TEXT NOT NULL REFERENCES users(id), item_id TEXT NOT NULL REFERENCES items(id),
+        rating REAL, ts INTEGER, PRIMARY KEY (user_id, item_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX interactions_item ON interactions(item_id)",
+    "CREATE TABLE entity_df (entity TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID",
+)
+
+_V1_FACTS = [("a", "genre", "g", "A", "Gee"), ("b", "genre", "g", "B", "Gee"), ("c", "genre", "h", "C", "Aitch")]
+
+
+def _v1_database(path: Path, skip: str = "", extra: tuple[str, ...] = ()) -> None:
+    """A version-1 graph store written by hand: items a, b, c; entities g (a, b) and h (c); one interaction."""
+    conn = sqlite3.connect(path)
+    for sql in _V1_SCHEMA:
+        if not skip or skip not in sql:
+            conn.execute(sql)
+    for sql in extra:
+        conn.execute(sql)
+    if not skip:
+        conn.executemany("INSERT INTO items VALUES (?, ?, '', '{}')", [("a", "A"), ("b", "B"), ("c", "C")])
+        conn.executemany("INSERT INTO entities VALUES (?, ?)", [("g", "Gee"), ("h", "Aitch")])
+        conn.executemany(
+            "INSERT INTO facts (id, head, relation, tail, head_label, tail_label) VALUES (?, ?, ?, ?, ?, ?)",
+            [(fact_id(h, r, t), h, r, t, hl, tl) for h, r, t, hl, tl in _V1_FACTS],
+        )
+        conn.executemany("INSERT INTO entity_df VALUES (?, ?)", [("g", 2), ("h", 1)])
+        conn.execute("INSERT INTO users VALUES ('u')")
+        conn.execute("INSERT INTO interactions VALUES ('u', 'a', 4.0, 10)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+
+def _facts_columns(path: Path) -> tuple[int, list[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        return version, [r[1] for r in conn.execute("PRAGMA table_info(facts)")]
+    finally:
+        conn.close()
+
+
+def test_v1_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    _v1_database(path)
+    store = SQLiteGraphStore(path)
+    assert store.stats() == {"items": 3, "entities": 2, "facts": 3, "users": 1, "interactions": 1}
+    version, columns = _facts_columns(path)
+    assert version == SCHEMA_VERSION == 2
+    assert columns[-2:] == ["source", "provenance"]
+    ids = [fact_id(h, r, t) for h, r, t, _, _ in _V1_FACTS]
+    got = store.get_facts(ids)
+    assert list(got.values()) == [
+        Fact(head=h, relation=r, tail=t, head_label=hl, tail_label=tl) for h, r, t, hl, tl in _V1_FACTS
+    ]
+    assert {(f.source, f.provenance) for f in got.values()} == {("dataset", None)}
+    assert [f.id for f in store.facts(["a"])["a"]] == [ids[0]]
+    (cand,) = store.kg_candidates({"a": 1.0}, set(), 5)
+    assert (cand.item_id, cand.paths[0].extracted) == ("b", False)
+    assert store.history("u") == [Interaction(user_id="u", item_id="a", rating=4.0, timestamp=10)]
+    # The new columns take new facts.
+    extracted = Fact(head="c", relation="genre", tail="g", source="llm", provenance=Provenance(model="m", evidence="e"))
+    assert store.write(GraphBatch(facts=[extracted])) == WriteStats(facts=1)
+    assert store.get_facts([extracted.id])[extracted.id] == Fact(
+        head="c",
+        relation="genre",
+        tail="g",
+        head_label="C",
+        tail_label="Gee",
+        source="llm",
+        provenance=Provenance(model="m", evidence="e"),
+    )
+    store.close()
+    # Opened again (as v2 now), and with a source filter: the old facts came with the data.
+    again = SQLiteGraphStore(path, fact_sources={"dataset"})
+    assert again.entity_degrees(["g", "h"]) == {"g": 2, "h": 1}
+    assert [c.item_id for c in again.kg_candidates({"a": 1.0}, set(), 5)] == ["b"]
+    again.close()
+    assert _facts_columns(path) == (2, columns)
+
+
+def test_v1_migration_is_one_transaction(tmp_path: Path) -> None:
+    # The second ALTER TABLE fails (the column exists): the first is undone and the version stays 1.
+    path = tmp_path / "v1.sqlite"
+    _v1_database(path, extra=("ALTER TABLE facts ADD COLUMN provenance TEXT NOT NULL DEFAULT ''",))
+    before = _facts_columns(path)
+    with pytest.raises(StoreUnavailable, match="provenance"):
+        SQLiteGraphStore(path).verify()
+    assert _facts_columns(path) == before
+    assert before[0] == 1 and "source" not in before[1]
+
+
+def test_v1_database_without_its_tables_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    _v1_database(path, skip="entity_df")
+    before = _facts_columns(path)
+    with pytest.raises(StoreUnavailable, match="lacks tables"):
+        SQLiteGraphStore(path).verify()
+    assert _facts_columns(path) == before  # not migrated
+
+
+def test_filtered_store_reads_a_view(tmp_path: Path, tiny_kg: GraphBatch) -> None:
+    """The unfiltered store reads the tables; a filtered one the TEMP view and degrees, named nowhere else."""
+    path = tmp_path / "kg.sqlite"
+    plain = SQLiteGraphStore(path)
+    plain.write(tiny_kg)
+    filtered = SQLiteGraphStore(path, fact_sources={"dataset", "llm"})
+    assert filtered.kg_candidates({"m1": 1.0}, set(), 3) == plain.kg_candidates({"m1": 1.0}, set(), 3)
+    assert "fact_sources=['dataset', 'llm']" in repr(filtered)
+    with plain._db() as conn:
+        temp = {r[0] for r in conn.execute("SELECT name FROM sqlite_temp_master WHERE type IN ('table', 'view')")}
+    assert not temp & {"_vfacts", "_vdf", "_sources"}
+    with filtered._db() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM _vdf").fetchone()[0] == 8
+    plain.close()
+    filtered.close()
