@@ -491,6 +491,64 @@ def chat(
     rec.close()
 
 
+kg_app = typer.Typer(help="The knowledge graph: build it from item text.", no_args_is_help=True)
+app.add_typer(kg_app, name="kg")
+
+
+@kg_app.command("extract")
+def kg_extract(
+    data_dir: DataDir = None,
+    items: Annotated[
+        str, typer.Option("--items", help="Comma-separated item ids, @FILE (ids one per line), or all.")
+    ] = "all",
+    fields: Annotated[
+        str | None, typer.Option("--fields", help="Item fields to read: text, title, attribute names (default: text).")
+    ] = None,
+    schema: Annotated[
+        Path | None, typer.Option("--schema", help="A TOML relation schema (default: the bundled one of the domain).")
+    ] = None,
+    domain: Annotated[str | None, typer.Option(help="Bundled schema: movies or generic (default: settings).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Per-item results and the review report (default: <data dir>/extract).")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Ask again where the last answer failed.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Extract facts about items from their text with the LLM; only facts whose evidence is in the text are kept.
+
+    Resumable (interrupt and run again) and idempotent (unchanged text is not asked again). Objects join stored
+    entities when they are the same; the report (report.md in --out) lists merges and new entities for review.
+    """
+    from knowrec.extraction import parse_item_ids
+
+    def go() -> None:
+        rec = _recommender(data_dir)
+        overrides: dict[str, Any] = {}
+        if fields is not None:
+            overrides["fields"] = tuple(f.strip() for f in fields.split(",") if f.strip())
+        if schema is not None:
+            overrides["schema_file"] = schema
+        if domain is not None:
+            overrides["domain"] = domain
+        summary = rec.extract_facts(
+            parse_item_ids(items), out=out_dir, retry_failed=retry_failed, progress=not as_json, **overrides
+        )
+        rec.close()
+        if as_json:
+            out.print_json(data=summary.as_dict())
+            return
+        out.print(
+            f"[green]ok[/] {summary.extracted} item(s) read, {summary.skipped} unchanged since the last run; facts "
+            f"kept {summary.kept} (new {summary.written}), dropped {sum(summary.dropped.values())} "
+            f"{summary.dropped or ''}; failed items {summary.failed or 0}; {summary.items_per_second:.2f} items/s"
+        )
+        out.print(f"resolved: {summary.resolved or '—'} · review: {summary.report}")
+
+    _run(go)
+
+
 eval_app = typer.Typer(help="Offline evaluation: protocols P1–P4, tuned baselines, ablations, reports.")
 app.add_typer(eval_app, name="eval")
 

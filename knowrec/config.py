@@ -17,6 +17,7 @@ __all__ = [
     "ChatConfig",
     "DiversifyConfig",
     "ExplainConfig",
+    "ExtractConfig",
     "FitConfig",
     "FusionConfig",
     "LLMConfig",
@@ -66,6 +67,9 @@ class RetrievalConfig(_Stage):
     ease_lambda: float = 200.0
     ease_max_items: int = 6000
     ease_min_count: int = 2
+    fact_sources: tuple[str, ...] | None = None
+    """Which facts retrieval, prompts and reasons use, by source: ``dataset`` (ingested with the data), ``llm``
+    (``knowrec kg extract``). ``None``: every source. Entity rarity is counted over the chosen facts only."""
 
 
 class SequentialConfig(_Stage):
@@ -323,6 +327,33 @@ class ExplainConfig(_Stage):
     years (up to 4.4%); ``docs/chat.md``."""
 
 
+class ExtractConfig(_Stage):
+    """Facts from item text (``knowrec kg extract``): what is read, under which relations, and how objects resolve."""
+
+    domain: Literal["movies", "generic"] = "movies"
+    """The bundled relation schema used when ``schema`` is unset."""
+    schema_file: Path | None = None
+    """A TOML file of relations (``docs/kg-extract.md``); ``None``: the bundled schema of ``domain``."""
+    fields: tuple[str, ...] = ("text",)
+    """Item fields read: ``text``, ``title`` or an attribute name."""
+    max_facts: int = Field(default=8, ge=1, le=64)
+    """Facts one answer may list."""
+    max_mentions: int = Field(default=40, ge=0, le=200)
+    """``constrain_objects``: the names found in the text offered as objects, at most."""
+    constrain_objects: bool = True
+    """The answer's objects must be names found in the text (an enum in the JSON schema) and its evidence a sentence
+    number; ``False``: free strings, checked after the answer (for large models)."""
+    similarity_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    """Entity resolution: an object whose label is not a stored label or alias joins the most similar stored entity of
+    a compatible type when the cosine of their label embeddings reaches this (chosen on data:
+    ``docs/benchmarks/kg-extract.md``); otherwise it becomes a new entity."""
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    """Items in flight at once; ``None``: ``llm.concurrency`` over HTTP, 1 in process."""
+    write_every: int = Field(default=20, ge=1)
+    """Items per store write (each item's facts are written whole, never in part)."""
+    max_tokens: int = Field(default=320, ge=16)
+
+
 class ServerConfig(_Stage):
     """The HTTP API (``knowrec serve``). Environment names nest with ``__``: ``KNOWREC_SERVER__API_KEY``, …"""
 
@@ -418,6 +449,7 @@ class Settings(BaseSettings):
     diversify: DiversifyConfig = DiversifyConfig()
     explain: ExplainConfig = ExplainConfig()
     chat: ChatConfig = ChatConfig()
+    extract: ExtractConfig = ExtractConfig()
     server: ServerConfig = ServerConfig()
     progress: bool = True
     """Show progress bars on long work (ingest)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from knowrec.agent.retrieve import (
 )
 from knowrec.config import Settings, default_cache_dir
 from knowrec.errors import ConfigError, InvalidInput, NotFound
+from knowrec.extraction.extract import ExtractSummary
 from knowrec.fitting import FittedModels
 from knowrec.kg_store.base import Embedder, GraphStore, ItemIndex
 from knowrec.kg_store.chroma_index import ChromaItemIndex
@@ -83,13 +85,17 @@ class Recommender:
 
                 password = s.graph_password.get_secret_value() if s.graph_password else None
                 self._store = Neo4jGraphStore(
-                    s.graph_uri, user=s.graph_user, password=password, database=s.graph_database
+                    s.graph_uri,
+                    user=s.graph_user,
+                    password=password,
+                    database=s.graph_database,
+                    fact_sources=s.retrieval.fact_sources,
                 )
             else:
                 from knowrec.kg_store.sqlite import SQLiteGraphStore
 
                 s.data_dir.mkdir(parents=True, exist_ok=True)
-                self._store = SQLiteGraphStore(s.graph_path)
+                self._store = SQLiteGraphStore(s.graph_path, fact_sources=s.retrieval.fact_sources)
         return self._store
 
     @property
@@ -273,6 +279,70 @@ class Recommender:
         cfg = TuneConfig.model_validate({**self.settings.tune.model_dump(), **overrides})
         show = self.settings.progress if progress is None else progress
         return tune(self, Path(out), cfg, progress=show, resume=resume)
+
+    def extract_facts(
+        self,
+        items: list[str] | None = None,
+        *,
+        out: Path | str | None = None,
+        retry_failed: bool = False,
+        progress: bool | None = None,
+        **overrides: Any,
+    ) -> ExtractSummary:
+        """Extract facts about items from their text with the LLM and store them (source ``llm``, with provenance).
+
+        See :mod:`knowrec.extraction`. Only evidence-backed facts are kept; objects resolve to stored entities or
+        become new ones. Resumable and idempotent: results are kept per item in ``out``.
+
+        Args:
+            items: item ids; ``None``: every stored item.
+            out: the per-item results and the review report (``report.md``); default ``<data dir>/extract``.
+            retry_failed: ask again for items whose last answer failed.
+            progress: show a progress bar (default: ``settings.progress``).
+            overrides: fields of ``settings.extract`` (``fields=("text", "plot")``, ``schema_file=...``, …).
+
+        Example:
+            >>> rec.extract_facts(["6"]).kept  # doctest: +SKIP
+            3
+        """
+        from knowrec.config import ExtractConfig
+        from knowrec.extraction import EntityResolver, ExtractionRun, FactExtractor, default_schema, load_schema
+
+        cfg = ExtractConfig.model_validate({**self.settings.extract.model_dump(), **overrides})
+        llm = self.llm
+        if llm is None:
+            raise ConfigError("kg extract needs an LLM: set llm.backend to llama_cpp or http")
+        schema = load_schema(cfg.schema_file) if cfg.schema_file else default_schema(cfg.domain)
+        store = self.store
+        if items is not None:
+            found = store.items(items)
+            missing = [i for i in items if i not in found]
+            if missing:
+                raise NotFound(f"{len(missing)} item id(s) are not stored: {', '.join(missing[:5])}")
+            chosen: Any = [found[i] for i in items]
+            total = len(items)
+        else:
+            chosen = (it for batch in store.iter_items() for it in batch)
+            total = store.stats()["items"]
+        entities = (e for batch in store.iter_entities() for e in batch)
+        resolver = EntityResolver(entities, schema, self.embedder, cfg.similarity_threshold)
+        concurrency = cfg.concurrency or (self.settings.llm.concurrency if self.settings.llm.backend == "http" else 1)
+        adapter = self.settings.llm.adapter or ""
+        run = ExtractionRun(
+            store,
+            FactExtractor(llm, schema, cfg),
+            resolver,
+            Path(out) if out is not None else self.settings.data_dir / "extract",
+            concurrency=concurrency,
+            write_every=cfg.write_every,
+            adapter=adapter,
+        )
+        show = self.settings.progress if progress is None else progress
+        with _extract_bar(show, total) as tick:
+            summary = run.run(chosen, retry_failed=retry_failed, on_item=tick)
+        if summary.written:
+            self._pipeline = None
+        return summary
 
     def fit(self, *, progress: bool | None = None, reuse: Path | list[Path] | None = None) -> dict[str, Any]:
         """Fit EASE, the sequential model, the item statistics and the learned fusion on the stored interactions.
@@ -608,3 +678,35 @@ class Recommender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def _extract_bar(enabled: bool, total: int) -> Iterator[Callable[[Any, ExtractSummary], None] | None]:
+    """A progress bar for ``kg extract`` showing facts kept and dropped so far (``None`` when disabled)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("kg extract"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ) as bar:
+        task = bar.add_task("extract", total=total or None, note="")
+
+        def tick(_answer: Any, s: ExtractSummary) -> None:
+            note = f"kept {s.kept} · dropped {sum(s.dropped.values())} · failed {sum(s.failed.values())}"
+            bar.update(task, advance=1, note=note)
+
+        yield tick

@@ -16,7 +16,7 @@ from knowrec.agent.llm.base import LLMClient
 from knowrec.agent.rank import LABELS
 from knowrec.errors import LLMError
 from knowrec.prompts import load_prompt
-from knowrec.types import Fact, KGPath, Reason
+from knowrec.types import DATASET_SOURCE, Fact, KGPath, Reason
 
 __all__ = ["ExplainInput", "LLMExplainer", "is_grounded", "relation_phrase", "template_reasons"]
 
@@ -36,6 +36,9 @@ _PHRASES = {
     "year": "Released in {e}",
     "tag": "Tagged “{e}”",
 }
+
+FROM_TEXT = "(read from the item's text)"
+"""Marks a reason that rests on a fact ``knowrec kg extract`` read from an item's text rather than one from the data."""
 
 SPECIFICITY = (
     "director", "writer", "basedOn", "starring", "narrator", "musicComposer", "cinematography", "editing",
@@ -109,9 +112,10 @@ def template_reasons(
         titles = list(dict.fromkeys(history_titles.get(p.source_item, p.source_item) for p in paths))[:2]
         phrase = relation_phrase(first.target_relation, first.entity_label or first.entity)
         if all(p.source_relation == first.target_relation for p in paths):
-            text = f"{phrase}, like {_join_titles(titles)}, which you liked."
+            text = f"{phrase}, like {_join_titles(titles)}, which you liked"
         else:
-            text = f"{phrase}, who is also behind {_join_titles(titles)}, which you liked."
+            text = f"{phrase}, who is also behind {_join_titles(titles)}, which you liked"
+        text += f" {FROM_TEXT}." if first.extracted or any(p.extracted for p in paths[:2]) else "."
         reasons.append(
             Reason(
                 text=text,
@@ -124,6 +128,8 @@ def template_reasons(
         order = sorted(range(len(inp.own_facts)), key=lambda n: (rank.get(inp.own_facts[n].relation, len(rank)), n))
         facts = [inp.own_facts[n] for n in order[:2]]
         text = _sentence([relation_phrase(f.relation, _other_label(f, inp.item_id)) for f in facts])
+        if any(f.source != DATASET_SOURCE for f in facts):
+            text = f"{text[:-1]} {FROM_TEXT}."
         reasons.append(Reason(text=text, fact_ids=tuple(f.id for f in facts)))
     return reasons
 
