@@ -343,7 +343,7 @@ class ExtractConfig(_Stage):
     constrain_objects: bool = True
     """The answer's objects must be names found in the text (an enum in the JSON schema) and its evidence a sentence
     number; ``False``: free strings, checked after the answer (for large models)."""
-    similarity_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    similarity_threshold: float = Field(default=0.91, ge=0.0, le=1.0)
     """Entity resolution: an object whose label is not a stored label or alias joins the most similar stored entity of
     a compatible type when the cosine of their label embeddings reaches this (chosen on data:
     ``docs/benchmarks/kg-extract.md``); otherwise it becomes a new entity."""

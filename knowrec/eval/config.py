@@ -92,6 +92,8 @@ class DatasetSection(_Strict):
     source: Literal["demo", "movielens", "generic"] = "demo"
     path: Path | None = None
     kg_path: Path | None = None
+    extracted_facts: Path | None = None
+    """A ``results.jsonl`` of ``knowrec kg extract``: its facts (source ``llm``) join the dataset's."""
     min_uc: int = 5
     min_sc: int = 5
 
@@ -173,4 +175,8 @@ def load_config(path: Path) -> EvalConfig:
         raise InvalidInput("dataset.path is required unless source = 'demo'", path=path, field="dataset.path")
     if not cfg.run.out.is_absolute():
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": Path(path).parent / cfg.run.out})})
+    extracted = cfg.dataset.extracted_facts
+    if extracted is not None and not extracted.is_absolute():
+        dataset = cfg.dataset.model_copy(update={"extracted_facts": Path(path).parent / extracted})
+        cfg = cfg.model_copy(update={"dataset": dataset})
     return cfg

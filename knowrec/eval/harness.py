@@ -149,6 +149,14 @@ class Harness:
         else:
             assert d.path is not None
             ds = load_generic(d.path)
+        if d.extracted_facts is not None:
+            from knowrec.extraction.extract import load_results
+
+            titles = {it.id: it.title for it in ds.items}
+            known = {f.id for f in ds.facts}
+            extra = [f for f in load_results(d.extracted_facts, titles) if f.head in titles and f.id not in known]
+            ds.facts.extend(extra)
+            ds.fact_origins.extend([(str(d.extracted_facts), 0)] * len(extra) if ds.fact_origins else [])
         sequences = preprocess(ds.interactions, min_uc=d.min_uc, min_sc=d.min_sc)
         split = leave_one_out(sequences)
         sequences = {u: s for u, s in sequences.items() if u in split.train}
@@ -169,7 +177,12 @@ class Harness:
     def _fingerprint(self, ctx: _Context) -> str:
         h = hashlib.sha1()
         h.update(json.dumps(ctx.split.stats(), sort_keys=True).encode())
-        h.update(json.dumps(self.cfg.dataset.model_dump(mode="json"), sort_keys=True).encode())
+        d = self.cfg.dataset
+        # without extracted facts the fingerprint is the one runs had before that option existed (their stores stay)
+        dump = d.model_dump(mode="json", exclude={"extracted_facts"} if d.extracted_facts is None else set())
+        if d.extracted_facts is not None:
+            dump["extracted_facts"] = hashlib.sha1(Path(d.extracted_facts).read_bytes()).hexdigest()[:12]
+        h.update(json.dumps(dump, sort_keys=True).encode())
         return h.hexdigest()[:12]
 
     def recommender(

@@ -259,3 +259,39 @@ def test_a_tuned_systems_llm_weight_uses_its_settings_and_is_chosen_again_for_mo
     meta2 = h2.tune_llm_weight(ctx, "tuned-no-facts", tmp_path / "adapter", settings)
     assert meta2["users"] == len(ctx.llm_users)  # the cached choice on 5 users is not reused for all of them …
     assert len(calls2) == len(ctx.llm_users) - 5  # … and the 5 users' lists are
+
+
+def test_extracted_facts_join_the_dataset_and_change_the_fingerprint(tmp_path: Path):
+    plain = load_config(write_config(tmp_path))
+    harness = Harness(plain)
+    ctx = harness.load()
+    before = harness._fingerprint(ctx)
+    results = tmp_path / "extract" / "results.jsonl"
+    results.parent.mkdir()
+    key = {"model": "m", "prompt": "kg_extract@1"}
+    fact = {
+        "relation": "starring",
+        "object": "Ann Lee",
+        "entity": "kx:person/ann_lee",
+        "label": "Ann Lee",
+        "evidence": "x",
+    }
+    results.write_text(
+        json.dumps({"item": "3", "key": key, "facts": [fact]}) + "\n"
+        + json.dumps({"item": "not-an-item", "key": key, "facts": [fact]}) + "\n"
+    )  # fmt: skip
+    cfg_path = tmp_path / "with.toml"
+    cfg_path.write_text(
+        (tmp_path / "run.toml")
+        .read_text()
+        .replace("min_uc = 3", 'min_uc = 3\nextracted_facts = "extract/results.jsonl"')
+    )
+    with_facts = load_config(cfg_path)
+    assert with_facts.dataset.extracted_facts == tmp_path / "extract" / "results.jsonl"  # relative to the file
+    h2 = Harness(with_facts)
+    ctx2 = h2.load()
+    added = [f for f in ctx2.dataset.facts if f.source == "llm"]
+    assert [(f.head, f.tail, f.head_label) for f in added] == [("3", "kx:person/ann_lee", "Film 3")]
+    assert added[0].provenance is not None and added[0].provenance.model == "m"
+    assert h2._fingerprint(ctx2) != before  # its stores are its own
+    assert Harness(load_config(tmp_path / "run.toml"))._fingerprint(ctx) == before
