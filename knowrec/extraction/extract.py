@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -59,6 +60,15 @@ def source_text(item: Item, fields: Sequence[str]) -> list[tuple[str, str]]:
         if value and value.strip():
             out.append((name, value.strip()))
     return out
+
+
+_ARTICLE = re.compile(r"^(?:the|a|an) ")
+
+
+def _title_forms(title: str) -> tuple[str, ...]:
+    """The ways a text names the item itself: "The Thin Blue Line (1988)", "The Thin Blue Line", "Thin Blue Line"."""
+    bare = title.rsplit(" (", 1)[0] if title.endswith(")") else title
+    return tuple(dict.fromkeys((title, bare, _ARTICLE.sub("", bare.casefold()))))
 
 
 def text_hash(parts: Sequence[tuple[str, str]]) -> str:
@@ -122,7 +132,7 @@ class FactExtractor:
         if not parts:
             return answer
         sents = self.sentences(parts)
-        exclude = (item.title, item.title.rsplit(" (", 1)[0])
+        exclude = _title_forms(item.title)
         names = (
             mentions(" ".join(t for _, t in parts), exclude=exclude, limit=self.cfg.max_mentions)
             if self.cfg.constrain_objects
@@ -146,7 +156,7 @@ class FactExtractor:
     def _check(self, item: Item, facts: list[Any], sents: list[tuple[str, Sentence]], answer: ItemAnswer) -> None:
         full = " ".join(s.text for _, s in sents)
         seen: set[tuple[str, str]] = set()
-        title_keys = {normalise(item.title), normalise(item.title.rsplit(" (", 1)[0])}
+        title_keys = {normalise(t) for t in _title_forms(item.title)}
         for raw in facts:
             if isinstance(raw, list) and len(raw) == 3:
                 relation, obj, evidence = str(raw[0]), str(raw[1]).strip(), raw[2]
@@ -165,7 +175,7 @@ class FactExtractor:
                 answer.dropped["object_not_in_text"] += 1
             elif not contains(span, obj):
                 answer.dropped["object_not_in_evidence"] += 1
-            elif normalise(obj) in title_keys:
+            elif normalise(obj) in title_keys or _ARTICLE.sub("", normalise(obj)) in title_keys:
                 answer.dropped["object_is_the_item"] += 1
             elif (relation, normalise(obj)) in seen:
                 answer.dropped["duplicate"] += 1

@@ -363,3 +363,17 @@ def test_reasons_that_rest_on_text_say_so():
     assert FROM_TEXT not in plain and read[0].text == plain[:-1] + f" {FROM_TEXT}."
     own = Fact(head="6", relation="director", tail="kx:person/x", tail_label="X", source="llm")
     assert template_reasons(ExplainInput("6", "Heat (1995)", (), (own,)), titles)[0].text.endswith(f"{FROM_TEXT}.")
+
+
+def test_the_item_itself_is_no_object_even_without_its_article(tmp_path: Path):
+    item = Item(id="8", title="The Thin Blue Line (1988)", text="Thin Blue Line is by Errol Morris.")
+    store = SQLiteGraphStore(":memory:")
+    store.write(GraphBatch(items=[item]))
+    llm = ScriptedLLM(
+        {"The Thin Blue Line (1988)": {"facts": [["director", "Thin Blue Line", 1], ["director", "Errol Morris", 1]]}}
+    )
+    run, _ = run_for(store, llm, tmp_path)
+    summary = run.run([item])
+    assert summary.dropped == {"object_is_the_item": 1} and summary.kept == 1
+    offered = llm.schemas[0]["properties"]["facts"]["items"]["prefixItems"][1]["enum"]
+    assert offered == ["Errol Morris"]
