@@ -80,8 +80,9 @@ class EntityResolver:
         self._known: dict[str, _Known] = {}
         self._by_label: dict[str, list[str]] = defaultdict(list)
         self._by_alias: dict[str, list[str]] = defaultdict(list)
-        self._vectors: np.ndarray | None = None
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
         self._vector_ids: list[str] = []
+        self._unindexed: list[str] = []
         for e in entities:
             types = frozenset(t for r in e.relations for t in schema.types_of(r))
             self._add(_Known(e.id, e.label or _id_name(e.id) or e.id, types))
@@ -95,9 +96,7 @@ class EntityResolver:
         name = _id_name(known.id)
         if name and normalise(name) != normalise(known.label):
             self._by_alias[normalise(name)].append(known.id)
-        if self._vectors is not None:  # the index was built: a new entity joins it
-            self._vectors = np.vstack([self._vectors, self._embed([known.label])])
-            self._vector_ids.append(known.id)
+        self._unindexed.append(known.id)  # embedded with the next similarity lookup
 
     def _embed(self, labels: list[str]) -> np.ndarray:
         assert self.embedder is not None
@@ -130,12 +129,17 @@ class EntityResolver:
             self._add(_Known(entity_id, clean, frozenset(types)))
         return Resolution(entity_id, self._known[entity_id].label, "new")
 
+    def _index(self) -> np.ndarray:
+        """Label vectors of every known entity (embedded on first need, in batches; new ones joined later)."""
+        if self._unindexed:
+            added = self._embed([self._known[i].label for i in self._unindexed])
+            self._vectors = added if not len(self._vector_ids) else np.vstack([self._vectors, added])
+            self._vector_ids.extend(self._unindexed)
+            self._unindexed = []
+        return self._vectors
+
     def _nearest(self, label: str, types: tuple[str, ...]) -> Resolution | None:
-        if self._vectors is None:
-            self._vector_ids = list(self._known)
-            self._vectors = self._embed([self._known[i].label for i in self._vector_ids])
-        query = self._embed([label])[0]
-        sims = self._vectors @ query
+        sims = self._index() @ self._embed([label])[0]
         for k in np.argsort(-sims)[:20]:
             if sims[k] < self.threshold:
                 break
@@ -148,10 +152,7 @@ class EntityResolver:
         """The ``n`` most similar compatible entities with their cosine (for choosing the threshold on data)."""
         if self.embedder is None or not self._known:
             return []
-        if self._vectors is None:
-            self._vector_ids = list(self._known)
-            self._vectors = self._embed([self._known[i].label for i in self._vector_ids])
-        sims = self._vectors @ self._embed([label])[0]
+        sims = self._index() @ self._embed([label])[0]
         out: list[tuple[str, float]] = []
         for k in np.argsort(-sims):
             known = self._known[self._vector_ids[k]]
