@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 LLM_SOURCE = "llm"
 
+EXTRACTOR_VERSION = "2"
+"""Bumped when the checks or the names offered change, so that stored results are not reused across versions."""
+
 _Pending = list[tuple["ItemAnswer", list[tuple[str, Fact]]]]
 """Answered items not yet written: each with its facts and the object text each fact was read from."""
 
@@ -69,6 +72,14 @@ def _title_forms(title: str) -> tuple[str, ...]:
     """The ways a text names the item itself: "The Thin Blue Line (1988)", "The Thin Blue Line", "Thin Blue Line"."""
     bare = title.rsplit(" (", 1)[0] if title.endswith(")") else title
     return tuple(dict.fromkeys((title, bare, _ARTICLE.sub("", bare.casefold()))))
+
+
+def _without_title(text: str, title: str) -> str:
+    """The text with the item's title taken out where it is quoted whole (MovieLens texts start with it)."""
+    forms = sorted({title, title.rsplit(" (", 1)[0] if title.endswith(")") else title}, key=len, reverse=True)
+    for form in forms:
+        text = re.sub(re.escape(form), " ", text, flags=re.IGNORECASE)
+    return text
 
 
 def text_hash(parts: Sequence[tuple[str, str]]) -> str:
@@ -133,11 +144,8 @@ class FactExtractor:
             return answer
         sents = self.sentences(parts)
         exclude = _title_forms(item.title)
-        names = (
-            mentions(" ".join(t for _, t in parts), exclude=exclude, limit=self.cfg.max_mentions)
-            if self.cfg.constrain_objects
-            else None
-        )
+        untitled = " ".join(_without_title(t, item.title) for _, t in parts)
+        names = mentions(untitled, exclude=exclude, limit=self.cfg.max_mentions) if self.cfg.constrain_objects else None
         if names is not None and not names:
             return answer  # no name in the text: nothing a fact could point at
         schema = self.schema.answer_schema(self.cfg.max_facts, names, len(sents))
@@ -155,6 +163,7 @@ class FactExtractor:
 
     def _check(self, item: Item, facts: list[Any], sents: list[tuple[str, Sentence]], answer: ItemAnswer) -> None:
         full = " ".join(s.text for _, s in sents)
+        untitled = _without_title(full, item.title)
         seen: set[tuple[str, str]] = set()
         title_keys = {normalise(t) for t in _title_forms(item.title)}
         for raw in facts:
@@ -175,7 +184,11 @@ class FactExtractor:
                 answer.dropped["object_not_in_text"] += 1
             elif not contains(span, obj):
                 answer.dropped["object_not_in_evidence"] += 1
-            elif normalise(obj) in title_keys or _ARTICLE.sub("", normalise(obj)) in title_keys:
+            elif (
+                normalise(obj) in title_keys
+                or _ARTICLE.sub("", normalise(obj)) in title_keys
+                or not contains(untitled, obj)  # only named inside the title: "Star Wars" of "Star Wars: Episode I"
+            ):
                 answer.dropped["object_is_the_item"] += 1
             elif (relation, normalise(obj)) in seen:
                 answer.dropped["duplicate"] += 1
@@ -273,6 +286,7 @@ class ExtractionRun:
             "model": ex.llm.model_id,
             "fields": ",".join(ex.cfg.fields),
             "constrain_objects": str(ex.cfg.constrain_objects),
+            "extractor": EXTRACTOR_VERSION,
         }
 
     def _load(self) -> dict[str, dict[str, Any]]:
@@ -370,6 +384,10 @@ class ExtractionRun:
         kept: dict[str, tuple[str, Fact]] = {}
         ex = self.extractor
         for c in answer.facts:
+            if self.resolver.is_attribute(c.object):  # "Drama" in "Genres: Drama" is no person or company
+                answer.dropped["object_is_a_genre_or_year"] += 1
+                summary.dropped["object_is_a_genre_or_year"] = summary.dropped.get("object_is_a_genre_or_year", 0) + 1
+                continue
             res = self.resolver.resolve(c.object, ex.schema.types_of(c.relation))
             summary.resolved[res.method] = summary.resolved.get(res.method, 0) + 1
             if res.method == "new":

@@ -20,7 +20,10 @@ from knowrec.extraction.text import normalise
 from knowrec.kg_store.base import Embedder
 from knowrec.types import Entity
 
-__all__ = ["EntityResolver", "Resolution", "new_entity_id"]
+__all__ = ["ATTRIBUTE_TYPES", "EntityResolver", "Resolution", "new_entity_id"]
+
+ATTRIBUTE_TYPES = frozenset({"genre", "year"})
+"""Types of stored entities that describe an item rather than name someone or something (``genre:Drama``)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,12 @@ class EntityResolver:
     def _pick(self, ids: list[str], types: tuple[str, ...]) -> _Known | None:
         fits = [self._known[i] for i in ids if i in self._known and self._compatible(self._known[i], types)]
         return min(fits, key=lambda k: k.id) if fits else None
+
+    def is_attribute(self, label: str) -> bool:
+        """Whether ``label`` names only stored genres or years (never the object of an extracted relation)."""
+        ids = self._by_label.get(normalise(label), [])
+        types = [self._known[i].types for i in ids if i in self._known]
+        return bool(types) and all(t and t <= ATTRIBUTE_TYPES for t in types)
 
     def resolve(self, label: str, types: tuple[str, ...]) -> Resolution:
         """The entity ``label`` (an object of one of ``types``) refers to; a new entity is remembered for later

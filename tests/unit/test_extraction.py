@@ -377,3 +377,25 @@ def test_the_item_itself_is_no_object_even_without_its_article(tmp_path: Path):
     assert summary.dropped == {"object_is_the_item": 1} and summary.kept == 1
     offered = llm.schemas[0]["properties"]["facts"]["items"]["prefixItems"][1]["enum"]
     assert offered == ["Errol Morris"]
+
+
+def test_names_inside_the_title_and_genres_are_no_objects(tmp_path: Path):
+    item = Item(
+        id="2628",
+        title="Star Wars: Episode I - The Phantom Menace (1999)",
+        text="Star Wars: Episode I - The Phantom Menace (1999). Genres: Action, Sci-Fi. Tags: Liam Neeson, boring.",
+    )
+    store = SQLiteGraphStore(":memory:")
+    store.write(
+        GraphBatch(items=[item], facts=[Fact(head="2628", relation="genre", tail="genre:Action", tail_label="Action")])
+    )
+    answer = {"facts": [["director", "Star Wars", 1], ["starring", "Action", 2], ["starring", "Liam Neeson", 3]]}
+    llm = ScriptedLLM({item.title: answer})
+    run, _ = run_for(store, llm, tmp_path)
+    summary = run.run([item])
+    offered = llm.schemas[0]["properties"]["facts"]["items"]["prefixItems"][1]["enum"]
+    assert "Star Wars" not in offered and "Liam Neeson" in offered
+    assert summary.dropped == {"object_is_the_item": 1, "object_is_a_genre_or_year": 1}
+    assert [f.tail for f in store.facts(["2628"])["2628"] if f.source == "llm"] == ["kx:person/liam_neeson"]
+    record = json.loads((tmp_path / "results.jsonl").read_text())
+    assert record["dropped"] == {"object_is_the_item": 1, "object_is_a_genre_or_year": 1}
