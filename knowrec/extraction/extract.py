@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 LLM_SOURCE = "llm"
 
-EXTRACTOR_VERSION = "2"
+EXTRACTOR_VERSION = "3"
 """Bumped when the checks or the names offered change, so that stored results are not reused across versions."""
 
 _Pending = list[tuple["ItemAnswer", list[tuple[str, Fact]]]]

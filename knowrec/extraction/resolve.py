@@ -115,10 +115,10 @@ class EntityResolver:
         return min(fits, key=lambda k: k.id) if fits else None
 
     def is_attribute(self, label: str) -> bool:
-        """Whether ``label`` names only stored genres or years (never the object of an extracted relation)."""
+        """Whether ``label`` is the name of a stored genre or year (never the object of an extracted relation, even
+        when a tag of the same words exists)."""
         ids = self._by_label.get(normalise(label), [])
-        types = [self._known[i].types for i in ids if i in self._known]
-        return bool(types) and all(t and t <= ATTRIBUTE_TYPES for t in types)
+        return any(i in self._known and self._known[i].types and self._known[i].types <= ATTRIBUTE_TYPES for i in ids)
 
     def resolve(self, label: str, types: tuple[str, ...]) -> Resolution:
         """The entity ``label`` (an object of one of ``types``) refers to; a new entity is remembered for later

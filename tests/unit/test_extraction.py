@@ -386,9 +386,9 @@ def test_names_inside_the_title_and_genres_are_no_objects(tmp_path: Path):
         text="Star Wars: Episode I - The Phantom Menace (1999). Genres: Action, Sci-Fi. Tags: Liam Neeson, boring.",
     )
     store = SQLiteGraphStore(":memory:")
-    store.write(
-        GraphBatch(items=[item], facts=[Fact(head="2628", relation="genre", tail="genre:Action", tail_label="Action")])
-    )
+    genre = Fact(head="2628", relation="genre", tail="genre:Action", tail_label="Action")
+    tag = Fact(head="2628", relation="tag", tail="tag:action", tail_label="action")  # a tag of the same words
+    store.write(GraphBatch(items=[item], facts=[genre, tag]))
     answer = {"facts": [["director", "Star Wars", 1], ["starring", "Action", 2], ["starring", "Liam Neeson", 3]]}
     llm = ScriptedLLM({item.title: answer})
     run, _ = run_for(store, llm, tmp_path)
