@@ -14,6 +14,7 @@ people absent from the store against their nearest stored label. The cosine that
 Usage:
     python bench/bench_kg_extract.py --n 60 --out docs/benchmarks/kg-extract/bundled.json
     python bench/bench_kg_extract.py --threshold --out docs/benchmarks/kg-extract/threshold.json
+    python bench/bench_kg_extract.py --sample docs/benchmarks/kg-extract/tags/results.jsonl --n 40 --out …/judged.json
     KNOWREC_LLM__BACKEND=http KNOWREC_LLM__BASE_URL=http://gpu:8000/v1 python bench/bench_kg_extract.py …
 """
 
@@ -205,6 +206,30 @@ def threshold(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def sample(args: argparse.Namespace) -> dict[str, Any]:
+    """A seeded sample of the facts a run kept, with the text they rest on, for a person to judge (precision on real
+    text, where no truth exists). The verdicts are added by hand to the written file."""
+    rng = random.Random(args.seed)
+    records = [json.loads(line) for line in Path(args.sample).read_text().splitlines() if line.strip()]
+    ds = load_movielens(demo_path(), max_users=1)
+    items = {it.id: it for it in ds.items}
+    kept = [(r["item"], f) for r in records for f in r["facts"]]
+    chosen = sorted(rng.sample(range(len(kept)), min(args.n, len(kept))))
+    rows = []
+    for k in chosen:
+        item_id, f = kept[k]
+        rows.append(
+            {
+                "item": item_id,
+                "title": items[item_id].title,
+                "text": items[item_id].text,
+                "fact": f"{f['relation']} → {f['label']} ({f['entity']})",
+                "verdict": None,
+            }
+        )
+    return {"run": args.sample, "facts_kept": len(kept), "sampled": len(rows), "seed": args.seed, "facts": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="docs/benchmarks/kg-extract/synthetic.jsonl")
@@ -213,11 +238,12 @@ def main() -> None:
     ap.add_argument("--similarity", type=float, default=ExtractConfig().similarity_threshold)
     ap.add_argument("--concurrency", type=int, default=None)
     ap.add_argument("--threshold", action="store_true", help="choose the similarity threshold instead")
+    ap.add_argument("--sample", default=None, help="a results.jsonl: sample --n of its kept facts to judge by hand")
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    result = threshold(args) if args.threshold else synthetic(args)
+    result = threshold(args) if args.threshold else sample(args) if args.sample else synthetic(args)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
