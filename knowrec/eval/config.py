@@ -84,6 +84,10 @@ class RunSection(_Strict):
     """Users for systems without an LLM (sampled with ``seed`` if an int)."""
     llm_users: int | Literal["all"] = 100
     """Users for systems that call the LLM (a fixed-seed subset of ``users``)."""
+    reuse_stores: Path | None = None
+    """Another run's ``stores`` folder (relative to the config file): its fitted models are reused where their
+    fingerprints match this run's data (e.g. the sequential model of a run on the same interactions with other facts;
+    a fusion is reused only where the facts it saw are the same)."""
     llm_concurrency: int = Field(default=1, ge=1, le=64)
     """Users ranked concurrently by LLM systems (the in-process model serialises; HTTP clients overlap)."""
 
@@ -175,6 +179,10 @@ def load_config(path: Path) -> EvalConfig:
         raise InvalidInput("dataset.path is required unless source = 'demo'", path=path, field="dataset.path")
     if not cfg.run.out.is_absolute():
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": Path(path).parent / cfg.run.out})})
+    if cfg.run.reuse_stores is not None and not cfg.run.reuse_stores.is_absolute():
+        cfg = cfg.model_copy(
+            update={"run": cfg.run.model_copy(update={"reuse_stores": Path(path).parent / cfg.run.reuse_stores})}
+        )
     extracted = cfg.dataset.extracted_facts
     if extracted is not None and not extracted.is_absolute():
         dataset = cfg.dataset.model_copy(update={"extracted_facts": Path(path).parent / extracted})

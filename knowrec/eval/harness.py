@@ -237,6 +237,8 @@ class Harness:
         val_dir = self.out / "stores" / "val"
         if models is None:
             reuse = [val_dir / "models"] if phase == "test" else []
+            if self.cfg.run.reuse_stores is not None:
+                reuse.append(self.cfg.run.reuse_stores / phase / "models")
         else:
             settings["models_dir"] = store_dir / f"models-{models}"
             reuse = [store_dir / "models", val_dir / f"models-{models}"]

@@ -42,7 +42,7 @@ from knowrec.agent.fusion import FEATURES, ItemStats, LearnedFusion, build_candi
 from knowrec.config import FitConfig, RetrievalConfig
 from knowrec.errors import ConfigError
 from knowrec.kg_store.base import GraphStore
-from knowrec.types import RecQuery
+from knowrec.types import DATASET_SOURCE, RecQuery
 
 if TYPE_CHECKING:
     from knowrec.agent.pipeline import Pipeline
@@ -160,6 +160,18 @@ def read_fit_data(store: GraphStore) -> FitData:
         ents = store.item_entities(items[start : start + 5000])
         genres.update({i: {e for e in es if e.startswith("genre:")} for i, es in ents.items()})
     return FitData(items, sequences, genres)
+
+
+def derived_facts_fingerprint(store: GraphStore, items: Sequence[str]) -> str:
+    """SHA-1 (16 hex digits) over the ids of the facts retrieval sees that did not come with the data (``knowrec kg
+    extract``); ``""`` when there are none, so that fingerprints of stores without them are what they always were."""
+    ids: list[str] = []
+    for start in range(0, len(items), 2000):
+        for facts in store.facts(items[start : start + 2000]).values():
+            ids.extend(f.id for f in facts if f.source != DATASET_SOURCE)
+    if not ids:
+        return ""
+    return hashlib.sha1("\x1e".join(sorted(set(ids))).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -607,14 +619,17 @@ def fit_models(
         cfg.seed,
         cfg.sequential.model_dump(mode="json"),
     )
-    probe_fp = _hash(
+    probe_parts: list[Any] = [
         FUSION_VERSION,
         seq_fp,
         cfg.fusion.model_dump(mode="json", exclude=set(_CONSTRAINED_FIELDS)),
         retrieval.model_dump(mode="json", exclude={"fusion"}),
         list(FEATURES),
         sequence_len,
-    )
+    ]
+    if extracted := derived_facts_fingerprint(store, data.items):
+        probe_parts.append(extracted)  # facts read from text change the KG features the fusion was trained on
+    probe_fp = _hash(*probe_parts)
     constrained_fp = _hash(
         CONSTRAINED_VERSION, probe_fp, cfg.fusion.model_dump(mode="json", include=set(_CONSTRAINED_FIELDS))
     )

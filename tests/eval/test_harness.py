@@ -295,3 +295,21 @@ def test_extracted_facts_join_the_dataset_and_change_the_fingerprint(tmp_path: P
     assert added[0].provenance is not None and added[0].provenance.model == "m"
     assert h2._fingerprint(ctx2) != before  # its stores are its own
     assert Harness(load_config(tmp_path / "run.toml"))._fingerprint(ctx) == before
+
+
+def test_reuse_stores_is_relative_to_the_config_and_offered_to_the_fit(tmp_path: Path, monkeypatch):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("seed = 3", 'seed = 3\nreuse_stores = "other/stores"'))
+    cfg = load_config(path)
+    assert cfg.run.reuse_stores == tmp_path / "other" / "stores"
+    offered: list[list[Path]] = []
+
+    def fake_fit(self, progress=None, reuse=None):
+        offered.append(list(reuse or []))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("knowrec.recommender.Recommender.fit", fake_fit)
+    harness = Harness(cfg)
+    with pytest.raises(RuntimeError, match="stop here"):
+        harness.recommender(harness.load(), "val")
+    assert offered == [[tmp_path / "other" / "stores" / "val" / "models"]]

@@ -297,3 +297,23 @@ def test_scoring_threads_restore_the_torch_thread_count():
         assert set(seen) == {1} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_facts_read_from_text_enter_the_probe_fingerprint_only_when_there_are_some(tmp_path):
+    from knowrec.fitting import derived_facts_fingerprint
+    from knowrec.kg_store.base import GraphBatch
+    from knowrec.kg_store.sqlite import SQLiteGraphStore
+    from knowrec.types import Fact, Item
+
+    path = tmp_path / "g.sqlite"
+    store = SQLiteGraphStore(path)
+    items = [Item(id="1", title="A"), Item(id="2", title="B")]
+    store.write(GraphBatch(items=items, facts=[Fact(head="1", relation="director", tail="p:x")]))
+    assert derived_facts_fingerprint(store, ["1", "2"]) == ""  # stores without them keep their fingerprints
+    store.write(GraphBatch(facts=[Fact(head="2", relation="director", tail="p:x", source="llm")]))
+    first = derived_facts_fingerprint(store, ["1", "2"])
+    assert len(first) == 16
+    store.write(GraphBatch(facts=[Fact(head="1", relation="writer", tail="p:y", source="llm")]))
+    assert derived_facts_fingerprint(store, ["1", "2"]) not in ("", first)
+    store.close()
+    assert derived_facts_fingerprint(SQLiteGraphStore(path, fact_sources={"dataset"}), ["1", "2"]) == ""
