@@ -623,7 +623,10 @@ def fit_models(
         FUSION_VERSION,
         seq_fp,
         cfg.fusion.model_dump(mode="json", exclude=set(_CONSTRAINED_FIELDS)),
-        retrieval.model_dump(mode="json", exclude={"fusion"}),
+        # fact_sources only when set: fingerprints of the default (every source) stay what they were before it existed
+        retrieval.model_dump(
+            mode="json", exclude={"fusion"} | ({"fact_sources"} if retrieval.fact_sources is None else set())
+        ),
         list(FEATURES),
         sequence_len,
     ]
