@@ -76,8 +76,7 @@ def _title_forms(title: str) -> tuple[str, ...]:
 
 def _without_title(text: str, title: str) -> str:
     """The text with the item's title taken out where it is quoted whole (MovieLens texts start with it)."""
-    forms = sorted({title, title.rsplit(" (", 1)[0] if title.endswith(")") else title}, key=len, reverse=True)
-    for form in forms:
+    for form in sorted(set(_title_forms(title)[:2]), key=len, reverse=True):  # with and without "(year)"
         text = re.sub(re.escape(form), " ", text, flags=re.IGNORECASE)
     return text
 
