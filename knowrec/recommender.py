@@ -31,7 +31,16 @@ from knowrec.fitting import FittedModels
 from knowrec.kg_store.base import Embedder, GraphStore, ItemIndex
 from knowrec.kg_store.chroma_index import ChromaItemIndex
 from knowrec.kg_store.ingest import ingest_dataset, rich_progress
-from knowrec.types import ChatProgress, ChatTurn, IngestSummary, Item, Recommendation, RecQuery
+from knowrec.types import (
+    ChatProgress,
+    ChatTurn,
+    IngestSummary,
+    Item,
+    ItemDetails,
+    Recommendation,
+    RecQuery,
+    SessionProfile,
+)
 
 __all__ = ["Recommender"]
 
@@ -626,6 +635,48 @@ class Recommender:
         hits = self.index.query(vecs[item_id], k, exclude={item_id})
         items = self.store.items([i for i, _ in hits])
         return [(items[i], s) for i, s in hits if i in items]
+
+    def search(self, query: str, k: int = 10) -> list[tuple[Item, float]]:
+        """Items whose text best matches ``query`` by embedding, as ``(item, cosine)``.
+
+        Raises:
+            InvalidInput: an empty query.
+        """
+        if not query or not query.strip():
+            raise InvalidInput("the query is empty", field="query")
+        vec = self.embedder.embed([query.strip()])[0]
+        hits = self.index.query(vec, k)
+        items = self.store.items([i for i, _ in hits])
+        return [(items[i], s) for i, s in hits if i in items]
+
+    def item(self, item_id: str | int, *, facts: int = 50) -> ItemDetails:
+        """One item and up to ``facts`` of its knowledge-graph facts, most informative first.
+
+        Raises:
+            NotFound: the item is not stored.
+        """
+        item_id = str(item_id)
+        found = self.store.items([item_id])
+        if item_id not in found:
+            raise NotFound(f"unknown item id {item_id!r}")
+        stored = self.store.facts([item_id], n=facts)[item_id] if facts > 0 else []
+        return ItemDetails(item=found[item_id], facts=tuple(stored))
+
+    def session_profile(self, session_id: str) -> SessionProfile:
+        """What a chat session has learnt so far, and the same in words. Raises ``NotFound`` for an unknown
+        session."""
+        from knowrec.agent.chat import profile_summary
+
+        info = self._chat_agent.sessions.get(session_id)
+        if info is None:
+            raise NotFound(f"unknown session {session_id!r}")
+        prof = info.profile
+        summary = profile_summary(prof, self.store) if prof and not prof.is_empty() else "nothing yet"
+        return SessionProfile(session_id=session_id, profile=prof, summary=summary)
+
+    def stats(self) -> dict[str, int]:
+        """Stored counts: items, facts, entities, users, interactions."""
+        return self.store.stats()
 
     def info(self) -> dict[str, Any]:
         """Store counts and the effective settings."""

@@ -21,12 +21,14 @@ __all__ = [
     "IngestSummary",
     "Interaction",
     "Item",
+    "ItemDetails",
     "KGPath",
     "Provenance",
     "Reason",
     "RecQuery",
     "Recommendation",
     "RecommendedItem",
+    "SessionProfile",
     "fact_id",
 ]
 
@@ -318,6 +320,23 @@ class ChatProgress(_Frozen):
     """At ``ranking``: the answer's first line; the final turn's text starts with it."""
     items: tuple[RecommendedItem, ...] = ()
     """At ``ranking``: the picks in retrieval order (no reasons yet); the final turn may reorder or replace them."""
+
+
+class ItemDetails(_Frozen):
+    """One item and its knowledge-graph facts, most informative first (``RecommenderAPI.item``)."""
+
+    item: Item
+    facts: tuple[Fact, ...] = ()
+
+
+class SessionProfile(_Frozen):
+    """What a chat session has learnt so far (``RecommenderAPI.session_profile``)."""
+
+    session_id: str
+    profile: ChatProfile | None = None
+    """``None`` when the session has no profile yet."""
+    summary: str = "nothing yet"
+    """The profile in words, with titles and labels resolved ("likes Heat (1995); no Comedy")."""
 
 
 class IngestSummary(_Frozen):
