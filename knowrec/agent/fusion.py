@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from knowrec.errors import ConfigError
 from knowrec.types import Candidate, KGPath
 
 __all__ = ["FEATURES", "FusionContext", "ItemStats", "LearnedFusion", "build_candidate_list", "rrf_order"]
@@ -291,7 +292,7 @@ class LearnedFusion:
         self.booster = booster
         self.meta = meta
         if tuple(meta.get("features", ())) != FEATURES:
-            raise ValueError("the fitted fusion was trained on other features; run `knowrec fit` again")
+            raise ConfigError("the fitted fusion was trained on other features; run `knowrec fit` again")
 
     def score(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
@@ -307,10 +308,21 @@ class LearnedFusion:
 
     @classmethod
     def load(cls, folder: Path) -> LearnedFusion:
+        """The fusion fitted into ``folder``.
+
+        Raises:
+            ConfigError: the files cannot be read, or were fitted on other features (run ``knowrec fit`` again).
+        """
         import lightgbm as lgb
 
-        meta = json.loads((folder / cls.META_FILE).read_text())
-        return cls(lgb.Booster(model_file=str(folder / cls.MODEL_FILE)), meta)
+        try:
+            meta = json.loads((folder / cls.META_FILE).read_text(encoding="utf-8"))
+            booster = lgb.Booster(model_file=str(folder / cls.MODEL_FILE))
+        except (OSError, ValueError, lgb.basic.LightGBMError) as exc:
+            raise ConfigError(f"cannot read the fitted fusion in {folder}: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise ConfigError(f"{folder / cls.META_FILE} is not a JSON object; run `knowrec fit` again")
+        return cls(booster, meta)
 
     @classmethod
     def exists(cls, folder: Path) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from knowrec.agent.llm.base import LLMClient, Message, logsumexp
-from knowrec.errors import LLMError
+from knowrec.errors import InvalidInput, LLMError
 from knowrec.prompts import Prompt, load_prompt
 from knowrec.types import Candidate, Fact
 
@@ -246,7 +246,9 @@ class _LLMRanker:
 
     def _check_size(self, items: Sequence[RankItem]) -> None:
         if len(items) > len(LABELS):
-            raise ValueError(f"at most {len(LABELS)} candidates can be ranked by the LLM, got {len(items)}")
+            raise InvalidInput(
+                f"at most {len(LABELS)} candidates can be ranked by the LLM, got {len(items)}", field="candidates"
+            )
 
     def _fallback(self, order: list[str], reason: str) -> RankResult:
         log.warning("LLM ranking fell back to retrieval order: %s", reason)

@@ -188,7 +188,7 @@ def subsample(ds: Dataset, n_users: int) -> Dataset:
         ['1']
     """
     if n_users < 0:
-        raise ValueError("n_users must be >= 0")
+        raise InvalidInput(f"n_users must be >= 0 (got {n_users})", field="n_users")
     users = set(ds.user_ids[:n_users])
     keep_origins = len(ds.interaction_origins) == len(ds.interactions)
     interactions: list[Interaction] = []

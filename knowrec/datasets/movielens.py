@@ -178,7 +178,7 @@ def _read_ratings(path: Path, max_users: int | None) -> tuple[list[Interaction],
         origins.append((where, line))
     if max_users is not None:
         if max_users < 0:
-            raise ValueError("max_users must be >= 0")
+            raise InvalidInput(f"max_users must be >= 0 (got {max_users})", field="max_users")
         users = sorted({i.user_id for i in interactions}, key=user_sort_key)[:max_users]
         keep = set(users)
         pairs = [(i, o) for i, o in zip(interactions, origins, strict=True) if i.user_id in keep]

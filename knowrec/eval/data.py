@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from knowrec.errors import InvalidInput
 from knowrec.types import Interaction
 
 __all__ = ["Split", "leave_one_out", "preprocess"]
@@ -40,7 +41,7 @@ class Split:
             return list(self.train[user])
         if phase == "test":
             return [*self.train[user], self.val[user]]
-        raise ValueError(f"phase must be 'val' or 'test', not {phase!r}")
+        raise InvalidInput(f"phase must be 'val' or 'test', not {phase!r}", field="phase")
 
     def target(self, user: str, phase: str) -> str:
         return self.val[user] if phase == "val" else self.test[user]

@@ -517,32 +517,35 @@ def load_results(path: Path | str, titles: dict[str, str] | None = None) -> list
     path = Path(path)
     if not path.is_file():
         raise InvalidInput("extraction results not found", path=path)
-    last: dict[str, dict[str, Any]] = {}
+    last: dict[str, tuple[int, dict[str, Any]]] = {}
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
-                last[str(rec["item"])] = rec
+                last[str(rec["item"])] = (n, rec)
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise InvalidInput(f"not an extraction result ({exc})", path=path, line=n) from exc
     facts: list[Fact] = []
-    for item_id, rec in last.items():
-        key = rec.get("key", {})
-        for f in rec.get("facts", []):
-            facts.append(
-                Fact(
-                    head=item_id,
-                    relation=f["relation"],
-                    tail=f["entity"],
-                    head_label=(titles or {}).get(item_id, ""),
-                    tail_label=f["label"],
-                    source=LLM_SOURCE,
-                    provenance=Provenance(
-                        source=LLM_SOURCE, model=key.get("model", ""), prompt=key.get("prompt", ""),
-                        evidence=f.get("evidence", ""),
-                    ),
-                )
-            )  # fmt: skip
+    for item_id, (n, rec) in last.items():
+        try:
+            key = rec.get("key", {})
+            for f in rec.get("facts", []):
+                facts.append(
+                    Fact(
+                        head=item_id,
+                        relation=f["relation"],
+                        tail=f["entity"],
+                        head_label=(titles or {}).get(item_id, ""),
+                        tail_label=f["label"],
+                        source=LLM_SOURCE,
+                        provenance=Provenance(
+                            source=LLM_SOURCE, model=key.get("model", ""), prompt=key.get("prompt", ""),
+                            evidence=f.get("evidence", ""),
+                        ),
+                    )
+                )  # fmt: skip
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # ValueError: pydantic's ValidationError
+            raise InvalidInput(f"not an extraction result ({type(exc).__name__}: {exc})", path=path, line=n) from exc
     return facts

@@ -117,7 +117,7 @@ class FittedModels:
             if LearnedFusion.exists(folder / name):
                 try:
                     setattr(out, attr, LearnedFusion.load(folder / name))
-                except (ValueError, ImportError) as exc:
+                except (ConfigError, ImportError) as exc:
                     log.warning("the fitted fusion cannot be used (%s); RRF is used until `knowrec fit` runs", exc)
         if (folder / MANIFEST_FILE).is_file():
             out.manifest = json.loads((folder / MANIFEST_FILE).read_text())

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from knowrec.errors import KnowrecError
+
 __all__ = ["SASRec", "SequentialModel", "pad_left", "sasrec_epoch", "seed_torch"]
 
 log = logging.getLogger(__name__)
@@ -295,7 +297,7 @@ class SequentialModel:
     def train_epoch(self) -> float:
         """One epoch over the sequences given to :meth:`setup`; returns its mean loss."""
         if self._opt is None or self._inputs is None or self._targets is None:
-            raise RuntimeError("call setup() before train_epoch()")
+            raise KnowrecError("call setup() before train_epoch()")
         torch.set_num_threads(self.threads)
         if len(self._inputs) == 0:
             return 0.0

@@ -334,6 +334,8 @@ def test_subsample_keeps_first_users_their_items_and_facts() -> None:
     assert small.facts == [facts[1]]
     assert small.fact_origins == [("f.tsv", 2)]
     small.validate()
+    with pytest.raises(InvalidInput, match="n_users must be >= 0"):
+        subsample(ds, -1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -414,6 +416,8 @@ def test_movielens_reader(tmp_path: Path) -> None:
     assert only_first.user_ids == ["2"]
     assert len(only_first.interactions) == 2
     assert len(only_first.items) == 3
+    with pytest.raises(InvalidInput, match="max_users must be >= 0"):
+        load_movielens(ml, max_users=-1)
 
 
 def test_movielens_explicit_kg_path_and_errors(tmp_path: Path) -> None:

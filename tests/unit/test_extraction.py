@@ -20,6 +20,7 @@ from knowrec.extraction import (
     default_schema,
     load_schema,
 )
+from knowrec.extraction.extract import load_results
 from knowrec.extraction.text import mentions, normalise, sentences
 from knowrec.kg_store.base import GraphBatch
 from knowrec.kg_store.sqlite import SQLiteGraphStore
@@ -310,6 +311,31 @@ def test_a_schema_file_defines_relations_and_bad_ones_name_the_field():
         load_schema_text('domain = "x"\n')
     with pytest.raises(InvalidInput, match="not a readable TOML"):
         load_schema_text("[relations\n")
+
+
+def test_extraction_results_load_and_a_malformed_one_names_its_line(tmp_path: Path):
+    good = {"item": "1", "key": {"model": "m"}, "facts": [{"relation": "director", "entity": "p:x", "label": "X"}]}
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(good) + "\n")
+    [fact] = load_results(path, titles={"1": "Film"})
+    assert (fact.head, fact.relation, fact.tail, fact.head_label, fact.tail_label) == (
+        "1",
+        "director",
+        "p:x",
+        "Film",
+        "X",
+    )
+    no_entity = {"item": "2", "facts": [{"relation": "director", "label": "Y"}]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(no_entity) + "\n")
+    with pytest.raises(InvalidInput, match=r"results\.jsonl:2: .*KeyError"):
+        load_results(path)
+    empty_relation = {"item": "3", "facts": [{"relation": "", "entity": "p:z", "label": "Z"}]}
+    path.write_text("\n" + json.dumps(empty_relation) + "\n")
+    with pytest.raises(InvalidInput, match=r"results\.jsonl:2: "):
+        load_results(path)
+    path.write_text("[1, 2]\n")
+    with pytest.raises(InvalidInput, match=r"results\.jsonl:1: "):
+        load_results(path)
 
 
 def test_normalise():

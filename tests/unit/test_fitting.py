@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from knowrec import Recommender, Settings
+from knowrec.agent.fusion import LearnedFusion
 from knowrec.datasets import Dataset
-from knowrec.fitting import holdout_split
+from knowrec.errors import ConfigError
+from knowrec.fitting import COLD_FUSION_DIR, FUSION_DIR, FittedModels, holdout_split
 from knowrec.kg_store.base import GraphBatch
 from knowrec.types import Fact, Interaction, Item
 from tests.fakes import HashEmbedder
@@ -139,6 +142,21 @@ def test_fitted_models_reload_and_give_the_same_lists(fitted: Recommender):
         b = [it.item_id for it in again.recommend(user, k=5).items]
         assert a == b
     again.close()
+
+
+def test_a_stale_or_broken_fitted_fusion_is_a_config_error_and_rrf_takes_over(fitted: Recommender, tmp_path: Path):
+    folder = tmp_path / "models"
+    shutil.copytree(fitted.settings.models_path, folder)
+    meta_file = folder / FUSION_DIR / LearnedFusion.META_FILE
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "features": ["something", "else"]}))
+    with pytest.raises(ConfigError, match="trained on other features"):
+        LearnedFusion.load(folder / FUSION_DIR)
+    (folder / COLD_FUSION_DIR / LearnedFusion.MODEL_FILE).write_text("not a LightGBM model")
+    with pytest.raises(ConfigError, match="cannot read the fitted fusion"):
+        LearnedFusion.load(folder / COLD_FUSION_DIR)
+    models = FittedModels.load(folder)
+    assert models.fusion is None and models.cold_fusion is None and models.constrained_fusion is not None
 
 
 def test_fitting_is_deterministic_with_a_seed(tmp_path: Path):

@@ -11,6 +11,7 @@ from knowrec.agent.rank import (
     fuse_scores,
     rank_normalise,
 )
+from knowrec.errors import InvalidInput
 from knowrec.types import Candidate, Fact
 from tests.fakes import FakeLLM
 
@@ -87,7 +88,7 @@ def test_listwise_garbage_falls_back():
 
 
 def test_too_many_candidates_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput, match="at most 26 candidates"):
         VerbalizerRanker(FakeLLM()).rank(CTX, items(27), 3)
 
 
