@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from knowrec.api import RecommenderAPI
 from knowrec.config import RankerConfig, Settings
 from knowrec.errors import KnowrecError
 from knowrec.recommender import Recommender
@@ -72,6 +73,13 @@ def _recommender(data_dir: Path | None, mode: str | None = None, **extra: Any) -
     return Recommender(Settings(**kwargs))
 
 
+def _api(data_dir: Path | None, mode: str | None = None, **extra: Any) -> RecommenderAPI:
+    """The recommender as the serving commands see it (recommend, similar, info, chat, serve): through the public
+    :class:`~knowrec.api.RecommenderAPI` only; the admin commands (ingest, fit, tune, kg extract) take the concrete
+    :class:`~knowrec.Recommender`."""
+    return _recommender(data_dir, mode, **extra)
+
+
 def _run(fn: Callable[[], T]) -> T:
     with _errors():
         return fn()
@@ -115,7 +123,7 @@ def demo(
 
     def go() -> None:
         rec = _recommender(data_dir, mode)
-        if rec.store.stats()["items"] == 0:
+        if rec.stats()["items"] == 0:
             out.print("[bold]First run:[/] ingesting the bundled demo data (MovieLens ml-latest-small + DBpedia)…")
             s = rec.ingest_demo(max_users=max_users)
             out.print(
@@ -288,7 +296,7 @@ def recommend(
     """Recommend items for a user, with reasons citing knowledge-graph facts."""
 
     def go() -> None:
-        rec = _recommender(data_dir, mode, progress=False)
+        rec = _api(data_dir, mode, progress=False)
         result = rec.recommend(user, k=k, query=query, diversity=diversity)
         if as_json:
             sys.stdout.write(result.model_dump_json(indent=2) + "\n")
@@ -308,7 +316,7 @@ def similar(
     """Items most similar to ITEM by embedding."""
 
     def go() -> None:
-        rec = _recommender(data_dir)
+        rec = _api(data_dir)
         for it, score in rec.similar(item, k):
             out.print(f"{score:.3f}  {it.title}  [dim]id {it.id}[/]")
         rec.close()
@@ -321,7 +329,7 @@ def info(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json
     """Store counts and effective settings."""
 
     def go() -> None:
-        rec = _recommender(data_dir)
+        rec = _api(data_dir)
         data = rec.info()
         if as_json:
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -360,7 +368,7 @@ def serve(
             from knowrec.server import create_app
         except ImportError as exc:
             raise typer.BadParameter(f"{exc.name} is missing: pip install 'knowrec[server]'") from None
-        rec = _recommender(data_dir)
+        rec = _api(data_dir)
         uvicorn.run(create_app(rec), host=host, port=port, log_level=log_level)
         rec.close()
 
@@ -431,9 +439,7 @@ def chat(
     mode: Mode = None,
 ) -> None:
     """Talk to the recommender: /like N, /dislike N, /profile, /help, /quit (Ctrl-D also ends it)."""
-    from knowrec.agent.chat import profile_summary
-
-    rec = _run(lambda: _recommender(data_dir, mode, progress=False))
+    rec = _run(lambda: _api(data_dir, mode, progress=False))
     sid = _run(lambda: session or rec.new_session(user))
     n = k or rec.settings.chat.k
     out.print(f"[dim]session {sid} — type a wish (“something like Heat but no dramas”), /help, or /quit[/]")
@@ -458,9 +464,7 @@ def chat(
                 if msg == "/help":
                     out.print("/like N, /dislike N (N = position in the last list), /profile, /quit")
                 elif msg == "/profile":
-                    info = rec._chat_agent.sessions.get(sid)
-                    prof = info.profile if info else None
-                    out.print(profile_summary(prof, rec.store) if prof else "nothing yet", highlight=False)
+                    out.print(rec.session_profile(sid).summary, highlight=False)
                 elif msg.startswith(("/like", "/dislike")):
                     cmd, _, arg = msg.partition(" ")
                     if not arg.strip().isdigit() or not 1 <= int(arg) <= len(last):

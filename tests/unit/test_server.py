@@ -14,10 +14,21 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from knowrec.api import RecommenderAPI
 from knowrec.config import Settings
 from knowrec.errors import LLMError, NotFound, StoreUnavailable
 from knowrec.server import create_app
-from knowrec.types import ChatProgress, ChatTurn, Fact, Item, Reason, Recommendation, RecommendedItem
+from knowrec.types import (
+    ChatProgress,
+    ChatTurn,
+    Fact,
+    Item,
+    ItemDetails,
+    Reason,
+    Recommendation,
+    RecommendedItem,
+    SessionProfile,
+)
 
 FACT = Fact(head="m1", relation="director", tail="p:d1", head_label="Alpha", tail_label="Dir One")
 ITEMS = {"m1": Item(id="m1", title="Alpha"), "m2": Item(id="m2", title="Beta")}
@@ -39,20 +50,11 @@ def _rec(user_id: str | None, ids: list[str]) -> Recommendation:
     return Recommendation(user_id=user_id, items=items, ranking_mode="none", model="none")
 
 
-class FakeStore:
-    def items(self, ids: list[str]) -> dict[str, Item]:
-        return {i: ITEMS[i] for i in ids if i in ITEMS}
-
-    def facts(self, ids: list[str], n: int | None = None) -> dict[str, list[Fact]]:
-        return {i: [FACT] if i == "m1" else [] for i in ids}
-
-
 class FakeRecommender:
-    """Duck-typed :class:`knowrec.Recommender`: just what the server calls."""
+    """A hand-written :class:`~knowrec.api.RecommenderAPI`: the server reaches it only through the protocol."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = FakeStore()
         self.fail: Exception | None = None
         self.verify_error: Exception | None = None
         self.sessions: dict[str, list[ChatTurn]] = {}
@@ -60,6 +62,7 @@ class FakeRecommender:
         self.calls: list[tuple[str, Any]] = []
         self.gate: threading.Event | None = None  # when set: the "LLM stage" of a streamed chat waits for it
         self.ranked = threading.Event()
+        self.closed = False
 
     def verify(self) -> dict[str, str]:
         if self.verify_error:
@@ -123,14 +126,38 @@ class FakeRecommender:
             raise NotFound(f"unknown item id {item_id!r}")
         self.feedbacks.append((item_id, liked, session_id))
 
+    def similar(self, item_id: str | int, k: int = 10) -> list[tuple[Item, float]]:
+        return [(it, 0.5) for i, it in ITEMS.items() if i != str(item_id)][:k]
+
+    def search(self, query: str, k: int = 10) -> list[tuple[Item, float]]:
+        return [(it, 0.5) for it in ITEMS.values() if query.lower() in it.title.lower()][:k]
+
+    def item(self, item_id: str | int, *, facts: int = 50) -> ItemDetails:
+        self.calls.append(("item", {"item_id": item_id, "facts": facts}))
+        if str(item_id) not in ITEMS:
+            raise NotFound(f"unknown item id {item_id!r}")
+        return ItemDetails(item=ITEMS[str(item_id)], facts=(FACT,)[:facts] if item_id == "m1" else ())
+
+    def session_profile(self, session_id: str) -> SessionProfile:
+        if session_id not in self.sessions:
+            raise NotFound(f"unknown session {session_id!r}")
+        return SessionProfile(session_id=session_id)
+
+    def stats(self) -> dict[str, int]:
+        return {"items": len(ITEMS), "facts": 1, "entities": 1, "users": 0, "interactions": 0}
+
+    def info(self) -> dict[str, Any]:
+        return {"stats": self.stats()}
+
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def _client(tmp_path: Path, **server: Any) -> tuple[TestClient, FakeRecommender]:
     settings = Settings(data_dir=tmp_path, llm={"backend": "none"}, ranker={"mode": "none"}, server=server)
     fake = FakeRecommender(settings)
-    app = create_app(fake, settings)  # type: ignore[arg-type]
+    assert isinstance(fake, RecommenderAPI)
+    app = create_app(fake, settings)
     return TestClient(app, raise_server_exceptions=False), fake
 
 
@@ -168,9 +195,10 @@ def test_recommendations_and_items(client):
         "exclude": ["m9"],
         "mode": None,
     }
-    r = c.get("/v1/items/m1")
+    r = c.get("/v1/items/m1?facts=7")
     assert r.status_code == 200
     assert r.json()["item"]["title"] == "Alpha" and r.json()["facts"][0]["relation"] == "director"
+    assert fake.calls[-1] == ("item", {"item_id": "m1", "facts": 7})
     _err(c.get("/v1/items/nope"), 404, "not_found")
 
 
@@ -368,7 +396,7 @@ def live_fake(tmp_path: Path) -> Iterator[tuple[str, FakeRecommender]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(fake, settings), port=port, log_level="warning"))  # type: ignore[arg-type]
+    server = uvicorn.Server(uvicorn.Config(create_app(fake, settings), port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -511,7 +539,7 @@ def test_store_calls_never_wait_for_a_running_recommendation(tmp_path):
 
     fake.recommend = recommend  # type: ignore[method-assign]
     finished: dict[str, float] = {}
-    with TestClient(create_app(fake, settings)) as c:  # type: ignore[arg-type]
+    with TestClient(create_app(fake, settings)) as c:
 
         def slow() -> None:
             assert c.post("/v1/recommendations", json={"user_id": "u1", "k": 2}).status_code == 200
@@ -527,3 +555,28 @@ def test_store_calls_never_wait_for_a_running_recommendation(tmp_path):
         finished["session"] = time.perf_counter()
         t.join()
     assert finished["item"] < finished["recommend"] and finished["session"] < finished["recommend"]
+
+
+def test_one_error_table_maps_every_knowrec_error_and_the_answers_follow_it(client):
+    """Every error class of knowrec.errors has its own row (none falls through to the generic 503), and a failing
+    route answers exactly the table's status and type."""
+    import inspect
+
+    import knowrec.errors as errors_module
+    from knowrec.server.errors import ERROR_TABLE, error_status
+
+    classes = [
+        c
+        for _, c in inspect.getmembers(errors_module, inspect.isclass)
+        if issubclass(c, errors_module.KnowrecError) and c is not errors_module.KnowrecError
+    ]
+    rows = {row.error for row in ERROR_TABLE}
+    assert classes and all(c in rows for c in classes), [c.__name__ for c in classes if c not in rows]
+    c, fake = client
+    for row in ERROR_TABLE:
+        exc = row.error("it failed") if row.error is not errors_module.InvalidInput else row.error("bad", field="x")
+        assert error_status(exc) == (row.status, row.type)
+        fake.fail = exc
+        r = c.post("/v1/recommendations", json={"user_id": "u1"})
+        assert (r.status_code, r.json()["error"]["type"]) == (row.status, row.type), row
+    assert error_status(KeyError("x")) == (500, "internal_error")
