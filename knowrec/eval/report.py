@@ -142,6 +142,41 @@ def build_results(
     return res
 
 
+def _p3_section(res: dict[str, Any]) -> list[str]:
+    """One P3 table: a row per candidate list of the pipeline (each generator alone, then the fused lists) and per
+    baseline (its full ranking cut at the same lengths); a column per cutoff. Nothing when no system ran P3."""
+    rows: list[tuple[str, str, int, dict[int, float]]] = []  # system, list, users, recall by cutoff
+    for name, entry in res["systems"].items():
+        p3 = entry["protocols"].get("p3")
+        if not p3:
+            continue
+        by_list: dict[str, dict[int, float]] = {}
+        for key, value in p3["metrics"].items():
+            generator, _, metric = key.rpartition(":")
+            if metric.startswith("Recall@"):
+                by_list.setdefault(generator, {})[int(metric.split("@")[1])] = value
+        own = sorted((g for g in by_list if g), key=lambda g: (g.startswith("fused"), g))  # fused lists last
+        rows += [(name, g, p3["users"], by_list[g]) for g in own]
+        if "" in by_list:
+            rows.append((name, "full ranking", p3["users"], by_list[""]))
+    if not rows:
+        return []
+    rows.sort(key=lambda r: r[1] == "full ranking")  # stable: the pipeline's lists first, then the baselines
+    cutoffs = sorted({c for *_, recall in rows for c in recall})
+    return [
+        f"## {PROTO_TITLES['p3']}",
+        "",
+        "Recall of the test item in each candidate list: the pipeline's generators alone and fused, and each "
+        "baseline's full ranking cut at the same lengths.",
+        "",
+        *_table(
+            [[name, lst, users, *[recall.get(c, float("nan")) for c in cutoffs]] for name, lst, users, recall in rows],
+            ["system", "list", "users", *[f"Recall@{c}" for c in cutoffs]],
+        ),
+        "",
+    ]
+
+
 def _p4_section(res: dict[str, Any]) -> list[str]:
     """The P4 tables: success by turn, then repeats, violations and turn latency (and the same on the LLM users)."""
     if not res.get("p4"):
@@ -366,25 +401,7 @@ def write_report(res: dict[str, Any], out: Path) -> Path:
             )
         lines += _table(rows, ["system", "profile", "retrieve", "facts", "rank", "diversify", "explain", "total"])
         lines.append("")
-    for name, entry in res["systems"].items():
-        p3 = entry["protocols"].get("p3")
-        if not p3:
-            continue
-        lines += [f"## {PROTO_TITLES['p3']} ({name}, {p3['users']} users)", ""]
-        gens = sorted({k.split(":")[0] for k in p3["metrics"] if ":" in k})
-        cut = sorted({int(k.split("@")[1]) for k in p3["metrics"] if "@" in k and ":" in k})
-        rows = [[g, *[p3["metrics"].get(f"{g}:Recall@{c}", float("nan")) for c in cut]] for g in gens]
-        lines += _table(rows, ["generator", *[f"Recall@{c}" for c in cut]])
-        lines.append("")
-    baseline_p3 = [
-        [name, *[e["protocols"]["p3"]["metrics"].get(f"Recall@{c}", float("nan")) for c in (20, 50, 100)]]
-        for name, e in res["systems"].items()
-        if "p3" in e["protocols"] and name not in PIPELINE_SYSTEMS
-    ]
-    if baseline_p3:
-        lines += ["Baselines' recall of the full ranking at the same cutoffs:", ""]
-        lines += _table(baseline_p3, ["system", "Recall@20", "Recall@50", "Recall@100"])
-        lines.append("")
+    lines += _p3_section(res)
     lines += _p4_section(res)
     lines += ["## Tuning", ""]
     for name, entry in res["systems"].items():

@@ -12,6 +12,7 @@ from knowrec.errors import InvalidInput
 from knowrec.eval import baselines
 from knowrec.eval.config import load_config
 from knowrec.eval.harness import Harness
+from knowrec.eval.report import _p3_section
 from knowrec.recommender import Recommender
 
 GENRES = ["Drama", "Comedy", "Horror", "Sci-Fi"]
@@ -96,6 +97,67 @@ def test_runner_writes_results_report_plots_and_candidates(tiny_run):
     assert "grid" in systems["ease"]["meta"]  # the tuning table is recorded
     report = (out / "report.md").read_text()
     assert "P1 sampled-20" in report and "Beyond accuracy" in report and "Tuning" in report
+
+
+def p3_section(report: str) -> list[str]:
+    """The lines of the report's P3 section (from its heading to the next one)."""
+    lines = report.splitlines()
+    starts = [n for n, line in enumerate(lines) if line.startswith("## P3")]
+    assert len(starts) == 1, f"one P3 section expected, found {len(starts)}"
+    end = next((n for n in range(starts[0] + 1, len(lines)) if lines[n].startswith("## ")), len(lines))
+    return lines[starts[0] : end]
+
+
+def test_p3_is_one_table_of_the_generators_and_the_baselines(tiny_run):
+    out, results = tiny_run
+    section = p3_section((out / "report.md").read_text())
+    tables = [line for line in section if line.startswith("| system")]
+    assert tables == ["| system | list | users | Recall@5 | Recall@10 | Recall@20 |"], section
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in section if line.startswith("| ")}
+    generators = {k.split(":")[0] for k in results["systems"]["retrieval-only"]["protocols"]["p3"]["metrics"]}
+    baselines = ["random", "mostpop", "itemknn", "ease"]
+    assert {("retrieval-only", g) for g in generators} | {(b, "full ranking") for b in baselines} == set(rows) - {
+        ("system", "list")
+    }
+    for line in rows.values():  # every row is filled: the users and one number per cutoff, none missing
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == 6 and "—" not in cells and cells[2] != "", line
+    baseline = results["systems"]["ease"]["protocols"]["p3"]["metrics"]
+    ease = f"| ease | full ranking | {results['users_evaluated']} | " + " | ".join(
+        f"{baseline[f'Recall@{c}']:.4f}" for c in (5, 10, 20)
+    )
+    assert ease + " |" in section
+
+
+def test_the_p3_table_merges_cutoffs_and_is_left_out_without_p3():
+    res = {
+        "systems": {
+            "ease": {"protocols": {"p3": {"users": 4, "metrics": {"Recall@20": 0.5, "Recall@50": 0.75}}}},
+            "no-llm": {"protocols": {"p2": {"users": 4, "metrics": {"NDCG@10": 0.1}}}},
+            "retrieval-only": {
+                "protocols": {
+                    "p3": {
+                        "users": 4,
+                        "metrics": {"fused:Recall@20": 0.75, "kg:Recall@20": 0.25, "kg:Recall@100": 0.5, "x": 1.0},
+                    }
+                }
+            },
+        }
+    }
+    assert _p3_section(res) == [
+        "## P3 retrieval recall",
+        "",
+        "Recall of the test item in each candidate list: the pipeline's generators alone and fused, and each "
+        "baseline's full ranking cut at the same lengths.",
+        "",
+        "| system | list | users | Recall@20 | Recall@50 | Recall@100 |",
+        "|---|---|---|---|---|---|",
+        "| retrieval-only | kg | 4 | 0.2500 | — | 0.5000 |",
+        "| retrieval-only | fused | 4 | 0.7500 | — | — |",
+        "| ease | full ranking | 4 | 0.5000 | 0.7500 | — |",
+        "",
+    ]
+    assert _p3_section({"systems": {"no-llm": res["systems"]["no-llm"]}}) == []
 
 
 def test_taste_structure_is_learned(tiny_run):
