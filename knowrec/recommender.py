@@ -13,9 +13,8 @@ from typing import Any, Literal
 from knowrec.agent.chat import ChatAgent, SessionStore
 from knowrec.agent.explain import LLMExplainer
 from knowrec.agent.llm.base import LLMClient
-from knowrec.agent.llm.torch_engine import generation_engine, scoring_engine
 from knowrec.agent.pipeline import Pipeline
-from knowrec.agent.rank import ListwiseRanker, PointwiseRanker, Ranker, RetrievalRanker, VerbalizerRanker
+from knowrec.agent.rank import Ranker, RetrievalRanker
 from knowrec.agent.retrieve import (
     CandidateGenerator,
     CollaborativeGenerator,
@@ -24,12 +23,12 @@ from knowrec.agent.retrieve import (
     SequentialGenerator,
     VectorGenerator,
 )
-from knowrec.config import Settings, default_cache_dir
+from knowrec.builders import build_embedder, build_index, build_llm, build_ranker, build_store
+from knowrec.config import Settings
 from knowrec.errors import ConfigError, InvalidInput, NotFound
 from knowrec.extraction.extract import ExtractSummary
 from knowrec.fitting import FittedModels
 from knowrec.kg_store.base import Embedder, GraphStore, ItemIndex
-from knowrec.kg_store.chroma_index import ChromaItemIndex
 from knowrec.kg_store.ingest import ingest_dataset, rich_progress
 from knowrec.types import (
     ChatProgress,
@@ -78,7 +77,7 @@ class Recommender:
         self._pipeline: Pipeline | None = None
         self._build_lock = threading.RLock()  # clients are built once, even when two threads ask first together
 
-    # -- builders (the only place clients are constructed) -----------------------------------------------------------
+    # -- clients, built once on first use (by knowrec.builders) ------------------------------------------------------
     @property
     def store(self) -> GraphStore:
         if self._store is not None:
@@ -88,23 +87,7 @@ class Recommender:
 
     def _build_store(self) -> GraphStore:
         if self._store is None:
-            s = self.settings
-            if s.graph_uri:
-                from knowrec.kg_store.neo4j import Neo4jGraphStore
-
-                password = s.graph_password.get_secret_value() if s.graph_password else None
-                self._store = Neo4jGraphStore(
-                    s.graph_uri,
-                    user=s.graph_user,
-                    password=password,
-                    database=s.graph_database,
-                    fact_sources=s.retrieval.fact_sources,
-                )
-            else:
-                from knowrec.kg_store.sqlite import SQLiteGraphStore
-
-                s.data_dir.mkdir(parents=True, exist_ok=True)
-                self._store = SQLiteGraphStore(s.graph_path, fact_sources=s.retrieval.fact_sources)
+            self._store = build_store(self.settings)
         return self._store
 
     @property
@@ -116,10 +99,7 @@ class Recommender:
 
     def _build_embedder(self) -> Embedder:
         if self._embedder is None:
-            from knowrec.kg_store.embedder import SentenceTransformerEmbedder, bundled_embedder_path
-
-            path = self.settings.embedder_model or bundled_embedder_path()
-            self._embedder = SentenceTransformerEmbedder(path, batch_size=self.settings.embed_batch_size)
+            self._embedder = build_embedder(self.settings)
         return self._embedder
 
     @property
@@ -131,12 +111,7 @@ class Recommender:
 
     def _build_index(self) -> ItemIndex:
         if self._index is None:
-            s = self.settings
-            if s.chroma_url:
-                token = s.chroma_token.get_secret_value() if s.chroma_token else None
-                self._index = ChromaItemIndex(self.embedder, url=s.chroma_url, token=token)
-            else:
-                self._index = ChromaItemIndex(self.embedder, path=s.chroma_path)
+            self._index = build_index(self.settings, self.embedder)
         return self._index
 
     @property
@@ -149,87 +124,11 @@ class Recommender:
 
     def _build_llm(self) -> LLMClient | None:
         if self._llm is None:
-            cfg = self.settings.llm
-            if cfg.backend == "llama_cpp":
-                self._llm = self._local_llm()
-            elif cfg.backend == "http":
-                from knowrec.agent.llm.http import OpenAIHTTPClient
-
-                self._owns_llm = True
-                self._llm = OpenAIHTTPClient(
-                    cfg.base_url,
-                    cfg.model,
-                    api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
-                    adapter=cfg.adapter,
-                    dialect=cfg.dialect,
-                    timeout_s=cfg.timeout_s,
-                    max_retries=cfg.max_retries,
-                    concurrency=cfg.concurrency,
-                    max_logprobs=cfg.max_logprobs,
-                    chat_template=cfg.chat_template,
-                )
+            self._llm, self._owns_llm = build_llm(self.settings)
         return self._llm
 
-    def _local_llm(self) -> LLMClient:
-        """The in-process model on the engine measured fastest per call kind (``llm.scoring_engine``,
-        ``llm.generation_engine``): one client when both are the same engine, else a :class:`RoutedClient`."""
-        from knowrec.agent.llm.llama_cpp import bundled_llm_path
-
-        cfg = self.settings.llm
-        path = cfg.model_path or bundled_llm_path()
-        engines = {
-            "scoring": scoring_engine(cfg.scoring_engine),
-            "generation": generation_engine(cfg.generation_engine),
-        }
-        peft_dir: Path | None = None
-        gguf_lora: Path | None = None
-        if cfg.adapter:
-            from knowrec.tuning import adapter_paths
-
-            peft_dir, gguf_lora = adapter_paths(cfg.adapter)
-            # an adapter in one format only: the engine that reads it answers every call kind
-            if peft_dir is None:
-                engines = dict.fromkeys(engines, "llama_cpp")
-            elif gguf_lora is None:
-                engines = dict.fromkeys(engines, "torch")
-        made: dict[str, LLMClient] = {}
-        if "torch" in engines.values():
-            from knowrec.agent.llm.torch_engine import TorchClient
-
-            made["torch"] = TorchClient(
-                path,
-                n_threads=cfg.n_threads,
-                name=path.stem,
-                prefix_cache=cfg.prefix_cache,
-                cache_dir=cfg.cache_dir or default_cache_dir() / "llm",
-                adapter=peft_dir,
-            )
-        if "llama_cpp" in engines.values():
-            from knowrec.agent.llm.llama_cpp import LlamaCppClient
-
-            made["llama_cpp"] = LlamaCppClient(
-                path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed, lora_path=gguf_lora
-            )
-        if len(made) == 1:
-            return next(iter(made.values()))
-        from knowrec.agent.llm.torch_engine import RoutedClient
-
-        return RoutedClient(made[engines["scoring"]], made[engines["generation"]])
-
     def _ranker(self, mode: str) -> Ranker:
-        if mode == "none":
-            return RetrievalRanker()
-        llm = self.llm
-        if llm is None:
-            raise ConfigError(f"ranker mode {mode!r} needs an LLM, but llm.backend is 'none'")
-        w = self.settings.ranker.llm_weight
-        if mode == "verbalizer":
-            return VerbalizerRanker(llm, llm_weight=w, prompt_tokens=self.settings.ranker.prompt_tokens)
-        if mode == "listwise":
-            return ListwiseRanker(llm, llm_weight=w, prompt_tokens=self.settings.ranker.prompt_tokens)
-        if mode == "pointwise":
-            return PointwiseRanker(llm, llm_weight=w)
-        raise ConfigError(f"unknown ranker mode {mode!r}; use verbalizer, listwise, pointwise or none")
+        return build_ranker(self.settings, mode, None if mode == "none" else self.llm)
 
     @cached_property
     def models(self) -> FittedModels:

@@ -13,7 +13,7 @@ Example:
     >>> from knowrec import Recommender, Settings
     >>> from knowrec.server import create_app
     >>> app = create_app(Recommender(Settings(data_dir="/tmp/kr")))
-    >>> sorted(r.path for r in app.routes if r.path.startswith("/v1/"))[:3]
+    >>> sorted(p for p in app.openapi()["paths"] if p.startswith("/v1/"))[:3]
     ['/v1/chat/completions', '/v1/feedback', '/v1/items/{item_id}']
     >>> import uvicorn; uvicorn.run(app, port=8080)  # doctest: +SKIP
 """

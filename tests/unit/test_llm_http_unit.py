@@ -19,7 +19,7 @@ import pytest
 
 from knowrec import Recommender, Settings
 from knowrec.agent.llm.base import LLMClient
-from knowrec.agent.llm.http import OpenAIHTTPClient, render_chatml, response_format
+from knowrec.agent.llm.http import HTTPOptions, OpenAIHTTPClient, render_chatml, response_format
 from knowrec.agent.rank import ListwiseRanker, RankContext, RankItem, VerbalizerRanker
 from knowrec.errors import ConfigError, LLMError
 from knowrec.types import Candidate
@@ -442,7 +442,9 @@ def test_env_names_build_the_http_client(monkeypatch: pytest.MonkeyPatch, tmp_pa
     llm = Recommender(s).llm
     assert isinstance(llm, OpenAIHTTPClient)
     assert llm.model_id == "Qwen/Qwen2.5-7B-Instruct + lora:movies"
-    assert llm.core.request_model == "movies" and llm.core.concurrency == 4 and llm.core.api_key == "k"
+    assert llm.core.request_model == "movies" and llm.core.options.concurrency == 4 and llm.core.options.api_key == "k"
+    # every option of the client comes from the setting of the same name (one list: HTTPOptions)
+    assert llm.core.options == HTTPOptions(api_key="k", adapter="movies", dialect="vllm", concurrency=4)
 
 
 def test_http_settings_are_validated(tmp_path: Path):

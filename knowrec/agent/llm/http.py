@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -34,15 +35,20 @@ import threading
 import time
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
+from pydantic import SecretStr
 
 from knowrec.agent.llm.base import LLMReply, Message, logsumexp, parse_json_answer
 from knowrec.errors import ConfigError, LLMError
 
-__all__ = ["AsyncOpenAIHTTPClient", "Dialect", "OpenAIHTTPClient", "render_chatml", "response_format"]
+if TYPE_CHECKING:
+    from knowrec.config import LLMConfig
+
+__all__ = ["AsyncOpenAIHTTPClient", "Dialect", "HTTPOptions", "OpenAIHTTPClient", "render_chatml", "response_format"]
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +98,76 @@ class _Retryable(Exception):
         super().__init__(message)
 
 
-class AsyncOpenAIHTTPClient:
-    """Async core: one ``httpx.AsyncClient`` bound to the event loop that first uses it.
+@dataclass(frozen=True)
+class HTTPOptions:
+    """How the client talks to its server: the one list of the HTTP client's options.
 
-    Args:
-        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
-        model: the base model name as served; ``None`` = the first base model ``GET /models`` lists.
+    :meth:`from_config` reads the ``llm.*`` settings of the same names; both client classes take an ``options``
+    object and/or any of these fields as keywords (``timeout_s=5``), which override it.
+
+    Attributes:
+        api_key: sent as ``Authorization: Bearer``.
         adapter: a LoRA adapter name; when set, requests name the adapter as their ``model``.
         dialect: how structured output is requested (see the module docstring).
         timeout_s: the limit for one request (one attempt).
         max_retries: extra attempts after a retryable fault.
         concurrency: requests in flight at most.
         max_logprobs: the server's limit on ``logprobs`` (vLLM ``--max-logprobs``, default 20).
+        chat_template: ``chatml`` or a Jinja template file rendering label-scoring prompts client-side.
         backoff_s: the first retry waits about this long; each further one doubles it (plus jitter), up to
             ``backoff_max_s``.
+
+    Example:
+        >>> HTTPOptions(timeout_s=5).replace(max_retries=0).max_retries
+        0
+        >>> HTTPOptions().replace(timeout=5)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        knowrec.errors.ConfigError: unknown HTTP client option 'timeout'; the options are api_key, adapter, ...
+    """
+
+    api_key: str | None = None
+    adapter: str | None = None
+    dialect: Dialect = "vllm"
+    timeout_s: float = 60.0
+    max_retries: int = 2
+    concurrency: int = 8
+    max_logprobs: int = 20
+    chat_template: str = "chatml"
+    backoff_s: float = 0.5
+    backoff_max_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.dialect not in DIALECTS:
+            raise ConfigError(f"unknown LLM dialect {self.dialect!r}; use one of {', '.join(DIALECTS)}")
+        object.__setattr__(self, "max_retries", max(0, self.max_retries))
+        object.__setattr__(self, "concurrency", max(1, self.concurrency))
+        object.__setattr__(self, "max_logprobs", max(1, self.max_logprobs))
+
+    @classmethod
+    def from_config(cls, cfg: LLMConfig) -> HTTPOptions:
+        """The options of the ``llm`` settings (every field of the same name)."""
+        values = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name in type(cfg).model_fields}
+        if isinstance(values.get("api_key"), SecretStr):
+            values["api_key"] = values["api_key"].get_secret_value()
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> HTTPOptions:
+        """A copy with ``changes``; an unknown name is a :class:`~knowrec.errors.ConfigError`."""
+        names = [f.name for f in fields(self)]
+        unknown = [k for k in changes if k not in names]
+        if unknown:
+            raise ConfigError(f"unknown HTTP client option {unknown[0]!r}; the options are {', '.join(names)}")
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+class AsyncOpenAIHTTPClient:
+    """Async core: one ``httpx.AsyncClient`` bound to the event loop that first uses it.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the base model name as served; ``None`` = the first base model ``GET /models`` lists.
+        options: how to talk to the server (:class:`HTTPOptions`); keyword ``changes`` override its fields.
         transport: an ``httpx`` transport (tests use ``httpx.MockTransport``).
     """
 
@@ -113,33 +175,16 @@ class AsyncOpenAIHTTPClient:
         self,
         base_url: str,
         model: str | None = None,
+        options: HTTPOptions | None = None,
         *,
-        api_key: str | None = None,
-        adapter: str | None = None,
-        dialect: Dialect = "vllm",
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        concurrency: int = 8,
-        max_logprobs: int = 20,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        **changes: Any,
     ) -> None:
-        if dialect not in DIALECTS:
-            raise ConfigError(f"unknown LLM dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"LLM base_url must start with http:// or https:// (got {base_url!r})")
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.api_key = api_key
-        self.adapter = adapter
-        self.dialect: Dialect = dialect
-        self.timeout_s = timeout_s
-        self.max_retries = max(0, max_retries)
-        self.concurrency = max(1, concurrency)
-        self.max_logprobs = max(1, max_logprobs)
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
+        self.options = (options or HTTPOptions()).replace(**changes)
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._sem: asyncio.Semaphore | None = None
@@ -151,18 +196,20 @@ class AsyncOpenAIHTTPClient:
     @property
     def request_model(self) -> str | None:
         """The ``model`` field sent: the adapter when one is set, else the base model."""
-        return self.adapter or self.model
+        return self.options.adapter or self.model
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
             self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0)),
+                timeout=httpx.Timeout(self.options.timeout_s, connect=min(self.options.timeout_s, 10.0)),
                 headers=headers,
                 transport=self._transport,
-                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+                limits=httpx.Limits(
+                    max_connections=self.options.concurrency, max_keepalive_connections=self.options.concurrency
+                ),
             )
-            self._sem = asyncio.Semaphore(self.concurrency)
+            self._sem = asyncio.Semaphore(self.options.concurrency)
             self._model_lock = asyncio.Lock()
         return self._http
 
@@ -172,10 +219,10 @@ class AsyncOpenAIHTTPClient:
             self._http = None
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(self.backoff_max_s, self.backoff_s * (2**attempt))
-        delay += random.uniform(0, self.backoff_s)  # jitter: concurrent callers do not retry in lockstep
+        delay = min(self.options.backoff_max_s, self.options.backoff_s * (2**attempt))
+        delay += random.uniform(0, self.options.backoff_s)  # jitter: concurrent callers do not retry in lockstep
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.backoff_max_s))
+            delay = max(delay, min(retry_after, self.options.backoff_max_s))
         return delay
 
     async def _attempt(self, method: str, url: str, body: dict[str, Any] | None) -> dict[str, Any]:
@@ -183,10 +230,10 @@ class AsyncOpenAIHTTPClient:
         assert self._sem is not None
         async with self._sem:
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(self.options.timeout_s):
                     resp = await client.request(method, url, json=body)
             except (TimeoutError, httpx.TimeoutException) as exc:
-                raise _Retryable(f"timed out after {self.timeout_s:g} s") from exc
+                raise _Retryable(f"timed out after {self.options.timeout_s:g} s") from exc
             except httpx.TransportError as exc:  # connect refused/reset, protocol errors
                 raise _Retryable(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
         if resp.status_code >= 500 or resp.status_code in _RETRYABLE_STATUS:
@@ -217,7 +264,7 @@ class AsyncOpenAIHTTPClient:
             try:
                 return await self._attempt(method, url, body)
             except _Retryable as exc:
-                if attempt >= self.max_retries:
+                if attempt >= self.options.max_retries:
                     self.stats["failures"] += 1
                     raise LLMError(
                         f"LLM server at {self.base_url} failed {method} {path} after {attempt + 1} attempt(s): {exc}",
@@ -266,14 +313,14 @@ class AsyncOpenAIHTTPClient:
         if model is not None:
             body["model"] = model
         if schema is not None:
-            body["response_format"] = response_format(self.dialect, schema)
+            body["response_format"] = response_format(self.options.dialect, schema)
         return body
 
     def completion_body(self, prompt: str, model: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "prompt": prompt,
             "max_tokens": 1,  # 0 means "unlimited" to llama.cpp
-            "logprobs": min(20, self.max_logprobs),
+            "logprobs": min(20, self.options.max_logprobs),
             "temperature": 0.0,
         }
         if model is not None:
@@ -324,9 +371,9 @@ class AsyncOpenAIHTTPClient:
     async def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` by the served tokenizer (vLLM ``/tokenize``, llama.cpp ``/extras/tokenize``)."""
         root = self.base_url.removesuffix("/v1")
-        if self.dialect == "llama_cpp":
+        if self.options.dialect == "llama_cpp":
             data = await self._request("POST", "/extras/tokenize", {"input": text}, root=root)
-        elif self.dialect == "vllm":
+        elif self.options.dialect == "vllm":
             model = await self.resolve_model()
             body = {"prompt": text, "add_special_tokens": False, **({"model": model} if model else {})}
             data = await self._request("POST", "/tokenize", body, root=root)
@@ -391,39 +438,29 @@ class OpenAIHTTPClient:
         self,
         base_url: str,
         model: str | None = None,
+        options: HTTPOptions | None = None,
         *,
-        api_key: str | None = None,
-        adapter: str | None = None,
-        dialect: Dialect = "vllm",
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        concurrency: int = 8,
-        max_logprobs: int = 20,
-        chat_template: str = "chatml",
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        **changes: Any,
     ) -> None:
-        self.core = AsyncOpenAIHTTPClient(
-            base_url,
-            model,
-            api_key=api_key,
-            adapter=adapter,
-            dialect=dialect,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            concurrency=concurrency,
-            max_logprobs=max_logprobs,
-            backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s,
-            transport=transport,
-        )
-        self.chat_template = chat_template
+        self.core = AsyncOpenAIHTTPClient(base_url, model, options, transport=transport, **changes)
+        self.chat_template = self.core.options.chat_template
         self._template: Any = None
-        if chat_template != "chatml":
-            self._template = self._load_template(chat_template)
+        if self.chat_template != "chatml":
+            self._template = self._load_template(self.chat_template)
         self._loop = _LoopThread(f"knowrec-llm-http-{id(self):x}")
         self._local = threading.local()
+
+    @classmethod
+    def from_config(cls, cfg: LLMConfig, **changes: Any) -> OpenAIHTTPClient:
+        """The client the ``llm`` settings describe (``base_url``, ``model`` and every :class:`HTTPOptions` field).
+
+        Example:
+            >>> from knowrec.config import LLMConfig
+            >>> OpenAIHTTPClient.from_config(LLMConfig(backend="http", model="m", timeout_s=5)).core.options.timeout_s
+            5.0
+        """
+        return cls(cfg.base_url, cfg.model, HTTPOptions.from_config(cfg), **changes)
 
     @staticmethod
     def _load_template(path_text: str) -> Any:
@@ -449,7 +486,7 @@ class OpenAIHTTPClient:
 
     @property
     def dialect(self) -> str:
-        return self.core.dialect
+        return self.core.options.dialect
 
     @property
     def stats(self) -> dict[str, int]:
@@ -460,7 +497,8 @@ class OpenAIHTTPClient:
     def model_id(self) -> str:
         """Base model and adapter, e.g. ``smollm2 + lora:my-adapter``; never touches the network."""
         base = self.core.model or f"auto@{self.core.base_url}"
-        return f"{base} + lora:{self.core.adapter}" if self.core.adapter else base
+        adapter = self.core.options.adapter
+        return f"{base} + lora:{adapter}" if adapter else base
 
     @property
     def last_prompt_tokens(self) -> int:
@@ -537,7 +575,7 @@ class OpenAIHTTPClient:
         served = [str(m.get("id")) for m in models]
         want = self.core.request_model
         # llama.cpp's server answers whatever model name is asked for; vLLM and OpenAI do not
-        if want is not None and want not in served and self.core.dialect != "llama_cpp":
+        if want is not None and want not in served and self.core.options.dialect != "llama_cpp":
             raise ConfigError(
                 f"LLM server at {self.core.base_url} does not serve {want!r}; it serves: {', '.join(served) or '-'}"
             )
