@@ -409,7 +409,7 @@ class _LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._thread is not None and threading.current_thread() is self._thread:
             coro.close()
-            raise RuntimeError("the sync LLM client was called from its own event loop; use the async client")
+            raise ConfigError("the sync LLM client was called from its own event loop; use AsyncOpenAIHTTPClient")
         return self.submit(coro).result()
 
     def stop(self) -> None:
