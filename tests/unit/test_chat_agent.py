@@ -305,8 +305,13 @@ def test_llm_garbage_falls_back_to_rules(data_dir: Path, reply: str):
 
 
 def test_llm_failure_falls_back_to_rules(data_dir: Path):
-    r = make(data_dir, llm=FakeLLM(fail=True), extract_with_llm=True)
+    llm = FakeLLM(fail=True)
+    r = make(data_dir, llm=llm, extract_with_llm=True)
     turn = r.chat(r.new_session(), "no comedies, something with spaceships", k=3)
+    # the LLM was asked to read the message (the rules left "spaceships" over), failed, and the rules' reading stands
+    assert [(c["kind"], c["schema"] is not None) for c in llm.calls] == [("chat", True)]
+    assert "spaceships" in llm.calls[0]["messages"][-1]["content"]
+    assert turn.action == "recommend" and len(turn.items) == 3
     assert turn.profile == ChatProfile(exclude_genres=("Comedy",))
     r.close()
 

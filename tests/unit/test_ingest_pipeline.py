@@ -69,9 +69,17 @@ def test_pipeline_recommends_unseen_items_with_grounded_reasons(rec: Recommender
     mann = [it for it in result.items if it.item_id in {"4", "7"}]
     assert mann and any("Michael Mann" in r.text for it in mann for r in it.reasons)
     for it in result.items:
-        stored = rec.store.get_facts([f for r in it.reasons for f in r.fact_ids])
-        assert it.reasons and all(it.item_id in (f.head, f.tail) for f in stored.values())
+        # every item has a reason; every reason cites at least one fact; every cited fact is stored, is about this
+        # item, and comes with the item
+        assert it.reasons, f"{it.item_id} has no reason"
+        cited = [f for r in it.reasons for f in r.fact_ids]
+        assert all(r.fact_ids for r in it.reasons), f"{it.item_id}: a reason cites no fact"
+        stored = rec.store.get_facts(cited)
+        assert set(cited) == set(stored), f"{it.item_id}: cites facts that are not stored"
+        assert all(it.item_id in (f.head, f.tail) for f in stored.values())
         assert {f.id for f in it.facts} >= set(stored)
+        context = [f for r in it.reasons for f in r.context_fact_ids]  # e.g. the liked film's side of a path
+        assert set(rec.store.get_facts(context)) == set(context)
 
 
 def test_listwise_answer_drives_order_with_weight_one(tmp_path: Path):
@@ -117,6 +125,8 @@ def test_a_dislike_is_never_a_taste_seed(rec: Recommender):
     assert pipe.profile("grumpy").liked == ()
     result = rec.recommend("grumpy", k=3, mode="none")
     assert "1" not in {it.item_id for it in result.items}
+    # three items, each explained (by its own facts): the next line is about reasons that exist
+    assert len(result.items) == 3 and all(it.reasons for it in result.items)
     assert not any("which you liked" in r.text for it in result.items for r in it.reasons)
     assert all("kg" not in it.sources for it in result.items)  # no KG seeds from the disliked film
 
