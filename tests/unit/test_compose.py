@@ -2,7 +2,8 @@
 
 The file is checked through ``docker compose config`` (what Compose itself makes of it: interpolation, defaults,
 schema). A missing ``docker`` CLI or Compose v2 is a failure, not a skip: install the Compose plugin (see
-docs/servers.md).
+docs/servers.md). The tests that run Compose (or a Chroma server) are marked ``integration``; ``test_dockerfile``
+reads files only and stays a unit test.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SERVICES = {"neo4j", "chroma", "vllm", "knowrec"}
+# runs `docker compose config` (and builds the Compose plugin when it is missing)
+needs_compose = pytest.mark.integration
 
 
 INSTALL_SCRIPT = ROOT / "scripts" / "install-docker-compose.sh"
@@ -94,6 +97,7 @@ def _healthcheck(service: dict[str, Any]) -> str:
     return " ".join(test) if isinstance(test, list) else str(test)
 
 
+@needs_compose
 def test_services_and_volumes(config: dict[str, Any]):
     services = config["services"]
     assert set(services) == SERVICES
@@ -106,6 +110,7 @@ def _mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["target"]: v for v in service.get("volumes", [])}
 
 
+@needs_compose
 def test_neo4j(config: dict[str, Any]):
     neo4j = config["services"]["neo4j"]
     assert neo4j["image"] == "neo4j:5.26-community"
@@ -115,6 +120,7 @@ def test_neo4j(config: dict[str, Any]):
     assert {p["target"] for p in neo4j["ports"]} == {7474, 7687}
 
 
+@needs_compose
 def test_neo4j_healthcheck_logs_in_with_the_configured_password(config: dict[str, Any], tmp_path: Path):
     """Run the healthcheck's shell line with a stand-in ``cypher-shell`` that records its arguments."""
     neo4j = config["services"]["neo4j"]
@@ -134,6 +140,7 @@ def test_neo4j_healthcheck_logs_in_with_the_configured_password(config: dict[str
     assert "RETURN 1" in args
 
 
+@needs_compose
 def test_neo4j_password_has_a_default():
     services = compose_config()["services"]
     auth = services["neo4j"]["environment"]["NEO4J_AUTH"]
@@ -142,6 +149,7 @@ def test_neo4j_password_has_a_default():
     assert services["knowrec"]["environment"]["KNOWREC_GRAPH_PASSWORD"] == password
 
 
+@needs_compose
 def test_chroma(config: dict[str, Any]):
     chroma = config["services"]["chroma"]
     assert chroma["image"].startswith("chromadb/chroma:")
@@ -149,6 +157,7 @@ def test_chroma(config: dict[str, Any]):
     assert _mounts(chroma)["/data"]["type"] == "volume"
 
 
+@needs_compose
 def test_chroma_healthcheck_script_works_against_a_real_server(config: dict[str, Any], chroma_server: str):
     """The image has only bash: the raw-HTTP probe must really pass on a live server and fail on a dead port."""
     test = config["services"]["chroma"]["healthcheck"]["test"]
@@ -161,6 +170,7 @@ def test_chroma_healthcheck_script_works_against_a_real_server(config: dict[str,
     assert dead.returncode != 0
 
 
+@needs_compose
 def test_vllm(config: dict[str, Any]):
     vllm = config["services"]["vllm"]
     assert vllm["image"].startswith("vllm/vllm-openai")
@@ -189,6 +199,7 @@ def _vllm_argv(service: dict[str, Any], tmp_path: Path) -> list[str]:
     return list(json.loads(res.stdout))
 
 
+@needs_compose
 def test_vllm_command_model_and_lora_from_env(tmp_path: Path):
     plain = _vllm_argv(compose_config()["services"]["vllm"], tmp_path)
     assert plain[:2] == ["serve", "HuggingFaceTB/SmolLM2-1.7B-Instruct"]
@@ -203,6 +214,7 @@ def test_vllm_command_model_and_lora_from_env(tmp_path: Path):
     assert argv[argv.index("--max-lora-rank") + 1] == "16"
 
 
+@needs_compose
 def test_knowrec_service_wiring(config: dict[str, Any]):
     app = config["services"]["knowrec"]
     assert Path(app["build"]["context"]) == ROOT
@@ -223,6 +235,7 @@ def test_knowrec_service_wiring(config: dict[str, Any]):
     assert {p["target"] for p in app["ports"]} == {8080}
 
 
+@needs_compose
 def test_knowrec_env_is_read_by_settings(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
     """Every KNOWREC_* variable of the knowrec service is one that Settings reads, with the meaning intended."""
     from knowrec.config import Settings
@@ -245,6 +258,7 @@ def test_knowrec_env_is_read_by_settings(config: dict[str, Any], monkeypatch: py
     assert s.server.api_key is None  # KNOWREC_API_KEY unset: no auth
 
 
+@needs_compose
 def test_lora_adapter_reaches_knowrec(monkeypatch: pytest.MonkeyPatch):
     """With LORA_NAME set, vLLM serves the adapter and knowrec's requests name it."""
     from knowrec.config import Settings
