@@ -17,9 +17,9 @@ Example:
     >>> from knowrec import Recommender, Settings  # doctest: +SKIP
     >>> from knowrec.integrations.langchain import KnowrecRetriever, knowrec_tools  # doctest: +SKIP
     >>> rec = Recommender(Settings(data_dir="./knowrec-data"))  # doctest: +SKIP
-    >>> docs = KnowrecRetriever(recommender=rec, user_id="1", k=3).invoke("something funny")  # doctest: +SKIP
-    >>> docs[0].metadata["reasons"][0]["fact_ids"]  # doctest: +SKIP
-    ('F3e1c0b8a1d2f',)
+    >>> docs = KnowrecRetriever(recommender=rec, user_id="1", k=3).invoke("time travel")  # doctest: +SKIP
+    >>> docs[0].metadata["title"], docs[0].metadata["reasons"][0]["fact_ids"]  # doctest: +SKIP
+    ('Twelve Monkeys (a.k.a. 12 Monkeys) (1995)', ['F3eb4e00ae011'])
     >>> [t.name for t in knowrec_tools(rec, user_id="1")]  # doctest: +SKIP
     ['recommend', 'search_items', 'similar_items', 'item_facts', 'feedback']
 """
@@ -104,9 +104,9 @@ class KnowrecRetriever(BaseRetriever):
     an unknown item id, ``InvalidInput`` for an empty search).
 
     Example:
-        >>> retriever = KnowrecRetriever(recommender=rec, user_id="1", k=3)  # doctest: +SKIP
-        >>> [d.metadata["title"] for d in retriever.invoke("a heist film")]  # doctest: +SKIP
-        ['Heat (1995)', 'Ronin (1998)', 'Thief (1981)']
+        >>> retriever = KnowrecRetriever(recommender=rec, mode="search", k=2)  # doctest: +SKIP
+        >>> [d.metadata["title"] for d in retriever.invoke("Toy Story")]  # doctest: +SKIP
+        ['Toy Story (1995)', 'Toy Story 2 (1999)']
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
