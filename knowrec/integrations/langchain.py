@@ -195,7 +195,7 @@ class RecommendInput(BaseModel):
         default=None, description="What the user asks for in their own words, e.g. 'a funny heist film'. Optional."
     )
     k: int = Field(default=5, ge=1, le=50, description="How many items to recommend.")
-    exclude: list[str] = Field(default_factory=list, description="Item ids never to recommend (e.g. already shown).")
+    exclude: list[str] = Field(default=[], description="Item ids never to recommend (e.g. already shown).")
 
 
 class RecommendAnyUserInput(RecommendInput):
