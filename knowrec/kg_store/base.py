@@ -70,7 +70,11 @@ class GraphStore(Protocol):
         ...
 
     def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
-        """All items, in id order, in batches."""
+        """All items, in id order, in batches.
+
+        Raises:
+            InvalidInput: ``batch_size`` is below 1.
+        """
         ...
 
     def search_items(self, text: str, n: int = 10) -> list[Item]:

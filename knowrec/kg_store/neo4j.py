@@ -20,31 +20,47 @@ Writes are ``UNWIND $rows AS row …`` statements of up to 5,000 rows, the whole
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from knowrec.errors import ConfigError, InvalidInput, StoreUnavailable
+from knowrec.errors import InvalidInput, StoreUnavailable
+from knowrec.kg_store._common import (
+    NO_LIMIT,
+    PATHS_PER_CANDIDATE,
+    WRITE_CHUNK,
+    SeedLink,
+    TargetLink,
+    attributes_json,
+    check_batch_size,
+    check_fact_sources,
+    check_known_items,
+    chunks,
+    endpoint_labels,
+    entity_weights,
+    fact_from_row,
+    interaction_from_row,
+    item_from_row,
+    keyset_pages,
+    one_line,
+    provenance_json,
+    rank_facts,
+    rank_paths,
+    top_popular,
+    unique,
+)
 from knowrec.kg_store.base import GraphBatch, Progress, WriteStats
-from knowrec.types import DATASET_SOURCE, Candidate, Entity, Fact, Interaction, Item, KGPath, Provenance
+from knowrec.types import Candidate, Entity, Fact, Interaction, Item, KGPath
 
 __all__ = ["Neo4jGraphStore"]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 5000
-"""Rows per ``UNWIND`` statement in :meth:`Neo4jGraphStore.write` (progress is reported after each)."""
-
 _READ_CHUNK = 5000
 """Ids per ``UNWIND`` in reads."""
 
 _SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
-
-_PATHS_PER_CANDIDATE = 5
-_NO_LIMIT = 2**62
 
 _T = TypeVar("_T")
 
@@ -63,13 +79,6 @@ CALL () { MATCH (n:Item) RETURN count(n) AS items }
 CALL () { MATCH ()-[r:FACT]->() RETURN count(r) AS facts }
 CALL () { MATCH ()-[r:INTERACTED]->() RETURN count(r) AS interactions }
 RETURN items, facts, interactions
-"""
-
-_MISSING_ITEMS = """
-UNWIND $ids AS id
-OPTIONAL MATCH (i:Item {id: id})
-WITH id, i WHERE i IS NULL
-RETURN id
 """
 
 # An id that becomes an item is no longer an entity.
@@ -203,10 +212,13 @@ class _Reads(NamedTuple):
     entity_df: str
     item_entities: str
     seed_links: str
-    """Seed —fact→ entity links with the entity's degree in [1, $max_df], and the fact's source."""
+    """Seed —fact→ entity links with the entity's degree in [1, $max_df]: the fields of a
+    :class:`~knowrec.kg_store._common.SeedLink`."""
     kg_scores: str
     """Σ over paths = Σ over entities of (Σ of the entity's seed-link weights) × (facts linking the candidate to it)."""
     cand_links: str
+    """Candidate —fact→ entity links to the entities in $entities: the fields of a
+    :class:`~knowrec.kg_store._common.TargetLink`."""
 
 
 _ALL = _Reads(
@@ -225,7 +237,7 @@ RETURN DISTINCT id, e.id
 UNWIND $seeds AS sid
 MATCH (s:KGNode {id: sid})-[f:FACT]-(e:Entity)
 WHERE e.df >= 1 AND e.df <= $max_df
-RETURN sid, e.id, f.id, f.relation, e.df, coalesce(f.source, 'dataset')
+RETURN sid, e.id, coalesce(e.label, ''), f.id, f.relation, coalesce(f.source, 'dataset'), e.df
 """,
     kg_scores="""
 UNWIND $entities AS row
@@ -238,7 +250,7 @@ RETURN cand, score ORDER BY score DESC, cand LIMIT $n
 UNWIND $cands AS cid
 MATCH (c:KGNode {id: cid})-[f:FACT]-(e:Entity)
 WHERE e.id IN $entities
-RETURN cid, e.id, e.label, f.id, f.relation, coalesce(f.source, 'dataset')
+RETURN cid, e.id, f.id, f.relation, coalesce(f.source, 'dataset')
 """,
 )
 
@@ -274,7 +286,7 @@ WITH e, links, COUNT {
 } AS df
 WHERE df >= 1 AND df <= $max_df
 UNWIND links AS link
-RETURN link[0], e.id, link[1], link[2], df, link[3]
+RETURN link[0], e.id, coalesce(e.label, ''), link[1], link[2], link[3], df
 """,
     kg_scores="""
 UNWIND $entities AS row
@@ -288,7 +300,7 @@ RETURN cand, score ORDER BY score DESC, cand LIMIT $n
 UNWIND $cands AS cid
 MATCH (c:KGNode {id: cid})-[f:FACT]-(e:Entity)
 WHERE e.id IN $entities AND coalesce(f.source, 'dataset') IN $sources
-RETURN cid, e.id, e.label, f.id, f.relation, coalesce(f.source, 'dataset')
+RETURN cid, e.id, f.id, f.relation, coalesce(f.source, 'dataset')
 """,
 )
 
@@ -300,47 +312,6 @@ CALL () { MATCH (n:User) RETURN count(n) AS users }
 CALL () { MATCH ()-[r:INTERACTED]->() RETURN count(r) AS interactions }
 RETURN items, entities, facts, users, interactions
 """
-
-
-class _SeedLink(NamedTuple):
-    """A seed's fact to an entity: its weight (seed weight × rarity) and whether the fact was not in the data."""
-
-    seed: str
-    entity: str
-    fact: str
-    relation: str
-    weight: float
-    extracted: bool
-
-
-def _rarity(n_items: int | None, df: int | None) -> float:
-    """``log(1 + N_items / df)`` (0 for a missing or non-positive df), as in the SQLite store."""
-    if not df or df <= 0 or not n_items:
-        return 0.0
-    return math.log1p(n_items / df)
-
-
-def _chunks(seq: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
-
-
-def _unique(ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _item(row: Sequence[Any]) -> Item:
-    return Item(id=row[0], title=row[1], text=row[2] or "", attributes=json.loads(row[3] or "{}"))
-
-
-def _interaction(row: Sequence[Any]) -> Interaction:
-    rating = None if row[2] is None else float(row[2])
-    ts = None if row[3] is None else int(row[3])
-    return Interaction(user_id=row[0], item_id=row[1], rating=rating, timestamp=ts)
 
 
 class Neo4jGraphStore:
@@ -387,9 +358,7 @@ class Neo4jGraphStore:
         retry_time: float = 10.0,
         fact_sources: Collection[str] | None = None,
     ) -> None:
-        if isinstance(fact_sources, str):
-            raise ConfigError(f"fact_sources must be a collection of source names, not the string {fact_sources!r}")
-        self.fact_sources: frozenset[str] | None = None if fact_sources is None else frozenset(fact_sources)
+        self.fact_sources: frozenset[str] | None = check_fact_sources(fact_sources)
         self._q = _ALL if self.fact_sources is None else _FILTERED
         self._sources: list[str] | None = None if self.fact_sources is None else sorted(self.fact_sources)
         self.uri = uri
@@ -419,8 +388,8 @@ class Neo4jGraphStore:
         from neo4j import exceptions as nx
 
         if isinstance(e, nx.AuthError):
-            return f"authentication failed for user {self.user!r} ({_one_line(str(e.message or e))})"
-        text = _one_line(str(e)) or type(e).__name__
+            return f"authentication failed for user {self.user!r} ({one_line(str(e.message or e))})"
+        text = one_line(str(e)) or type(e).__name__
         if "reason" in text and "Failed to establish connection" in text:
             # "Couldn't connect to h:p (resolved to …): Failed to establish connection to … (reason [Errno 111] …)"
             text = text[text.rfind("(reason") + 1 :].rstrip(")").replace("reason ", "", 1)
@@ -520,13 +489,13 @@ class Neo4jGraphStore:
     @staticmethod
     def _rows(tx: Any, query: str, **params: Any) -> list[list[Any]]:
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("Cypher %s %s", _one_line(query), _describe(params))
+            logger.debug("Cypher %s %s", one_line(query), _describe(params))
         return [list(r.values()) for r in tx.run(query, params)]
 
     def _run(self, tx: Any, query: str, **params: Any) -> None:
         """Run one write statement in ``tx`` (a seam for tests that fail a write part-way)."""
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("Cypher %s %s", _one_line(query), _describe(params))
+            logger.debug("Cypher %s %s", one_line(query), _describe(params))
         tx.run(query, params).consume()
 
     # --- write --------------------------------------------------------------------------------------------------
@@ -562,21 +531,13 @@ class Neo4jGraphStore:
 
     def _write(self, tx: Any, batch: GraphBatch, progress: Progress | None) -> WriteStats:
         batch_item_ids = {item.id for item in batch.items}
-        if batch.interactions:
-            wanted = _unique(x.item_id for x in batch.interactions if x.item_id not in batch_item_ids)
-            missing: list[str] = []
-            for chunk in _chunks(wanted, _READ_CHUNK):
-                missing.extend(r[0] for r in self._rows(tx, _MISSING_ITEMS, ids=list(chunk)))
-            missing.sort()
-            if missing:
-                shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
-                raise InvalidInput(
-                    f"{len(missing)} interacted item id(s) are not stored items: {shown}", field="item_id"
-                )
+        check_known_items(
+            (x for x in batch.interactions if x.item_id not in batch_item_ids), lambda ids: self._has_items(tx, ids)
+        )
 
         before = self._counts(tx)
 
-        for item_chunk in _chunks(batch.items, _CHUNK):
+        for item_chunk in chunks(batch.items, WRITE_CHUNK):
             rows: dict[str, dict[str, Any]] = {}
             for it in item_chunk:  # a later row of the same id wins, as with one upsert per row
                 rows[it.id] = {
@@ -584,22 +545,18 @@ class Neo4jGraphStore:
                     "title": it.title,
                     "title_fold": it.title.casefold(),
                     "text": it.text,
-                    "attributes": json.dumps(it.attributes, ensure_ascii=False, separators=(",", ":")),
+                    "attributes": attributes_json(it),
                 }
             self._run(tx, _UPSERT_ITEMS, rows=list(rows.values()))
             if progress is not None:
                 progress("items", len(item_chunk))
 
-        labels: dict[str, str] = {}
-        for f in batch.facts:
-            for node, label in ((f.head, f.head_label), (f.tail, f.tail_label)):
-                if label or node not in labels:
-                    labels[node] = label
+        labels = endpoint_labels(batch.facts)
         ends = [{"id": node, "label": label} for node, label in labels.items()]
-        for echunk in _chunks(ends, _CHUNK):
+        for echunk in chunks(ends, WRITE_CHUNK):
             self._run(tx, _UPSERT_ENDPOINTS, rows=list(echunk))
 
-        for fchunk in _chunks(batch.facts, _CHUNK):
+        for fchunk in chunks(batch.facts, WRITE_CHUNK):
             frows: dict[str, dict[str, str]] = {}
             for f in fchunk:
                 row = frows.get(f.id)
@@ -612,7 +569,7 @@ class Neo4jGraphStore:
                         "head_label": f.head_label,
                         "tail_label": f.tail_label,
                         "source": f.source,
-                        "provenance": "" if f.provenance is None else f.provenance.model_dump_json(),
+                        "provenance": provenance_json(f),
                     }
                 else:  # the same fact twice in a chunk: non-empty labels of the later one win, the rest of the first
                     row["head_label"] = f.head_label or row["head_label"]
@@ -625,12 +582,12 @@ class Neo4jGraphStore:
         if batch.items or batch.facts:
             # Entities whose df may have changed: endpoints of the batch's facts and neighbours of its items.
             touched = set(labels)
-            for ichunk_ids in _chunks(sorted(batch_item_ids), _READ_CHUNK):
+            for ichunk_ids in chunks(sorted(batch_item_ids), _READ_CHUNK):
                 touched.update(r[0] for r in self._rows(tx, _ITEM_NEIGHBOURS, ids=list(ichunk_ids)))
-            for tchunk in _chunks(sorted(touched), _CHUNK):
+            for tchunk in chunks(sorted(touched), WRITE_CHUNK):
                 self._run(tx, _RECOMPUTE_DF, ids=list(tchunk))
 
-        for xchunk in _chunks(batch.interactions, _CHUNK):
+        for xchunk in chunks(batch.interactions, WRITE_CHUNK):
             xrows: dict[tuple[str, str], dict[str, Any]] = {}
             for x in xchunk:  # a later row of the same pair wins
                 xrows[(x.user_id, x.item_id)] = {
@@ -648,56 +605,51 @@ class Neo4jGraphStore:
 
     # --- items --------------------------------------------------------------------------------------------------
 
+    def _has_items(self, tx: Any, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in chunks(unique(ids), _READ_CHUNK):
+            found.update(r[0] for r in self._rows(tx, _HAS_ITEMS, ids=list(chunk)))
+        return found
+
     def has_items(self, item_ids: Sequence[str]) -> set[str]:
         """The subset of ``item_ids`` that are stored items."""
-        ids = _unique(item_ids)
-
-        def work(tx: Any) -> set[str]:
-            found: set[str] = set()
-            for chunk in _chunks(ids, _READ_CHUNK):
-                found.update(r[0] for r in self._rows(tx, _HAS_ITEMS, ids=list(chunk)))
-            return found
-
-        return self._read(work) if ids else set()
+        ids = unique(item_ids)
+        return self._read(lambda tx: self._has_items(tx, ids)) if ids else set()
 
     def items(self, item_ids: Sequence[str]) -> dict[str, Item]:
         """Stored items by id, in the order asked (missing ids are left out)."""
-        ids = _unique(item_ids)
+        ids = unique(item_ids)
 
         def work(tx: Any) -> dict[str, Item]:
             found: dict[str, Item] = {}
-            for chunk in _chunks(ids, _READ_CHUNK):
+            for chunk in chunks(ids, _READ_CHUNK):
                 for row in self._rows(tx, _ITEMS, ids=list(chunk)):
-                    found[row[0]] = _item(row)
+                    found[row[0]] = item_from_row(row)
             return found
 
         found = self._read(work) if ids else {}
         return {i: found[i] for i in ids if i in found}
 
     def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
-        """All items in id order, in lists of ``batch_size`` (each page is read in its own transaction)."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        last: str | None = None
-        while True:
+        """All items in id order, in lists of ``batch_size`` (each page is read in its own transaction).
 
-            def page(tx: Any, last: str | None = last) -> list[list[Any]]:
-                return self._rows(tx, _ITEM_PAGE, last=last, n=batch_size)
+        Raises:
+            InvalidInput: ``batch_size`` is below 1.
+        """
+        check_batch_size(batch_size)
 
-            rows = self._read(page)
-            if not rows:
-                return
-            yield [_item(r) for r in rows]
-            if len(rows) < batch_size:
-                return
-            last = rows[-1][0]
+        def page(last: str | None) -> list[list[Any]]:
+            return self._read(lambda tx: self._rows(tx, _ITEM_PAGE, last=last, n=batch_size))
+
+        for rows in keyset_pages(page, batch_size, lambda rows: rows[-1][0]):
+            yield [item_from_row(r) for r in rows]
 
     def search_items(self, text: str, n: int = 10) -> list[Item]:
         """Items whose title contains ``text`` (case-insensitive, Unicode case folding), most interacted first."""
         if n <= 0:
             return []
         rows = self._read(lambda tx: self._rows(tx, _SEARCH, q=text.casefold(), n=n))
-        return [_item(r) for r in rows]
+        return [item_from_row(r) for r in rows]
 
     # --- interactions -------------------------------------------------------------------------------------------
 
@@ -705,9 +657,9 @@ class Neo4jGraphStore:
         """The user's interactions, most recent first; no timestamp counts as oldest; ties by item id descending."""
         if n is not None and n <= 0:
             return []
-        limit = _NO_LIMIT if n is None else n
+        limit = NO_LIMIT if n is None else n
         rows = self._read(lambda tx: self._rows(tx, _HISTORY, user=user_id, n=limit))
-        return [_interaction(r) for r in rows]
+        return [interaction_from_row(r) for r in rows]
 
     def interactions(self) -> Iterator[Interaction]:
         """Every interaction in (user, timestamp, item) order; missing timestamps first within a user.
@@ -715,22 +667,17 @@ class Neo4jGraphStore:
         Read in pages of users, each in its own transaction, so a concurrent write may show up between pages.
         """
         page_users = 1000
-        last: str | None = None
-        while True:
 
-            def work(tx: Any, last: str | None = last) -> tuple[list[str], list[list[Any]]]:
+        def page(last: str | None) -> tuple[list[str], list[list[Any]]]:
+            def work(tx: Any) -> tuple[list[str], list[list[Any]]]:
                 users = [r[0] for r in self._rows(tx, _USER_PAGE, last=last, n=page_users)]
-                rows = self._rows(tx, _INTERACTIONS_PAGE, users=users) if users else []
-                return users, rows
+                return users, self._rows(tx, _INTERACTIONS_PAGE, users=users) if users else []
 
-            users, rows = self._read(work)
-            if not users:
-                return
+            return self._read(work)
+
+        for _, rows in keyset_pages(page, page_users, lambda p: p[0][-1], size=lambda p: len(p[0])):
             for row in rows:
-                yield _interaction(row)
-            if len(users) < page_users:
-                return
-            last = users[-1]
+                yield interaction_from_row(row)
 
     def popular(self, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, int]]:
         """Most-interacted items as ``(item_id, count)``, ties by item id ascending; excluded ids left out."""
@@ -744,18 +691,11 @@ class Neo4jGraphStore:
             cached = self._popular_cache
             if cached is not None and cached[0] == total:
                 return cached
-            rows = self._rows(tx, _POPULAR, exclude=[], n=_NO_LIMIT)
+            rows = self._rows(tx, _POPULAR, exclude=[], n=NO_LIMIT)
             return total, [(r[0], int(r[1])) for r in rows]
 
         self._popular_cache = self._read(work)
-        out: list[tuple[str, int]] = []
-        for item_id, count in self._popular_cache[1]:
-            if item_id in exclude:
-                continue
-            out.append((item_id, count))
-            if len(out) >= n:
-                break
-        return out
+        return top_popular(self._popular_cache[1], n, exclude)
 
     # --- facts --------------------------------------------------------------------------------------------------
 
@@ -767,18 +707,16 @@ class Neo4jGraphStore:
         filled from the stored items and entities; ``source`` and ``provenance`` as stored. With ``fact_sources``
         only those facts count, for the degrees too.
         """
-        ids = _unique(item_ids)
+        ids = unique(item_ids)
         out: dict[str, list[Fact]] = {i: [] for i in ids}
         if not ids or (n is not None and n <= 0):
             return out
 
         def work(tx: Any) -> tuple[dict[str, list[str]], dict[str, Fact]]:
-            links: dict[str, set[tuple[int, str, str]]] = {i: set() for i in ids}
-            for chunk in _chunks(ids, _READ_CHUNK):
-                rows = self._rows(tx, self._q.item_facts, ids=list(chunk), sources=self._sources)
-                for item_id, fid, relation, df in rows:
-                    links[item_id].add((int(df), relation, fid))
-            ranked = {i: [t[2] for t in sorted(found)][:n] for i, found in links.items()}
+            rows: list[list[Any]] = []
+            for chunk in chunks(ids, _READ_CHUNK):
+                rows.extend(self._rows(tx, self._q.item_facts, ids=list(chunk), sources=self._sources))
+            ranked = rank_facts(rows, ids, n)
             return ranked, self._get_facts(tx, [fid for fids in ranked.values() for fid in fids])
 
         ranked, found = self._read(work)
@@ -788,18 +726,9 @@ class Neo4jGraphStore:
 
     def _get_facts(self, tx: Any, fact_ids: Sequence[str]) -> dict[str, Fact]:
         found: dict[str, Fact] = {}
-        for chunk in _chunks(_unique(fact_ids), _READ_CHUNK):
+        for chunk in chunks(unique(fact_ids), _READ_CHUNK):
             for row in self._rows(tx, _GET_FACTS, ids=list(chunk)):
-                found[row[0]] = Fact(
-                    id=row[0],
-                    head=row[1],
-                    relation=row[2],
-                    tail=row[3],
-                    head_label=row[4] or "",
-                    tail_label=row[5] or "",
-                    source=row[6],
-                    provenance=Provenance.model_validate_json(row[7]) if row[7] else None,
-                )
+                found[row[0]] = fact_from_row(row)
         return found
 
     def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
@@ -807,7 +736,7 @@ class Neo4jGraphStore:
 
         Not filtered by ``fact_sources``: a fact asked for by id is returned whatever its source.
         """
-        ids = _unique(fact_ids)
+        ids = unique(fact_ids)
         if not ids:
             return {}
         found = self._read(lambda tx: self._get_facts(tx, ids))
@@ -816,12 +745,12 @@ class Neo4jGraphStore:
     def item_entities(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
         """Entity ids linked to each item by a fact (of ``fact_sources``) in either direction; every asked id is a
         key."""
-        ids = _unique(item_ids)
+        ids = unique(item_ids)
         out: dict[str, set[str]] = {i: set() for i in ids}
 
         def work(tx: Any) -> list[list[Any]]:
             rows: list[list[Any]] = []
-            for chunk in _chunks(ids, _READ_CHUNK):
+            for chunk in chunks(ids, _READ_CHUNK):
                 rows.extend(self._rows(tx, self._q.item_entities, ids=list(chunk), sources=self._sources))
             return rows
 
@@ -832,12 +761,12 @@ class Neo4jGraphStore:
     def entity_degrees(self, entity_ids: Sequence[str]) -> dict[str, int]:
         """How many stored items each entity is linked to (the ``df`` kept on ``:Entity``; with ``fact_sources``,
         counted over those facts); 0 for an unknown id."""
-        ids = _unique(entity_ids)
+        ids = unique(entity_ids)
         out = dict.fromkeys(ids, 0)
 
         def work(tx: Any) -> list[list[Any]]:
             rows: list[list[Any]] = []
-            for chunk in _chunks(ids, _READ_CHUNK):
+            for chunk in chunks(ids, _READ_CHUNK):
                 rows.extend(self._rows(tx, self._q.entity_df, ids=list(chunk), sources=self._sources))
             return rows
 
@@ -854,74 +783,54 @@ class Neo4jGraphStore:
         Raises:
             InvalidInput: ``batch_size`` is below 1.
         """
-        if batch_size < 1:
-            raise InvalidInput(f"batch_size must be at least 1, not {batch_size}", field="batch_size")
-        last: str | None = None
-        while True:
+        check_batch_size(batch_size)
 
-            def page(tx: Any, last: str | None = last) -> list[list[Any]]:
-                return self._rows(tx, _ENTITY_PAGE, last=last, n=batch_size)
-
-            rows = self._read(page)
-            if not rows:
-                return
-            yield [
+        def page(last: str | None) -> list[Entity]:
+            rows = self._read(lambda tx: self._rows(tx, _ENTITY_PAGE, last=last, n=batch_size))
+            return [
                 Entity(id=e, label=label or "", relations=tuple(sorted(set(relations))), degree=int(df or 0))
                 for e, label, df, relations in rows
             ]
-            if len(rows) < batch_size:
-                return
-            last = rows[-1][0]
+
+        yield from keyset_pages(page, batch_size, lambda entities: entities[-1].id)
 
     # --- knowledge-graph retrieval ------------------------------------------------------------------------------
 
-    def _seed_links(self, tx: Any, seeds: Mapping[str, float], max_df: int) -> list[_SeedLink]:
-        """The links of the seeds to entities linked to at most ``max_df`` items."""
+    def _seed_links(self, tx: Any, seeds: Sequence[str], max_df: int) -> tuple[int, list[SeedLink]]:
+        """How many items there are, and the links of the seeds to entities linked to at most ``max_df`` items."""
         n_items = int(self._rows(tx, _N_ITEMS)[0][0])
-        links: list[_SeedLink] = []
-        for chunk in _chunks(list(seeds), _READ_CHUNK):
+        links: list[SeedLink] = []
+        for chunk in chunks(seeds, _READ_CHUNK):
             rows = self._rows(tx, self._q.seed_links, seeds=list(chunk), max_df=max_df, sources=self._sources)
-            for seed, entity, fid, rel, df, source in rows:
-                w = seeds[seed] * _rarity(n_items, int(df))
-                links.append(_SeedLink(seed, entity, fid, rel, w, source != DATASET_SOURCE))
-        return links
+            links.extend(SeedLink(r[0], r[1], r[2], r[3], r[4], r[5], int(r[6])) for r in rows)
+        return n_items, links
 
     def _paths(
-        self, tx: Any, links: Sequence[_SeedLink], cands: Sequence[str], per_candidate: int
+        self,
+        tx: Any,
+        seeds: Mapping[str, float],
+        targets: Sequence[str],
+        per_target: int,
+        max_degree: int,
     ) -> dict[str, list[KGPath]]:
-        """The ``per_candidate`` heaviest paths of each candidate from the seed links."""
-        by_entity: dict[str, list[_SeedLink]] = {}
-        for link in links:
-            by_entity.setdefault(link.entity, []).append(link)
+        """The ``per_target`` heaviest paths of each target from ``seeds`` (through entities linked to at most
+        ``max_degree`` items): the raw links read here, ranked by :func:`~knowrec.kg_store._common.rank_paths`."""
+        n_items, links = self._seed_links(tx, list(seeds), max_degree)
+        entities = unique(s.entity for s in links)
         rows = (
-            self._rows(tx, self._q.cand_links, cands=list(cands), entities=list(by_entity), sources=self._sources)
-            if cands and links
+            self._rows(tx, self._q.cand_links, cands=list(targets), entities=entities, sources=self._sources)
+            if targets and entities
             else []
         )
-        found: dict[str, list[tuple[Any, ...]]] = {c: [] for c in cands}
-        for cand, entity, label, tfact, trel, tsource in rows:
-            for seed, _, sfact, srel, w, sx in by_entity.get(entity, ()):
-                if seed != cand:
-                    extracted = sx or tsource != DATASET_SOURCE
-                    found[cand].append((-w, seed, entity, sfact, tfact, srel, trel, label or entity, extracted))
-        out: dict[str, list[KGPath]] = {}
-        for cand, paths in found.items():
-            paths.sort(key=lambda p: p[:5])
-            out[cand] = [
-                KGPath(
-                    source_item=seed,
-                    entity=entity,
-                    entity_label=label,
-                    source_fact=sfact,
-                    target_fact=tfact,
-                    source_relation=srel,
-                    target_relation=trel,
-                    weight=-neg_w,
-                    extracted=extracted,
-                )
-                for neg_w, seed, entity, sfact, tfact, srel, trel, label, extracted in paths[:per_candidate]
-            ]
-        return out
+        return rank_paths(
+            seeds,
+            links,
+            (TargetLink(*r) for r in rows),
+            targets,
+            n_items=n_items,
+            per_target=per_target,
+            max_degree=max_degree,
+        )
 
     def kg_candidates(
         self,
@@ -943,17 +852,15 @@ class Neo4jGraphStore:
         seeds = {k: float(v) for k, v in seed_items.items()}
 
         def work(tx: Any) -> tuple[list[tuple[str, float]], dict[str, list[KGPath]]]:
-            links = self._seed_links(tx, seeds, max_entity_items)
-            if not links:
+            n_items, links = self._seed_links(tx, list(seeds), max_entity_items)
+            entity_w = entity_weights(seeds, links, n_items=n_items, max_degree=max_entity_items)
+            if not entity_w:
                 return [], {}
-            entity_w: dict[str, float] = {}
-            for link in links:
-                entity_w[link.entity] = entity_w.get(link.entity, 0.0) + link.weight
             skip = [*seeds, *exclude]
             entities = [{"id": e, "w": w} for e, w in entity_w.items()]
             rows = self._rows(tx, self._q.kg_scores, entities=entities, skip=skip, n=n, sources=self._sources)
             scores = [(r[0], float(r[1])) for r in rows]
-            return scores, self._paths(tx, links, [c for c, _ in scores], _PATHS_PER_CANDIDATE)
+            return scores, self._paths(tx, seeds, [c for c, _ in scores], PATHS_PER_CANDIDATE, max_entity_items)
 
         scores, paths = self._read(work)
         return [
@@ -970,15 +877,14 @@ class Neo4jGraphStore:
 
     def paths_many(self, user_items: Sequence[str], item_ids: Sequence[str], n: int = 5) -> dict[str, list[KGPath]]:
         """:meth:`paths` for each of ``item_ids`` in one read transaction; every asked id is a key."""
-        ids = _unique(item_ids)
+        ids = unique(item_ids)
         out: dict[str, list[KGPath]] = {i: [] for i in ids}
-        seeds = _unique(user_items)
+        seeds = unique(user_items)
         if not ids or not seeds or n <= 0:
             return out
 
-        def work(tx: Any) -> dict[str, list[KGPath]]:  # ``_paths`` drops paths that start at the item itself
-            links = self._seed_links(tx, dict.fromkeys(seeds, 1.0), _NO_LIMIT)
-            return self._paths(tx, links, ids, n)
+        def work(tx: Any) -> dict[str, list[KGPath]]:  # ``rank_paths`` drops paths that start at the item itself
+            return self._paths(tx, dict.fromkeys(seeds, 1.0), ids, n, NO_LIMIT)
 
         out.update(self._read(work))
         return out

@@ -15,22 +15,41 @@ are a generated ``?,?,?`` list and the constant names of those tables (``facts``
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
-
-from knowrec.errors import ConfigError, InvalidInput, StoreUnavailable
+from knowrec.errors import InvalidInput, StoreUnavailable
+from knowrec.kg_store._common import (
+    NO_LIMIT,
+    PATHS_PER_CANDIDATE,
+    WRITE_CHUNK,
+    LinkIndex,
+    SeedLink,
+    TargetLink,
+    attributes_json,
+    check_batch_size,
+    check_fact_sources,
+    check_known_items,
+    chunks,
+    endpoint_labels,
+    fact_from_row,
+    interaction_from_row,
+    item_from_row,
+    keyset_pages,
+    one_line,
+    provenance_json,
+    rank_facts,
+    rank_paths,
+    top_popular,
+    unique,
+)
 from knowrec.kg_store.base import GraphBatch, Progress, WriteStats
-from knowrec.types import Candidate, Entity, Fact, Interaction, Item, KGPath, Provenance
+from knowrec.types import Candidate, Entity, Fact, Interaction, Item, KGPath
 
 __all__ = ["SCHEMA_VERSION", "SQLiteGraphStore"]
 
@@ -40,15 +59,8 @@ SCHEMA_VERSION = 2
 """Stored in ``PRAGMA user_version``. Version 1 (facts without ``source`` and ``provenance``) is migrated on open; a
 database with any other non-zero version is refused."""
 
-_CHUNK = 5000
-"""Rows per ``executemany`` in :meth:`SQLiteGraphStore.write` (progress is reported after each)."""
-
 _IN_CHUNK = 500
 """Ids per generated ``IN (?,?,…)`` list (well below SQLite's variable limit)."""
-
-_PATHS_PER_CANDIDATE = 5
-
-_T = TypeVar("_T")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS items (
@@ -97,17 +109,12 @@ _MIGRATE_V1 = (
 )
 
 _TEMP_TABLES = (
-    "CREATE TEMP TABLE IF NOT EXISTS _seeds (item_id TEXT PRIMARY KEY, weight REAL NOT NULL)",
-    "CREATE TEMP TABLE IF NOT EXISTS _excl (id TEXT PRIMARY KEY)",
+    "CREATE TEMP TABLE IF NOT EXISTS _seeds (item_id TEXT PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TEMP TABLE IF NOT EXISTS _ents (id TEXT PRIMARY KEY) WITHOUT ROWID",
     "CREATE TEMP TABLE IF NOT EXISTS _cands (item_id TEXT PRIMARY KEY)",
     "CREATE TEMP TABLE IF NOT EXISTS _touch (id TEXT PRIMARY KEY)",
     "CREATE TEMP TABLE IF NOT EXISTS _bitems (id TEXT PRIMARY KEY)",
     "CREATE TEMP TABLE IF NOT EXISTS _ends (id TEXT PRIMARY KEY, label TEXT NOT NULL)",
-    """CREATE TEMP TABLE IF NOT EXISTS _sl (
-        seed TEXT NOT NULL, entity TEXT NOT NULL, sfact TEXT NOT NULL, srel TEXT NOT NULL, w REAL NOT NULL,
-        sx INTEGER NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS temp._sl_entity ON _sl(entity)",
 )
 
 # Only for a store opened with ``fact_sources``: the facts it sees and their entities' degrees (see _FILL_VDF).
@@ -209,40 +216,35 @@ _FACT_LABEL_JOINS = """
 """
 
 # The read statements below name ``{facts}`` and ``{df}``: ``facts`` and ``entity_df``, or in a store opened with
-# ``fact_sources`` the view ``_vfacts`` and the table ``_vdf`` (see SQLiteGraphStore.__init__). ``'dataset'`` in
-# them is knowrec.types.DATASET_SOURCE.
+# ``fact_sources`` the view ``_vfacts`` and the table ``_vdf`` (see SQLiteGraphStore.__init__).
 
-# _sl := seed —fact→ entity links with the entity's degree at most ?1, weight = seed weight × rarity (?2 = N items),
-# sx = whether the seed's fact was not in the data.
-_FILL_SEED_LINKS = """
-INSERT INTO _sl (seed, entity, sfact, srel, w, sx)
-SELECT x.seed, x.entity, x.fid, x.rel, x.weight * kr_rarity(?2, d.df), x.src <> 'dataset'
+# The raw rows of the path ranking (knowrec.kg_store._common.rank_paths). Seed links: seed —fact→ entity for the
+# seeds in _seeds and entities linked to at most ?1 items, as (seed, entity, label, fact, relation, source, degree).
+_SEED_LINKS = """
+SELECT x.seed, x.entity, COALESCE(e.label, ''), x.fid, x.rel, x.src, d.df
 FROM (
-    SELECT s.item_id AS seed, s.weight AS weight, f.tail AS entity, f.id AS fid, f.relation AS rel, f.source AS src
+    SELECT s.item_id AS seed, f.tail AS entity, f.id AS fid, f.relation AS rel, f.source AS src
     FROM _seeds AS s CROSS JOIN {facts} AS f ON f.head = s.item_id
     UNION ALL
-    SELECT s.item_id, s.weight, f.head, f.id, f.relation, f.source
+    SELECT s.item_id, f.head, f.id, f.relation, f.source
     FROM _seeds AS s CROSS JOIN {facts} AS f ON f.tail = s.item_id
 ) AS x
 CROSS JOIN {df} AS d ON d.entity = x.entity
+LEFT JOIN entities AS e ON e.id = x.entity
 WHERE d.df <= ?1
 """
 
-# Every path seed —sfact→ entity ←tfact— candidate of the candidates in _cands, heaviest first per candidate
-# (the caller keeps the first few of each; a window function is slower here).
-_KG_PATHS = """
-SELECT cf.cand, sl.seed, sl.entity, COALESCE(NULLIF(e.label, ''), sl.entity), sl.sfact, cf.tfact, sl.srel,
-       cf.trel, sl.w, sl.sx OR cf.tsrc <> 'dataset'
+# Target links: candidate —fact→ entity for the candidates in _cands and the entities in _ents, as (candidate,
+# entity, fact, relation, source).
+_TARGET_LINKS = """
+SELECT cf.cand, cf.entity, cf.tfact, cf.trel, cf.tsrc
 FROM (
     SELECT f.head AS cand, f.tail AS entity, f.id AS tfact, f.relation AS trel, f.source AS tsrc
     FROM _cands AS c CROSS JOIN {facts} AS f ON f.head = c.item_id
     UNION ALL
     SELECT f.tail, f.head, f.id, f.relation, f.source FROM _cands AS c CROSS JOIN {facts} AS f ON f.tail = c.item_id
 ) AS cf
-CROSS JOIN _sl AS sl ON sl.entity = cf.entity
-LEFT JOIN entities AS e ON e.id = sl.entity
-WHERE sl.seed <> cf.cand
-ORDER BY cf.cand, sl.w DESC, sl.seed, sl.entity, sl.sfact, cf.tfact
+CROSS JOIN _ents AS e ON e.id = cf.entity
 """
 
 # (item, entity) of every fact linking an item (either end) to an entity, once per fact.
@@ -288,33 +290,13 @@ LIMIT ?
 _POPULAR = "SELECT item_id, COUNT(*) AS c FROM interactions GROUP BY item_id ORDER BY c DESC, item_id"
 
 
-def _rarity(n_items: int | None, df: int | None) -> float:
-    """``log(1 + N_items / df)`` (0 for a missing or non-positive df)."""
-    if not df or df <= 0 or not n_items:
-        return 0.0
-    return math.log1p(n_items / df)
-
-
 def _fold(text: str | None) -> str:
     return text.casefold() if text is not None else ""
-
-
-def _chunks(seq: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
 
 
 def _marks(n: int) -> str:
     """A ``?,?,?`` placeholder list of length ``n``."""
     return ",".join("?" * n)
-
-
-def _unique(ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
-
-
-def _one_line(sql: str) -> str:
-    return " ".join(sql.split())
 
 
 class SQLiteGraphStore:
@@ -351,9 +333,7 @@ class SQLiteGraphStore:
     """
 
     def __init__(self, path: Path | str, fact_sources: Collection[str] | None = None) -> None:
-        if isinstance(fact_sources, str):
-            raise ConfigError(f"fact_sources must be a collection of source names, not the string {fact_sources!r}")
-        self.fact_sources: frozenset[str] | None = None if fact_sources is None else frozenset(fact_sources)
+        self.fact_sources: frozenset[str] | None = check_fact_sources(fact_sources)
         self._memory = str(path) == ":memory:"
         self.path: Path | str = ":memory:" if self._memory else Path(path)
         self._lock = threading.RLock()
@@ -363,12 +343,12 @@ class SQLiteGraphStore:
         self._popular_cache: tuple[tuple[int, int], list[tuple[str, int]]] | None = None
         self._stats_cache: tuple[tuple[int, int], dict[str, int]] | None = None
         self._graph_writes = 0  # writes that changed items or facts (interactions alone leave the links as they are)
-        self._links_cache: tuple[tuple[int, int], _Links] | None = None
+        self._links_cache: tuple[tuple[int, int], LinkIndex] | None = None
         self._vdf_generation: tuple[int, int] | None = None  # when _vdf was last counted (filtered stores)
         names = {"facts": _FACTS, "df": _DF} if self.fact_sources is None else {"facts": _VFACTS, "df": _VDF}
         self._facts_table, self._df_table = names["facts"], names["df"]
-        self._fill_seed_links = _FILL_SEED_LINKS.format(**names)
-        self._kg_paths = _KG_PATHS.format(**names)
+        self._seed_links = _SEED_LINKS.format(**names)
+        self._target_links = _TARGET_LINKS.format(**names)
         self._item_entity_links = _ITEM_ENTITY_LINKS.format(**names)
 
     def __repr__(self) -> str:
@@ -408,7 +388,6 @@ class SQLiteGraphStore:
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.create_function("kr_rarity", 2, _rarity, deterministic=True)
             conn.create_function("kr_fold", 1, _fold, deterministic=True)
             self._init_schema(conn)
         except sqlite3.Error as e:
@@ -507,13 +486,13 @@ class SQLiteGraphStore:
     @staticmethod
     def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("SQL %s %s", _one_line(sql), _short(params))
+            logger.debug("SQL %s %s", one_line(sql), _short(params))
         return conn.execute(sql, params)
 
     @staticmethod
     def _executemany(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("SQL %s [%d rows]", _one_line(sql), len(rows))
+            logger.debug("SQL %s [%d rows]", one_line(sql), len(rows))
         conn.executemany(sql, rows)
 
     def _fill(self, conn: sqlite3.Connection, table: str, rows: Iterable[Sequence[Any]], width: int = 1) -> None:
@@ -559,29 +538,21 @@ class SQLiteGraphStore:
 
     def _write(self, conn: sqlite3.Connection, batch: GraphBatch, progress: Progress | None) -> WriteStats:
         batch_item_ids = {item.id for item in batch.items}
-        if batch.interactions:
-            wanted = _unique(x.item_id for x in batch.interactions if x.item_id not in batch_item_ids)
-            missing = sorted(set(wanted) - self._has_items(conn, wanted))
-            if missing:
-                shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
-                raise InvalidInput(
-                    f"{len(missing)} interacted item id(s) are not stored items: {shown}", field="item_id"
-                )
+        check_known_items(
+            (x for x in batch.interactions if x.item_id not in batch_item_ids), lambda ids: self._has_items(conn, ids)
+        )
 
         before = {t: self._count(conn, t) for t in ("items", "facts", "interactions")}
 
-        for chunk in _chunks(batch.items, _CHUNK):
-            rows = [
-                (it.id, it.title, it.text, json.dumps(it.attributes, ensure_ascii=False, separators=(",", ":")))
-                for it in chunk
-            ]
+        for chunk in chunks(batch.items, WRITE_CHUNK):
+            rows = [(it.id, it.title, it.text, attributes_json(it)) for it in chunk]
             self._executemany(conn, _UPSERT_ITEM, rows)
             if progress is not None:
                 progress("items", len(chunk))
 
-        for fchunk in _chunks(batch.facts, _CHUNK):
+        for fchunk in chunks(batch.facts, WRITE_CHUNK):
             frows = [
-                (f.id, f.head, f.relation, f.tail, f.head_label, f.tail_label, f.source, _provenance_json(f))
+                (f.id, f.head, f.relation, f.tail, f.head_label, f.tail_label, f.source, provenance_json(f))
                 for f in fchunk
             ]
             self._executemany(conn, _UPSERT_FACT, frows)
@@ -591,8 +562,8 @@ class SQLiteGraphStore:
         if batch.items or batch.facts:
             self._update_entities(conn, batch, batch_item_ids)
 
-        for ichunk in _chunks(batch.interactions, _CHUNK):
-            self._executemany(conn, _INSERT_USER, [(u,) for u in _unique(x.user_id for x in ichunk)])
+        for ichunk in chunks(batch.interactions, WRITE_CHUNK):
+            self._executemany(conn, _INSERT_USER, [(u,) for u in unique(x.user_id for x in ichunk)])
             irows = [(x.user_id, x.item_id, x.rating, x.timestamp) for x in ichunk]
             try:
                 self._executemany(conn, _UPSERT_INTERACTION, irows)
@@ -606,11 +577,7 @@ class SQLiteGraphStore:
 
     def _update_entities(self, conn: sqlite3.Connection, batch: GraphBatch, batch_item_ids: set[str]) -> None:
         """Upsert the batch's entities and recompute ``entity_df`` for every entity the batch may have changed."""
-        labels: dict[str, str] = {}
-        for f in batch.facts:
-            for node, label in ((f.head, f.head_label), (f.tail, f.tail_label)):
-                if label or node not in labels:
-                    labels[node] = label
+        labels = endpoint_labels(batch.facts)
         self._fill(conn, "_bitems", ((i,) for i in batch_item_ids))
         # An id that is now an item is no longer an entity.
         self._execute(conn, "DELETE FROM entities WHERE id IN (SELECT id FROM _bitems)")
@@ -627,7 +594,7 @@ class SQLiteGraphStore:
 
     def _has_items(self, conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(_unique(ids), _IN_CHUNK):
+        for chunk in chunks(unique(ids), _IN_CHUNK):
             sql = f"SELECT id FROM items WHERE id IN ({_marks(len(chunk))})"
             found.update(r[0] for r in self._execute(conn, sql, chunk))
         return found
@@ -637,40 +604,35 @@ class SQLiteGraphStore:
         with self._db() as conn:
             return self._has_items(conn, item_ids)
 
-    @staticmethod
-    def _item(row: Sequence[Any]) -> Item:
-        return Item(id=row[0], title=row[1], text=row[2], attributes=json.loads(row[3]))
-
     def items(self, item_ids: Sequence[str]) -> dict[str, Item]:
         """Stored items by id, in the order asked (missing ids are left out)."""
-        ids = _unique(item_ids)
+        ids = unique(item_ids)
         found: dict[str, Item] = {}
         with self._db() as conn:
-            for chunk in _chunks(ids, _IN_CHUNK):
+            for chunk in chunks(ids, _IN_CHUNK):
                 sql = f"SELECT id, title, text, attributes FROM items WHERE id IN ({_marks(len(chunk))})"
                 for row in self._execute(conn, sql, chunk):
-                    found[row[0]] = self._item(row)
+                    found[row[0]] = item_from_row(row)
         return {i: found[i] for i in ids if i in found}
 
     def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
-        """All items in id order, in lists of ``batch_size`` (each page is read under the lock)."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        last: str | None = None
-        while True:
+        """All items in id order, in lists of ``batch_size`` (each page is read under the lock).
+
+        Raises:
+            InvalidInput: ``batch_size`` is below 1.
+        """
+        check_batch_size(batch_size)
+
+        def page(last: str | None) -> list[Any]:
             with self._db() as conn:
                 if last is None:
                     sql = "SELECT id, title, text, attributes FROM items ORDER BY id LIMIT ?"
-                    rows = self._execute(conn, sql, (batch_size,)).fetchall()
-                else:
-                    sql = "SELECT id, title, text, attributes FROM items WHERE id > ? ORDER BY id LIMIT ?"
-                    rows = self._execute(conn, sql, (last, batch_size)).fetchall()
-            if not rows:
-                return
-            yield [self._item(r) for r in rows]
-            if len(rows) < batch_size:
-                return
-            last = rows[-1][0]
+                    return self._execute(conn, sql, (batch_size,)).fetchall()
+                sql = "SELECT id, title, text, attributes FROM items WHERE id > ? ORDER BY id LIMIT ?"
+                return self._execute(conn, sql, (last, batch_size)).fetchall()
+
+        for rows in keyset_pages(page, batch_size, lambda rows: rows[-1][0]):
+            yield [item_from_row(r) for r in rows]
 
     def search_items(self, text: str, n: int = 10) -> list[Item]:
         """Items whose title contains ``text`` (case-insensitive, Unicode case folding), most interacted first."""
@@ -678,13 +640,9 @@ class SQLiteGraphStore:
             return []
         with self._db() as conn:
             rows = self._execute(conn, _SEARCH, (text.casefold(), n)).fetchall()
-        return [self._item(r) for r in rows]
+        return [item_from_row(r) for r in rows]
 
     # --- interactions -------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _interaction(row: Sequence[Any]) -> Interaction:
-        return Interaction(user_id=row[0], item_id=row[1], rating=row[2], timestamp=row[3])
 
     def history(self, user_id: str, n: int | None = None) -> list[Interaction]:
         """The user's interactions, most recent first; no timestamp counts as oldest; ties by item id descending."""
@@ -692,7 +650,7 @@ class SQLiteGraphStore:
             return []
         with self._db() as conn:
             rows = self._execute(conn, _HISTORY, (user_id, -1 if n is None else n)).fetchall()
-        return [self._interaction(r) for r in rows]
+        return [interaction_from_row(r) for r in rows]
 
     def interactions(self) -> Iterator[Interaction]:
         """Every interaction in (user, timestamp, item) order; missing timestamps first within a user.
@@ -700,8 +658,8 @@ class SQLiteGraphStore:
         Read in pages of users, each under the lock, so a concurrent write may show up between pages.
         """
         page_users = 1000
-        last: str | None = None
-        while True:
+
+        def page(last: str | None) -> tuple[list[Any], list[Any]]:
             with self._db() as conn:
                 if last is None:
                     users = self._execute(conn, "SELECT id FROM users ORDER BY id LIMIT ?", (page_users,)).fetchall()
@@ -710,13 +668,12 @@ class SQLiteGraphStore:
                         conn, "SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?", (last, page_users)
                     ).fetchall()
                 if not users:
-                    return
-                rows = self._execute(conn, _INTERACTIONS_PAGE, (users[0][0], users[-1][0])).fetchall()
+                    return [], []
+                return users, self._execute(conn, _INTERACTIONS_PAGE, (users[0][0], users[-1][0])).fetchall()
+
+        for _, rows in keyset_pages(page, page_users, lambda p: p[0][-1][0], size=lambda p: len(p[0])):
             for row in rows:
-                yield self._interaction(row)
-            if len(users) < page_users:
-                return
-            last = users[-1][0]
+                yield interaction_from_row(row)
 
     def popular(self, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, int]]:
         """Most-interacted items as ``(item_id, count)``, ties by item id ascending; excluded ids left out."""
@@ -728,29 +685,9 @@ class SQLiteGraphStore:
                 counts = [(r[0], int(r[1])) for r in self._execute(conn, _POPULAR)]
                 self._popular_cache = (generation, counts)
             counts = self._popular_cache[1]
-        out: list[tuple[str, int]] = []
-        for item_id, count in counts:
-            if item_id in exclude:
-                continue
-            out.append((item_id, count))
-            if len(out) >= n:
-                break
-        return out
+        return top_popular(counts, n, exclude)
 
     # --- facts --------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _fact(row: Sequence[Any]) -> Fact:
-        return Fact(
-            id=row[0],
-            head=row[1],
-            relation=row[2],
-            tail=row[3],
-            head_label=row[4],
-            tail_label=row[5],
-            source=row[6],
-            provenance=Provenance.model_validate_json(row[7]) if row[7] else None,
-        )
 
     def _generation(self, conn: sqlite3.Connection) -> tuple[int, int]:
         """Changes when items or facts may have changed: a write of them here, or any commit elsewhere."""
@@ -775,28 +712,25 @@ class SQLiteGraphStore:
         filled from the stored items and entities; ``source`` and ``provenance`` as stored. With ``fact_sources``
         only those facts count, for the degrees too.
         """
-        ids = _unique(item_ids)
+        ids = unique(item_ids)
         out: dict[str, list[Fact]] = {i: [] for i in ids}
         if n is not None and n <= 0:
             return out
-        ranked: dict[str, list[str]] = {i: [] for i in ids}
         facts, df = self._facts_table, self._df_table
         with self._db() as conn:
             self._ready_df(conn)
-            for chunk in _chunks(ids, _IN_CHUNK):
+            rows: list[Any] = []
+            for chunk in chunks(ids, _IN_CHUNK):
                 marks = _marks(len(chunk))
                 sql = f"""
-                SELECT x.item, x.fid FROM (
+                SELECT x.item, x.fid, x.relation, COALESCE(d.df, 1) FROM (
                     SELECT head AS item, tail AS other, id AS fid, relation FROM {facts} WHERE head IN ({marks})
                     UNION
                     SELECT tail, head, id, relation FROM {facts} WHERE tail IN ({marks})
                 ) AS x LEFT JOIN {df} AS d ON d.entity = x.other
-                ORDER BY x.item, COALESCE(d.df, 1), x.relation, x.fid
                 """
-                for item_id, fid in self._execute(conn, sql, [*chunk, *chunk]):
-                    kept = ranked[item_id]
-                    if n is None or len(kept) < n:
-                        kept.append(fid)
+                rows.extend(self._execute(conn, sql, [*chunk, *chunk]))
+            ranked = rank_facts(rows, ids, n)
             found = self._get_facts(conn, [fid for fids in ranked.values() for fid in fids])
         for item_id, fids in ranked.items():
             out[item_id] = [found[fid] for fid in fids if fid in found]
@@ -804,10 +738,10 @@ class SQLiteGraphStore:
 
     def _get_facts(self, conn: sqlite3.Connection, fact_ids: Sequence[str]) -> dict[str, Fact]:
         found: dict[str, Fact] = {}
-        for chunk in _chunks(_unique(fact_ids), _IN_CHUNK):
+        for chunk in chunks(unique(fact_ids), _IN_CHUNK):
             sql = f"SELECT {_FACT_COLUMNS} FROM facts AS f {_FACT_LABEL_JOINS} WHERE f.id IN ({_marks(len(chunk))})"
             for row in self._execute(conn, sql, chunk):
-                found[row[0]] = self._fact(row)
+                found[row[0]] = fact_from_row(row)
         return found
 
     def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
@@ -815,7 +749,7 @@ class SQLiteGraphStore:
 
         Not filtered by ``fact_sources``: a fact asked for by id is returned whatever its source.
         """
-        ids = _unique(fact_ids)
+        ids = unique(fact_ids)
         with self._db() as conn:
             found = self._get_facts(conn, ids)
         return {i: found[i] for i in ids if i in found}
@@ -823,11 +757,11 @@ class SQLiteGraphStore:
     def item_entities(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
         """Entity ids linked to each item by a fact (of ``fact_sources``) in either direction; every asked id is a
         key."""
-        ids = _unique(item_ids)
+        ids = unique(item_ids)
         out: dict[str, set[str]] = {i: set() for i in ids}
         facts = self._facts_table
         with self._db() as conn:
-            for chunk in _chunks(ids, _IN_CHUNK):
+            for chunk in chunks(ids, _IN_CHUNK):
                 marks = _marks(len(chunk))
                 sql = f"""
                 SELECT f.head, f.tail FROM {facts} AS f JOIN entities AS e ON e.id = f.tail WHERE f.head IN ({marks})
@@ -841,11 +775,11 @@ class SQLiteGraphStore:
     def entity_degrees(self, entity_ids: Sequence[str]) -> dict[str, int]:
         """How many stored items each entity is linked to (``entity_df``; with ``fact_sources``, by those facts);
         0 for an unknown id."""
-        ids = _unique(entity_ids)
+        ids = unique(entity_ids)
         out = dict.fromkeys(ids, 0)
         with self._db() as conn:
             self._ready_df(conn)
-            for chunk in _chunks(ids, _IN_CHUNK):
+            for chunk in chunks(ids, _IN_CHUNK):
                 sql = f"SELECT entity, df FROM {self._df_table} WHERE entity IN ({_marks(len(chunk))})"
                 for entity, df in self._execute(conn, sql, list(chunk)):
                     out[entity] = int(df)
@@ -860,68 +794,65 @@ class SQLiteGraphStore:
         Raises:
             InvalidInput: ``batch_size`` is below 1.
         """
-        if batch_size < 1:
-            raise InvalidInput(f"batch_size must be at least 1, not {batch_size}", field="batch_size")
-        last = ""  # every entity id is non-empty (facts refuse empty endpoints)
-        while True:
-            with self._db() as conn:
-                rows = self._execute(conn, _ENTITY_PAGE, (last, batch_size)).fetchall()
+        check_batch_size(batch_size)
+
+        def page(last: str | None) -> list[Entity]:
+            with self._db() as conn:  # every entity id is non-empty (facts refuse empty endpoints)
+                rows = self._execute(conn, _ENTITY_PAGE, ("" if last is None else last, batch_size)).fetchall()
                 relations: dict[str, set[str]] = {}
                 if rows:
                     for entity, relation in self._execute(conn, _ENTITY_RELATIONS, (rows[0][0], rows[-1][0])):
                         relations.setdefault(entity, set()).add(relation)
-            if not rows:
-                return
-            yield [
+            return [
                 Entity(id=e, label=label, relations=tuple(sorted(relations.get(e, ()))), degree=int(df))
                 for e, label, df in rows
             ]
-            if len(rows) < batch_size:
-                return
-            last = rows[-1][0]
+
+        yield from keyset_pages(page, batch_size, lambda entities: entities[-1].id)
 
     # --- knowledge-graph retrieval ------------------------------------------------------------------------------
 
-    def _load_seeds(self, conn: sqlite3.Connection, seeds: Iterable[tuple[str, float]], max_df: int) -> None:
-        """Fill ``_seeds`` and the seed links ``_sl`` (entities linked to at most ``max_df`` items)."""
-        self._ready_df(conn)
-        self._fill(conn, "_seeds", seeds, width=2)
-        self._execute(conn, "DELETE FROM _sl")
-        self._execute(conn, self._fill_seed_links, (max_df, self._count(conn, "items")))
-
     def _clear_temp(self, conn: sqlite3.Connection) -> None:
-        for table in ("_seeds", "_sl", "_excl", "_cands"):
+        for table in ("_seeds", "_ents", "_cands"):
             self._execute(conn, f"DELETE FROM {table}")
 
-    def _paths(self, conn: sqlite3.Connection, cands: Sequence[str], per_candidate: int) -> dict[str, list[KGPath]]:
-        """The ``per_candidate`` heaviest paths of each candidate from the seed links in ``_sl``."""
-        self._fill(conn, "_cands", ((c,) for c in cands))
-        out: dict[str, list[KGPath]] = {c: [] for c in cands}
-        for row in self._execute(conn, self._kg_paths):
-            cand, seed, entity, label, sfact, tfact, srel, trel, w, extracted = row
-            if len(out[cand]) >= per_candidate:
-                continue
-            out[cand].append(
-                KGPath(
-                    source_item=seed,
-                    entity=entity,
-                    entity_label=label,
-                    source_fact=sfact,
-                    target_fact=tfact,
-                    source_relation=srel,
-                    target_relation=trel,
-                    weight=float(w),
-                    extracted=bool(extracted),
-                )
-            )
-        return out
+    def _paths(
+        self,
+        conn: sqlite3.Connection,
+        seeds: Mapping[str, float],
+        targets: Sequence[str],
+        per_target: int,
+        max_degree: int,
+    ) -> dict[str, list[KGPath]]:
+        """The ``per_target`` heaviest paths of each target from ``seeds`` (through entities linked to at most
+        ``max_degree`` items): the raw links read here, ranked by :func:`~knowrec.kg_store._common.rank_paths`."""
+        if not targets or not seeds:
+            return {t: [] for t in targets}
+        self._ready_df(conn)
+        self._fill(conn, "_seeds", ((s,) for s in seeds))
+        links = [SeedLink._make(r) for r in self._execute(conn, self._seed_links, (max_degree,))]
+        if links:
+            self._fill(conn, "_ents", ((e,) for e in unique(s.entity for s in links)))
+            self._fill(conn, "_cands", ((t,) for t in targets))
+        rows = self._execute(conn, self._target_links) if links else ()
+        return rank_paths(
+            seeds,
+            links,
+            map(TargetLink._make, rows),
+            targets,
+            n_items=self._count(conn, "items"),
+            per_target=per_target,
+            max_degree=max_degree,
+        )
 
-    def _links(self, conn: sqlite3.Connection) -> _Links:
+    def _links(self, conn: sqlite3.Connection) -> LinkIndex:
         """The item–entity links, read again after a write of items or facts (here) or any write elsewhere."""
         generation = self._generation(conn)
         if self._links_cache is None or self._links_cache[0] != generation:
             self._ready_df(conn)
-            self._links_cache = (generation, _Links.read(conn, self._df_table, self._item_entity_links))
+            items = [r[0] for r in conn.execute("SELECT id FROM items ORDER BY id")]
+            degrees = conn.execute(f"SELECT entity, df FROM {self._df_table} ORDER BY entity").fetchall()
+            self._links_cache = (generation, LinkIndex(items, degrees, conn.execute(self._item_entity_links)))
         return self._links_cache[1]
 
     def kg_candidates(
@@ -941,11 +872,11 @@ class SQLiteGraphStore:
         """
         if not seed_items or n <= 0 or max_entity_items < 1:
             return []
+        seeds = {k: float(v) for k, v in seed_items.items()}
         with self._db() as conn:
             try:
-                self._load_seeds(conn, ((k, float(v)) for k, v in seed_items.items()), max_entity_items)
                 scores = self._links(conn).scores(seed_items, exclude, n, max_entity_items)
-                paths = self._paths(conn, [c for c, _ in scores], _PATHS_PER_CANDIDATE)
+                paths = self._paths(conn, seeds, [c for c, _ in scores], PATHS_PER_CANDIDATE, max_entity_items)
             finally:
                 self._clear_temp(conn)
         return [
@@ -962,15 +893,14 @@ class SQLiteGraphStore:
 
     def paths_many(self, user_items: Sequence[str], item_ids: Sequence[str], n: int = 5) -> dict[str, list[KGPath]]:
         """:meth:`paths` for each of ``item_ids`` (a seed is never its own path); every asked id is a key."""
-        ids = _unique(item_ids)
+        ids = unique(item_ids)
         out: dict[str, list[KGPath]] = {i: [] for i in ids}
-        seeds = _unique(user_items)
+        seeds = unique(user_items)
         if not ids or not seeds or n <= 0:
             return out
-        with self._db() as conn:  # a path never starts at the item itself (``_KG_PATHS`` drops seed = candidate)
+        with self._db() as conn:  # a path never starts at the item itself (``rank_paths`` drops seed = target)
             try:
-                self._load_seeds(conn, ((s, 1.0) for s in seeds), 2**62)
-                out.update(self._paths(conn, ids, n))
+                out.update(self._paths(conn, dict.fromkeys(seeds, 1.0), ids, n, NO_LIMIT))
             finally:
                 self._clear_temp(conn)
         return out
@@ -992,68 +922,6 @@ class SQLiteGraphStore:
             return dict(self._stats_cache[1])
 
 
-def _provenance_json(fact: Fact) -> str:
-    """The fact's provenance as compact JSON, ``''`` when it has none."""
-    return "" if fact.provenance is None else fact.provenance.model_dump_json()
-
-
 def _short(params: Sequence[Any], limit: int = 8) -> str:
     shown = list(params[:limit])
     return repr(shown) + (f" … ({len(params)} params)" if len(params) > limit else "")
-
-
-class _Links:
-    """Every fact between an item and an entity as sparse matrices, for :meth:`SQLiteGraphStore.kg_candidates`'
-    scores (in SQL, aggregating the ~15k candidate links of 50 seeds took 20 ms at 1M facts; here ~2 ms).
-
-    Built in a few seconds per million facts, when first needed after a write of items or facts.
-    """
-
-    def __init__(self, items: list[str], df: np.ndarray, rows: list[int], cols: list[int]) -> None:
-        self.items = items  # in id order, so that position order is id order (ties of kg_candidates)
-        self.pos = {item: k for k, item in enumerate(items)}
-        self.df = df
-        m = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(items), len(df)))
-        self.by_item = m  # items × entities: how many facts link them
-        self.by_entity = m.T.tocsr()
-        with np.errstate(divide="ignore"):
-            self.rarity = np.where(df > 0, np.log1p(len(items) / np.maximum(df, 1)), 0.0) if len(items) else df * 0.0
-
-    @classmethod
-    def read(cls, conn: sqlite3.Connection, df_table: str, links_sql: str) -> _Links:
-        """Read the degrees from ``df_table`` (``entity_df`` or ``_vdf``) and the links with ``links_sql``
-        (:data:`_ITEM_ENTITY_LINKS` naming the same degrees)."""
-        items = [r[0] for r in conn.execute("SELECT id FROM items ORDER BY id")]
-        pos = {item: k for k, item in enumerate(items)}
-        ents = conn.execute(f"SELECT entity, df FROM {df_table} ORDER BY entity").fetchall()
-        epos = {e: k for k, (e, _) in enumerate(ents)}
-        rows: list[int] = []
-        cols: list[int] = []
-        for item, entity in conn.execute(links_sql):
-            k = pos.get(item)
-            if k is not None:
-                rows.append(k)
-                cols.append(epos[entity])
-        return cls(items, np.array([d for _, d in ents], dtype=np.float64), rows, cols)
-
-    def scores(
-        self, seed_items: Mapping[str, float], exclude: set[str] | frozenset[str], n: int, max_df: int
-    ) -> list[tuple[str, float]]:
-        """Σ over paths seed → entity (df ≤ ``max_df``) → candidate of seed weight × rarity (one path per fact
-        linking the candidate to the entity), best first, ties by id; seeds, non-items and ``exclude`` left out."""
-        seeds = [(self.pos[s], float(w)) for s, w in seed_items.items() if s in self.pos]
-        if not seeds:
-            return []
-        sub = self.by_item[[k for k, _ in seeds]]
-        linked = np.diff(sub.tocsc().indptr) > 0
-        reached = np.flatnonzero(linked & (self.df <= max_df))
-        if not len(reached):
-            return []
-        weight = np.asarray(sub.T @ np.array([w for _, w in seeds])).ravel()[reached] * self.rarity[reached]
-        block = self.by_entity[reached]
-        score = np.asarray(block.T @ weight).ravel()
-        cand = np.unique(block.indices)
-        banned = [self.pos[i] for i in {*seed_items, *exclude} if i in self.pos]
-        cand = cand[~np.isin(cand, banned)]
-        top = cand[np.lexsort((cand, -score[cand]))][:n]
-        return [(self.items[k], float(score[k])) for k in top]
