@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from knowrec.errors import StoreUnavailable
+from knowrec.errors import ConfigError, StoreUnavailable
 from knowrec.kg_store.base import Embedder, Progress
 
 __all__ = ["COLLECTION", "ChromaItemIndex", "KnowrecEmbeddingFunction"]
@@ -111,6 +111,10 @@ class ChromaItemIndex:
         collection: collection name.
         connect_timeout: seconds allowed to reach the server (probe and each connection).
 
+    Raises:
+        ConfigError: not exactly one of ``path``, ``url`` and ``host``; ``port`` without ``host``; a ``url`` that is
+            not ``http(s)://host[:port]``.
+
     Example:
         >>> idx = ChromaItemIndex(embedder, path=Path("/tmp/kr/chroma"))  # doctest: +SKIP
         >>> idx = ChromaItemIndex(embedder, url="http://127.0.0.1:8000")  # doctest: +SKIP
@@ -131,9 +135,9 @@ class ChromaItemIndex:
         connect_timeout: float = 5.0,
     ) -> None:
         if sum(x is not None for x in (path, url, host)) != 1:
-            raise ValueError("give exactly one of path (embedded), url (server) or host (server)")
+            raise ConfigError("Chroma item index: give exactly one of path (embedded), url (server) or host (server)")
         if port is not None and host is None:
-            raise ValueError("port goes with host")
+            raise ConfigError("Chroma item index: port goes with host")
         self.embedder = embedder
         self.path = path
         self.collection_name = collection
@@ -143,13 +147,13 @@ class ChromaItemIndex:
         if url is not None:
             parsed = urlsplit(url)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
-                raise ValueError(f"Chroma url must look like http://host:port (got {url!r})")
+                raise ConfigError(f"Chroma url must look like http://host:port (got {url!r})")
             self.ssl = parsed.scheme == "https"
             self.host: str | None = parsed.hostname
             try:
                 self.port: int | None = parsed.port or (443 if self.ssl else 8000)
             except ValueError as exc:
-                raise ValueError(f"Chroma url has a bad port: {url!r}") from exc
+                raise ConfigError(f"Chroma url has a bad port: {url!r}") from exc
             self._prefix = parsed.path.rstrip("/")
         else:
             self.ssl = False

@@ -36,7 +36,9 @@ def bundled_embedder_path() -> Path:
 class SentenceTransformerEmbedder:
     """Unit-normalised sentence embeddings from a local sentence-transformers model folder.
 
-    The model is loaded on first use, from disk only (``HF_HUB_OFFLINE``), on CPU unless ``device`` says otherwise.
+    The model is loaded on first use, from disk only (``HF_HUB_OFFLINE``), on CPU unless ``device`` says otherwise;
+    a missing folder, or one that holds no model sentence-transformers can load, raises :class:`ConfigError`
+    naming the folder.
 
     Example:
         >>> emb = SentenceTransformerEmbedder(bundled_embedder_path())
@@ -62,10 +64,18 @@ class SentenceTransformerEmbedder:
                     raise ConfigError(f"embedding model folder not found: {self.model_path}")
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:  # pragma: no cover - depends on the install
+                    raise ConfigError(
+                        "sentence-transformers is missing: pip install 'knowrec[local]' to embed with a local model"
+                    ) from exc
 
                 log.debug("loading embedder from %s", self.model_path)
-                self._model = SentenceTransformer(str(self.model_path), device=self.device)
+                try:
+                    self._model = SentenceTransformer(str(self.model_path), device=self.device)
+                except (OSError, ValueError, RuntimeError) as exc:  # a folder that holds no usable model
+                    raise ConfigError(f"cannot load the embedding model in {self.model_path}: {exc}") from exc
             return self._model
 
     @property

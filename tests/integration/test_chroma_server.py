@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from knowrec import Recommender, Settings
-from knowrec.errors import StoreUnavailable
+from knowrec.errors import ConfigError, StoreUnavailable
 from knowrec.kg_store.chroma_index import ChromaItemIndex
 from tests.fakes import HashEmbedder
 from tests.unit.test_ingest_pipeline import dataset
@@ -97,9 +97,9 @@ def test_url_forms_and_arguments():
     assert ChromaItemIndex(emb, url="http://user:secret@h:9000").location == "http://h:9000"  # no credentials
     assert ChromaItemIndex(emb, host="h", port=9001).location == "http://h:9001"
     for bad in ({}, {"url": "http://h:1", "host": "h"}, {"path": Path("x"), "url": "http://h:1"}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError):
             ChromaItemIndex(emb, **bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         ChromaItemIndex(emb, url="chroma:8000")
 
 
