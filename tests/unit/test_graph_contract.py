@@ -1,6 +1,7 @@
 """Contract tests of :class:`knowrec.kg_store.base.GraphStore`, run against every backend.
 
-Only the protocol is used here. A new backend adds a param to the ``store`` fixture.
+Only the protocol is used here. A new backend adds a param to the ``backend`` fixture; params that need the disk or a
+server are marked ``integration`` (``-m "not integration"`` runs the in-memory fake only).
 """
 
 from __future__ import annotations
@@ -33,15 +34,18 @@ NASTY_USER = "u'); MATCH (n) DETACH DELETE n; --"
 
 
 class Backend:
-    """Opens stores of one kind on one storage (a SQLite file, the Neo4j test server), empty at first."""
+    """Opens stores of one kind on one storage (an in-memory graph, a SQLite file, the Neo4j test server), empty at
+    first."""
 
-    def __init__(self, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    def __init__(self, kind: str, request: pytest.FixtureRequest) -> None:
         self.kind = kind
-        self._tmp_path = tmp_path
+        # only SQLite asks for a temporary folder: the in-memory fake runs without the disk
+        self._tmp_path: Path = request.getfixturevalue("tmp_path") if kind == "sqlite" else Path()
         self._opened: list[GraphStore] = []
         self._generation = 0
         self._uri = request.getfixturevalue("neo4j_server") if kind == "neo4j" else ""
-        if kind not in ("sqlite", "neo4j"):
+        self._memory: GraphStore | None = None  # the first in-memory store of the current graph
+        if kind not in ("memory", "sqlite", "neo4j"):
             raise AssertionError(kind)
         self.fresh()
 
@@ -51,12 +55,19 @@ class Backend:
             from tests.servers_neo4j import wipe
 
             wipe(self._uri)  # a fresh graph; the store's constraints stay
+        self._memory = None
         self._generation += 1
 
     def open(self, fact_sources: Collection[str] | None = None) -> GraphStore:
         """Another store on the current storage (for SQLite: another connection to the file)."""
         store: GraphStore
-        if self.kind == "sqlite":
+        if self.kind == "memory":
+            from knowrec.testing import InMemoryGraphStore
+
+            assert self._memory is None or isinstance(self._memory, InMemoryGraphStore)
+            store = InMemoryGraphStore(fact_sources, same_graph_as=self._memory)
+            self._memory = self._memory or store
+        elif self.kind == "sqlite":
             from knowrec.kg_store.sqlite import SQLiteGraphStore
 
             store = SQLiteGraphStore(self._tmp_path / f"kg{self._generation}.sqlite", fact_sources=fact_sources)
@@ -72,9 +83,15 @@ class Backend:
             store.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("neo4j", marks=pytest.mark.integration)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b = Backend(request.param, tmp_path, request)
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("sqlite", marks=pytest.mark.integration),  # a file in tmp_path
+        pytest.param("neo4j", marks=pytest.mark.integration),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    b = Backend(request.param, request)
     yield b
     b.close()
 

@@ -1,21 +1,22 @@
 """Contract tests of :class:`knowrec.kg_store.base.ItemIndex`, run against every backend.
 
-Backends: Chroma embedded (``PersistentClient`` in a temporary folder) and a real Chroma server (the session's
-``chroma run``, see ``tests/servers_chroma.py``), each server test in its own collection. Only the protocol is used
-in the assertions; a new backend adds a param to the ``index`` fixture.
+Backends: the in-memory fake (:class:`knowrec.testing.InMemoryItemIndex`), Chroma embedded (``PersistentClient`` in a
+temporary folder) and a real Chroma server (the session's ``chroma run``, see ``tests/servers_chroma.py``), each server
+test in its own collection. Only the protocol is used in the assertions; a new backend adds a param to the ``index``
+fixture; params that need the disk or a server are marked ``integration``.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from knowrec.kg_store.base import ItemIndex
 from knowrec.kg_store.chroma_index import ChromaItemIndex, doc_hash
+from knowrec.testing import InMemoryItemIndex
 from tests.fakes import HashEmbedder
 
 DOCS = {
@@ -36,10 +37,19 @@ def _collection_name() -> str:
     return f"kr-test-{uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=["embedded", "server"])
-def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ItemIndex]:
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("embedded", marks=pytest.mark.integration),  # a folder in tmp_path
+        pytest.param("server", marks=pytest.mark.integration),
+    ]
+)
+def index(request: pytest.FixtureRequest) -> Iterator[ItemIndex]:
+    if request.param == "memory":
+        yield InMemoryItemIndex(HashEmbedder())
+        return
     if request.param == "embedded":
-        yield ChromaItemIndex(HashEmbedder(), path=tmp_path / "chroma")
+        yield ChromaItemIndex(HashEmbedder(), path=request.getfixturevalue("tmp_path") / "chroma")
         return
     url = request.getfixturevalue("chroma_server")
     name = _collection_name()

@@ -15,6 +15,8 @@ from knowrec.kg_store.base import GraphBatch, WriteStats
 from knowrec.kg_store.sqlite import SCHEMA_VERSION, SQLiteGraphStore
 from knowrec.types import Fact, Interaction, Item, Provenance, fact_id
 
+pytestmark = pytest.mark.integration  # database files on disk (tmp_path)
+
 
 def test_persists_across_reopen(tmp_path: Path, tiny_kg: GraphBatch) -> None:
     path = tmp_path / "sub" / "dir" / "kg.sqlite"  # folders are created
