@@ -1,9 +1,14 @@
-"""The chat agent with fakes: rules extraction, decisions, hard constraints, feedback, persistence, bad LLM answers."""
+"""The chat agent with fakes: rules extraction, decisions, hard constraints, feedback, persistence, bad LLM answers.
+
+The graph and the vectors are :mod:`knowrec.testing`'s in-memory stores and the sessions an in-memory SQLite; only
+``test_sessions_persist_across_a_restart`` keeps its sessions in a file (it is marked ``integration``).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -11,6 +16,7 @@ import pytest
 from knowrec import ChatProfile, InvalidInput, NotFound, Recommender, Settings
 from knowrec.agent.chat import ProfileDelta, SessionStore, apply_delta, extract_rules, merge_deltas
 from knowrec.datasets import Dataset
+from knowrec.testing import InMemoryGraphStore, InMemoryItemIndex
 from knowrec.types import ChatProgress, ChatTurn, Fact, Interaction, Item
 from tests.fakes import FakeLLM, HashEmbedder
 
@@ -53,29 +59,47 @@ def dataset() -> Dataset:
     return Dataset(name="chat-tiny", items=items, facts=facts, interactions=interactions)
 
 
-def make(tmp_path: Path, llm: FakeLLM | None = None, extract_with_llm: bool = False, mode: str = "none") -> Recommender:
+@dataclass
+class World:
+    """What outlives one recommender: the graph and the vectors (in memory) and the fitted models (``data_dir``)."""
+
+    data_dir: Path
+    graph: InMemoryGraphStore = field(default_factory=InMemoryGraphStore)
+    index: InMemoryItemIndex = field(default_factory=lambda: InMemoryItemIndex(HashEmbedder()))
+
+
+def make(
+    world: World,
+    llm: FakeLLM | None = None,
+    extract_with_llm: bool = False,
+    mode: str = "none",
+    sessions_file: Path | str = ":memory:",
+) -> Recommender:
+    """A recommender on the world's stores (its own connection to the graph, as a second process would have)."""
     settings = Settings(
-        data_dir=tmp_path,
+        data_dir=world.data_dir,
         progress=False,
         retrieval={"ease_min_count": 1, "n_candidates": 12},
         ranker={"mode": mode},
         llm={"backend": "none"} if llm is None else {},
-        chat={"extract_with_llm": extract_with_llm, "k": 3},
+        chat={"extract_with_llm": extract_with_llm, "k": 3, "sessions_file": sessions_file},
     )
-    return Recommender(settings, embedder=HashEmbedder(), llm=llm)
+    store = InMemoryGraphStore(same_graph_as=world.graph)
+    return Recommender(settings, store=store, index=world.index, embedder=HashEmbedder(), llm=llm)
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    r = make(tmp_path)
+def world(tmp_path: Path) -> World:
+    w = World(tmp_path)
+    r = make(w)
     r.ingest_dataset(dataset())
     r.close()
-    return tmp_path
+    return w
 
 
 @pytest.fixture
-def rec(data_dir: Path) -> Iterator[Recommender]:
-    r = make(data_dir)
+def rec(world: World) -> Iterator[Recommender]:
+    r = make(world)
     yield r
     r.close()
 
@@ -246,13 +270,15 @@ def test_feedback_sdk(rec: Recommender):
         rec.feedback("5", True)
 
 
-def test_sessions_persist_across_a_restart(data_dir: Path):
-    r1 = make(data_dir)
+@pytest.mark.integration  # the sessions file on disk is what is tested
+def test_sessions_persist_across_a_restart(world: World):
+    sessions_file = world.data_dir / "sessions.sqlite"
+    r1 = make(world, sessions_file=sessions_file)
     sid = r1.new_session()
     r1.chat(sid, "no horror", k=2)
     r1.chat(sid, "I liked Heat", k=2)
     r1.close()
-    r2 = make(data_dir)
+    r2 = make(world, sessions_file=sessions_file)
     turns = r2.chat_history(sid)
     assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
     assert turns[0].text == "no horror" and turns[1].items
@@ -263,7 +289,7 @@ def test_sessions_persist_across_a_restart(data_dir: Path):
         r2.chat_history("unknown")
     r2.close()
     # the store itself, reopened
-    store = SessionStore(data_dir / "sessions.sqlite")
+    store = SessionStore(sessions_file)
     info = store.get(sid)
     assert info is not None and info.user_id == f"chat:{sid}" and len(store.turns(sid)) == 6
     store.close()
@@ -294,9 +320,9 @@ def _llm_answer(**kw: object) -> str:
 
 
 @pytest.mark.parametrize("reply", ["not json at all", "[1, 2]", '{"include_genres": 7, "from_year": "x"}'])
-def test_llm_garbage_falls_back_to_rules(data_dir: Path, reply: str):
+def test_llm_garbage_falls_back_to_rules(world: World, reply: str):
     llm = FakeLLM(replies=[reply])
-    r = make(data_dir, llm=llm, extract_with_llm=True)
+    r = make(world, llm=llm, extract_with_llm=True)
     turn = r.chat(r.new_session(), "no comedies, something with spaceships", k=3)
     assert llm.calls  # the rules left "spaceships" as free text, so the LLM was asked
     assert turn.action == "recommend"
@@ -304,9 +330,9 @@ def test_llm_garbage_falls_back_to_rules(data_dir: Path, reply: str):
     r.close()
 
 
-def test_llm_failure_falls_back_to_rules(data_dir: Path):
+def test_llm_failure_falls_back_to_rules(world: World):
     llm = FakeLLM(fail=True)
-    r = make(data_dir, llm=llm, extract_with_llm=True)
+    r = make(world, llm=llm, extract_with_llm=True)
     turn = r.chat(r.new_session(), "no comedies, something with spaceships", k=3)
     # the LLM was asked to read the message (the rules left "spaceships" over), failed, and the rules' reading stands
     assert [(c["kind"], c["schema"] is not None) for c in llm.calls] == [("chat", True)]
@@ -316,9 +342,9 @@ def test_llm_failure_falls_back_to_rules(data_dir: Path):
     r.close()
 
 
-def test_a_message_the_rules_read_completely_costs_no_llm_call(data_dir: Path):
+def test_a_message_the_rules_read_completely_costs_no_llm_call(world: World):
     llm = FakeLLM(replies=[_llm_answer(include_genres=["Horror"])])
-    r = make(data_dir, llm=llm, extract_with_llm=True)
+    r = make(world, llm=llm, extract_with_llm=True)
     sid = r.new_session()
     turn = r.chat(sid, "no comedies", k=3)
     assert turn.profile == ChatProfile(exclude_genres=("Comedy",)) and not llm.calls
@@ -327,14 +353,14 @@ def test_a_message_the_rules_read_completely_costs_no_llm_call(data_dir: Path):
     r.close()
 
 
-def test_llm_adds_grounded_facts_and_rules_win(data_dir: Path):
+def test_llm_adds_grounded_facts_and_rules_win(world: World):
     answer = _llm_answer(
         include_genres=["Comedy", "Horror"],  # Comedy contradicts the rules; Horror is not in the message
         include_people=["Steven Spielberg", "Scott"],  # only "Scott" → Ridley Scott is grounded
         query="spaceships",
     )
     llm = FakeLLM(replies=[answer])
-    r = make(data_dir, llm=llm, extract_with_llm=True)
+    r = make(world, llm=llm, extract_with_llm=True)
     turn = r.chat(r.new_session(), "no comedies, something by scott with spaceships", k=3)
     assert turn.profile is not None
     assert turn.profile.exclude_genres == ("Comedy",) and turn.profile.include_genres == ()
@@ -344,9 +370,9 @@ def test_llm_adds_grounded_facts_and_rules_win(data_dir: Path):
     r.close()
 
 
-def test_progress_shows_the_picks_before_the_llm_ranks_them(data_dir: Path):
+def test_progress_shows_the_picks_before_the_llm_ranks_them(world: World):
     llm = FakeLLM(replies=[_llm_answer(query="spaceships")] * 2)
-    r = make(data_dir, llm=llm, extract_with_llm=True, mode="verbalizer")
+    r = make(world, llm=llm, extract_with_llm=True, mode="verbalizer")
     heard: list[tuple[ChatProgress, int]] = []  # each event with the LLM scoring calls made before it
 
     def on_progress(ev: ChatProgress) -> None:
@@ -411,12 +437,12 @@ def test_more_like_that_after_naming_a_film_means_similar_to_it(rec: Recommender
     assert rules(rec, "something like that", last=("3",)).liked == []
 
 
-def test_a_title_with_its_year_is_the_film_not_an_era(data_dir: Path):
-    d = rules_for(data_dir, "something like Alien (1979)")
+def test_a_title_with_its_year_is_the_film_not_an_era(world: World):
+    d = rules_for(world, "something like Alien (1979)")
     assert d.like_item == "5" and d.era is None
     # the LLM reading the year as an era is not grounded: the year belongs to the title
     llm = FakeLLM(replies=[_llm_answer(like_title="Alien", from_year=1979, to_year=1979, query="spaceships")])
-    r = make(data_dir, llm=llm, extract_with_llm=True)
+    r = make(world, llm=llm, extract_with_llm=True)
     turn = r.chat(r.new_session(), "something like Alien (1979) with spaceships", k=3)
     assert llm.calls and turn.profile is not None
     assert turn.profile.like_item == "5" and turn.profile.era is None
@@ -432,8 +458,8 @@ def test_the_number_asked_for_is_delivered_and_the_relaxation_is_said(rec: Recom
     assert "relaxed the people" in turn.text
 
 
-def rules_for(data_dir: Path, text: str) -> ProfileDelta:
-    r = make(data_dir)
+def rules_for(world: World, text: str) -> ProfileDelta:
+    r = make(world)
     try:
         return rules(r, text)
     finally:

@@ -1,14 +1,21 @@
-"""Ingest atomicity across graph + index, and the whole pipeline with fakes (real SQLite and Chroma)."""
+"""Ingest atomicity across graph + index, and the whole pipeline with fakes.
+
+Every test runs on :mod:`knowrec.testing`'s in-memory graph store and item index (``memory``, a unit test) and again
+on the embedded stores, a SQLite file and a Chroma folder (``disk``, marked ``integration``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from knowrec import InvalidInput, Recommender, Settings
 from knowrec.datasets import Dataset
 from knowrec.kg_store.sqlite import SQLiteGraphStore
+from knowrec.testing import InMemoryGraphStore, InMemoryItemIndex
 from knowrec.types import Fact, Interaction, Item
 from tests.fakes import FakeLLM, HashEmbedder
 
@@ -45,15 +52,30 @@ def dataset() -> Dataset:
     return Dataset(name="tiny", items=items, facts=facts, interactions=interactions)
 
 
+@pytest.fixture(params=["memory", pytest.param("disk", marks=pytest.mark.integration)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def recommender(backend: str, settings: Settings, store: Any = None, **kw: Any) -> Recommender:
+    """A recommender on in-memory stores (``memory``) or on the embedded SQLite file and Chroma folder (``disk``)."""
+    if backend == "memory":
+        store = store if store is not None else InMemoryGraphStore()
+        return Recommender(
+            settings, store=store, index=InMemoryItemIndex(HashEmbedder()), embedder=HashEmbedder(), **kw
+        )
+    return Recommender(settings, store=store, embedder=HashEmbedder(), **kw)
+
+
 @pytest.fixture
-def rec(tmp_path: Path) -> Recommender:
+def rec(backend: str, tmp_path: Path) -> Iterator[Recommender]:
     settings = Settings(
         data_dir=tmp_path,
         progress=False,
         retrieval={"ease_min_count": 1, "n_candidates": 6},
         ranker={"rerank_top": 4},
     )
-    r = Recommender(settings, embedder=HashEmbedder(), llm=FakeLLM(replies=['{"ranking": ["B", "A"]}'] * 5))
+    r = recommender(backend, settings, llm=FakeLLM(replies=['{"ranking": ["B", "A"]}'] * 5))
     r.ingest_dataset(dataset())
     yield r
     r.close()
@@ -82,10 +104,10 @@ def test_pipeline_recommends_unseen_items_with_grounded_reasons(rec: Recommender
         assert set(rec.store.get_facts(context)) == set(context)
 
 
-def test_listwise_answer_drives_order_with_weight_one(tmp_path: Path):
+def test_listwise_answer_drives_order_with_weight_one(backend: str, tmp_path: Path):
     settings = Settings(data_dir=tmp_path, progress=False, retrieval={"ease_min_count": 1}, ranker={"llm_weight": 1.0})
     llm = FakeLLM(replies=['{"ranking": ["C", "A"]}'])
-    r = Recommender(settings, embedder=HashEmbedder(), llm=llm)
+    r = recommender(backend, settings, llm=llm)
     r.ingest_dataset(dataset())
     base = r.recommend("u1", k=5, mode="none", diversity=0.0)
     result = r.recommend("u1", k=5, mode="listwise", diversity=0.0)
@@ -95,11 +117,9 @@ def test_listwise_answer_drives_order_with_weight_one(tmp_path: Path):
     r.close()
 
 
-def test_llm_failure_is_flagged_not_raised(tmp_path: Path):
-    r = Recommender(
-        Settings(data_dir=tmp_path, progress=False, retrieval={"ease_min_count": 1}),
-        embedder=HashEmbedder(),
-        llm=FakeLLM(fail=True),
+def test_llm_failure_is_flagged_not_raised(backend: str, tmp_path: Path):
+    r = recommender(
+        backend, Settings(data_dir=tmp_path, progress=False, retrieval={"ease_min_count": 1}), llm=FakeLLM(fail=True)
     )
     r.ingest_dataset(dataset())
     result = r.recommend("u1", k=3)
@@ -136,10 +156,15 @@ class ExplodingStore(SQLiteGraphStore):
         raise RuntimeError("disk on fire")
 
 
-def test_failed_graph_write_restores_the_index(tmp_path: Path):
+class ExplodingMemoryStore(InMemoryGraphStore):
+    def write(self, batch, progress=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk on fire")
+
+
+def test_failed_graph_write_restores_the_index(backend: str, tmp_path: Path):
     settings = Settings(data_dir=tmp_path, progress=False, retrieval={"ease_min_count": 1})
-    store = ExplodingStore(settings.graph_path)
-    r = Recommender(settings, store=store, embedder=HashEmbedder())
+    store = ExplodingMemoryStore() if backend == "memory" else ExplodingStore(settings.graph_path)
+    r = recommender(backend, settings, store=store)
     with pytest.raises(RuntimeError, match="disk on fire"):
         r.ingest_dataset(dataset())
     assert r.index.count() == 0
