@@ -1,4 +1,5 @@
-"""Facts from item text (knowrec.extraction) with a scripted LLM and an in-memory SQLite store."""
+"""Facts from item text (knowrec.extraction) with a scripted LLM and an in-memory store (SQLite's ``:memory:`` or
+:class:`knowrec.testing.InMemoryGraphStore`)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from knowrec.extraction import (
 )
 from knowrec.extraction.extract import load_results
 from knowrec.extraction.text import mentions, normalise, sentences
-from knowrec.kg_store.base import GraphBatch
+from knowrec.kg_store.base import GraphBatch, GraphStore
 from knowrec.kg_store.sqlite import SQLiteGraphStore
+from knowrec.testing import InMemoryGraphStore
 from knowrec.types import Entity, Fact, Item
 from tests.fakes import HashEmbedder
 
@@ -88,9 +90,10 @@ HEAT_ANSWER = {
 }
 
 
-def stored_store(path: Path | str = ":memory:") -> SQLiteGraphStore:
-    """Heat and The Insider, and Michael Mann stored as a director (dbr:Michael_Mann) of another film."""
-    store = SQLiteGraphStore(path)
+def stored_store(path: Path | str = ":memory:", store: GraphStore | None = None) -> GraphStore:
+    """Heat and The Insider, and Michael Mann stored as a director (dbr:Michael_Mann) of another film: in ``store``,
+    or in a new SQLite store at ``path`` (in memory by default)."""
+    store = SQLiteGraphStore(path) if store is None else store
     collateral = Item(id="3", title="Collateral (2004)")
     store.write(
         GraphBatch(
@@ -101,7 +104,7 @@ def stored_store(path: Path | str = ":memory:") -> SQLiteGraphStore:
     return store
 
 
-def run_for(store: SQLiteGraphStore, llm: ScriptedLLM, out: Path, **cfg: Any) -> tuple[ExtractionRun, ExtractConfig]:
+def run_for(store: GraphStore, llm: ScriptedLLM, out: Path, **cfg: Any) -> tuple[ExtractionRun, ExtractConfig]:
     config = ExtractConfig(**cfg)
     schema = default_schema("movies")
     entities = [e for batch in store.iter_entities() for e in batch]
@@ -354,14 +357,21 @@ def test_fact_sources_setting_reaches_the_store(tmp_path: Path):
     assert Recommender(Settings(data_dir=tmp_path / "b")).store.fact_sources is None  # type: ignore[attr-defined]
 
 
-def test_extracted_facts_feed_the_kg_generator_unless_switched_off(tmp_path: Path):
-    store = stored_store(tmp_path / "graph.sqlite")
+@pytest.mark.parametrize("backend", ["memory", pytest.param("disk", marks=pytest.mark.integration)])
+def test_extracted_facts_feed_the_kg_generator_unless_switched_off(tmp_path: Path, backend: str):
+    """The store of the extraction, then a second one on the same graph that reads only the dataset's facts: an
+    in-memory store (``memory``), or a SQLite file opened again (``disk``)."""
+    memory = InMemoryGraphStore()
+    store = stored_store(store=memory) if backend == "memory" else stored_store(tmp_path / "graph.sqlite")
     run, _ = run_for(store, ScriptedLLM({"Heat (1995)": HEAT_ANSWER}), tmp_path / "extract")
     run.run([HEAT])  # Heat now shares Michael Mann with Collateral, through a fact read from its text
     found = store.kg_candidates({"3": 1.0}, exclude=set(), n=5)
     assert [c.item_id for c in found] == ["6"] and found[0].paths[0].extracted
     store.close()
-    dataset_only = SQLiteGraphStore(tmp_path / "graph.sqlite", fact_sources={"dataset"})
+    if backend == "memory":
+        dataset_only: GraphStore = InMemoryGraphStore(fact_sources={"dataset"}, same_graph_as=memory)
+    else:
+        dataset_only = SQLiteGraphStore(tmp_path / "graph.sqlite", fact_sources={"dataset"})
     assert dataset_only.kg_candidates({"3": 1.0}, exclude=set(), n=5) == []
     assert all(f.source == "dataset" for fs in dataset_only.facts(["6", "3"]).values() for f in fs)
     dataset_only.close()

@@ -130,13 +130,20 @@ def test_single_candidate_needs_no_llm():
 def test_recommender_and_eval_know_the_pointwise_mode(tmp_path):
     from knowrec import Recommender, Settings
     from knowrec.eval.config import PIPELINE_SYSTEMS
+    from knowrec.testing import InMemoryGraphStore, InMemoryItemIndex
     from tests.fakes import HashEmbedder
     from tests.unit.test_ingest_pipeline import dataset
 
     assert PIPELINE_SYSTEMS["knowrec-pointwise"]["call"] == {"mode": "pointwise"}
     settings = Settings(data_dir=tmp_path, progress=False, retrieval={"ease_min_count": 1}, ranker={"llm_weight": 1.0})
     llm = FakeLLM(logprobs={"Yes": -1.0, "No": -1.0})  # every candidate neutral → retrieval order kept
-    r = Recommender(settings, embedder=HashEmbedder(), llm=llm)
+    r = Recommender(
+        settings,
+        store=InMemoryGraphStore(),
+        index=InMemoryItemIndex(HashEmbedder()),
+        embedder=HashEmbedder(),
+        llm=llm,
+    )
     try:
         r.ingest_dataset(dataset())
         base = r.recommend("u1", k=4, mode="none", diversity=0.0)

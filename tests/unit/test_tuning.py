@@ -1,4 +1,5 @@
-"""Tuning pieces without a model: vLLM's adapter checks, the validation metric, settings, adapter paths."""
+"""Tuning pieces without a model: vLLM's adapter checks, the validation metric, settings, adapter paths, the error on
+an empty store."""
 
 from __future__ import annotations
 
@@ -95,11 +96,16 @@ def test_adapter_paths_of_each_layout(tmp_path: Path):
     assert isinstance(err.value, KnowrecError)
 
 
-def test_tuning_an_empty_store_is_a_clear_error_before_any_model_loads(tmp_path: Path):
+@pytest.mark.parametrize("backend", ["memory", pytest.param("disk", marks=pytest.mark.integration)])
+def test_tuning_an_empty_store_is_a_clear_error_before_any_model_loads(tmp_path: Path, backend: str):
+    """``memory``: an empty in-memory store and nothing else injected, so the isolation guard fails the test if the
+    tuning builds the embedder's model, the Chroma index or an LLM; ``disk``: the default SQLite file."""
     from knowrec import Recommender
     from knowrec.errors import InvalidInput
+    from knowrec.testing import InMemoryGraphStore
 
-    rec = Recommender(Settings(data_dir=tmp_path / "empty", progress=False, llm={"backend": "none"}))
+    settings = Settings(data_dir=tmp_path / "empty", progress=False, llm={"backend": "none"})
+    rec = Recommender(settings, store=InMemoryGraphStore()) if backend == "memory" else Recommender(settings)
     with pytest.raises(InvalidInput, match="nothing to tune on"):
         rec.tune(tmp_path / "out")
     with pytest.raises(ConfigError, match="teacher_url"):
