@@ -177,9 +177,10 @@ class Recommender:
         Returns:
             The manifest: base model, data fingerprint, objectives, examples, validation curve and best NDCG@10.
 
-        Example:
-            >>> rec.tune("my-adapter", examples=300)["best"]["ndcg@10"]  # doctest: +SKIP
-            0.41
+        Example (needs a populated data dir; not run as a doctest)::
+
+            rec.tune("my-adapter", examples=300)["best"]["ndcg@10"]
+            # → 0.41
         """
         from knowrec.config import TuneConfig
         from knowrec.tuning import tune
@@ -209,9 +210,10 @@ class Recommender:
             progress: show a progress bar (default: ``settings.progress``).
             overrides: fields of ``settings.extract`` (``fields=("text", "plot")``, ``schema_file=...``, …).
 
-        Example:
-            >>> rec.extract_facts(["6"]).kept  # doctest: +SKIP
-            3
+        Example (needs a populated data dir; not run as a doctest)::
+
+            rec.extract_facts(["6"]).kept
+            # → 3
         """
         from knowrec.config import ExtractConfig
         from knowrec.extraction import EntityResolver, ExtractionRun, FactExtractor, default_schema, load_schema
@@ -266,9 +268,10 @@ class Recommender:
         Returns:
             The manifest: fitted-at time, data fingerprint, chosen epochs, validation NDCG, timings.
 
-        Example:
-            >>> rec.fit()["sequential"]["best_epoch"]  # doctest: +SKIP
-            35
+        Example (needs a populated data dir; not run as a doctest)::
+
+            rec.fit()["sequential"]["best_epoch"]
+            # → 35
         """
         from knowrec.fitting import fit_models
 
@@ -439,10 +442,11 @@ class Recommender:
             on_retrieved: called with the top ``k`` in retrieval order (no reasons yet) as soon as the candidates
                 are known, before the LLM ranks them; not called when nothing is left for an LLM to do.
 
-        Example:
-            >>> r = rec.recommend("1", k=3)  # doctest: +SKIP
-            >>> len(r.items), r.ranking_mode  # doctest: +SKIP
-            (3, 'verbalizer')
+        Example (needs a populated data dir; not run as a doctest)::
+
+            r = rec.recommend("1", k=3)
+            len(r.items), r.ranking_mode
+            # → (3, 'verbalizer')
         """
         q = RecQuery(
             user_id=None if user_id is None else str(user_id),
@@ -499,11 +503,12 @@ class Recommender:
         ``on_progress`` hears each stage as it starts (:class:`~knowrec.types.ChatProgress`): the LLM reading the
         request, retrieval, and the picks in retrieval order with the answer's first line while the LLM ranks them.
 
-        Example:
-            >>> sid = rec.new_session()  # doctest: +SKIP
-            >>> turn = rec.chat(sid, "more like Toy Story, but no comedies")  # doctest: +SKIP
-            >>> turn.action, len(turn.items)  # doctest: +SKIP
-            ('recommend', 5)
+        Example (needs a populated data dir; not run as a doctest)::
+
+            sid = rec.new_session()
+            turn = rec.chat(sid, "more like Toy Story, but no comedies")
+            turn.action, len(turn.items)
+            # → ('recommend', 5)
         """
         return self._chat_agent.chat(session_id, message, user_id=user_id, k=k, on_progress=on_progress)
 

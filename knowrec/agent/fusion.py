@@ -280,9 +280,10 @@ def feature_matrix(cands: Sequence[Candidate], ctx: FusionContext, stats: ItemSt
 class LearnedFusion:
     """A fitted LightGBM ranking model over :data:`FEATURES`; ``score`` returns one value per row (higher = better).
 
-    Example:
-        >>> fusion = LearnedFusion.load(Path("models/fusion"))  # doctest: +SKIP
-        >>> fusion.score(feature_matrix(cands, ctx, stats))  # doctest: +SKIP
+    Example (needs a fitted model; not run as a doctest)::
+
+        fusion = LearnedFusion.load(Path("models/fusion"))
+        fusion.score(feature_matrix(cands, ctx, stats))
     """
 
     MODEL_FILE = "fusion.lgb.txt"

@@ -13,15 +13,16 @@
 Only the protocol's public methods are called, so a remote client or a test fake works as well as
 :class:`~knowrec.Recommender`. The blocking calls run in a worker thread on the async paths.
 
-Example:
-    >>> from knowrec import Recommender, Settings  # doctest: +SKIP
-    >>> from knowrec.integrations.langchain import KnowrecRetriever, knowrec_tools  # doctest: +SKIP
-    >>> rec = Recommender(Settings(data_dir="./knowrec-data"))  # doctest: +SKIP
-    >>> docs = KnowrecRetriever(recommender=rec, user_id="1", k=3).invoke("time travel")  # doctest: +SKIP
-    >>> docs[0].metadata["title"], docs[0].metadata["reasons"][0]["fact_ids"]  # doctest: +SKIP
-    ('Twelve Monkeys (a.k.a. 12 Monkeys) (1995)', ['F3eb4e00ae011'])
-    >>> [t.name for t in knowrec_tools(rec, user_id="1")]  # doctest: +SKIP
-    ['recommend', 'search_items', 'similar_items', 'item_facts', 'feedback']
+Example (needs a populated data dir; not run as a doctest)::
+
+    from knowrec import Recommender, Settings
+    from knowrec.integrations.langchain import KnowrecRetriever, knowrec_tools
+    rec = Recommender(Settings(data_dir="./knowrec-data"))
+    docs = KnowrecRetriever(recommender=rec, user_id="1", k=3).invoke("time travel")
+    docs[0].metadata["title"], docs[0].metadata["reasons"][0]["fact_ids"]
+    # → ('Twelve Monkeys (a.k.a. 12 Monkeys) (1995)', ['F3eb4e00ae011'])
+    [t.name for t in knowrec_tools(rec, user_id="1")]
+    # → ['recommend', 'search_items', 'similar_items', 'item_facts', 'feedback']
 """
 
 from __future__ import annotations
@@ -103,10 +104,11 @@ class KnowrecRetriever(BaseRetriever):
     the metadata (``0`` skips the look-ups). Errors are :class:`~knowrec.errors.KnowrecError` s (``NotFound`` for
     an unknown item id, ``InvalidInput`` for an empty search).
 
-    Example:
-        >>> retriever = KnowrecRetriever(recommender=rec, mode="search", k=2)  # doctest: +SKIP
-        >>> [d.metadata["title"] for d in retriever.invoke("Toy Story")]  # doctest: +SKIP
-        ['Toy Story (1995)', 'Toy Story 2 (1999)']
+    Example (needs a populated data dir; not run as a doctest)::
+
+        retriever = KnowrecRetriever(recommender=rec, mode="search", k=2)
+        [d.metadata["title"] for d in retriever.invoke("Toy Story")]
+        # → ['Toy Story (1995)', 'Toy Story 2 (1999)']
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -436,9 +438,10 @@ def knowrec_tools(
             both take an optional ``user_id`` argument.
         ranking_mode: override the recommender's ranking mode in ``recommend`` (``"none"``: no LLM ranking).
 
-    Example:
-        >>> tools = knowrec_tools(rec, user_id="1")  # doctest: +SKIP
-        >>> llm.bind_tools(tools)  # doctest: +SKIP
+    Example (needs a populated data dir; not run as a doctest)::
+
+        tools = knowrec_tools(rec, user_id="1")
+        llm.bind_tools(tools)
     """
     return [
         RecommendTool(recommender=recommender, user_id=user_id, ranking_mode=ranking_mode),
