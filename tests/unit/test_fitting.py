@@ -1,11 +1,16 @@
-"""`knowrec fit`: the sequential generator, the learned fusion, leakage, determinism, reload (real SQLite + Chroma,
-hash embedder, no LLM)."""
+"""`knowrec fit`: the sequential generator, the learned fusion, leakage, determinism, reload (hash embedder, no LLM).
+
+Every test that needs a store runs on :mod:`knowrec.testing`'s in-memory graph store and item index (``memory``, a
+unit test) and again on the embedded stores, a SQLite file and a Chroma folder (``disk``, marked ``integration``). The
+fitted models go to the data dir (a temporary folder) either way.
+"""
 
 from __future__ import annotations
 
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,8 @@ from knowrec.agent.fusion import LearnedFusion
 from knowrec.datasets import Dataset
 from knowrec.errors import ConfigError
 from knowrec.fitting import COLD_FUSION_DIR, FUSION_DIR, FittedModels, holdout_split
-from knowrec.kg_store.base import GraphBatch
+from knowrec.kg_store.base import GraphBatch, GraphStore
+from knowrec.testing import InMemoryGraphStore, InMemoryItemIndex
 from knowrec.types import Fact, Interaction, Item
 from tests.fakes import HashEmbedder
 
@@ -69,7 +75,28 @@ def dataset(seqs: dict[str, list[str]]) -> Dataset:
     return Dataset(name="chains", items=items, facts=facts, interactions=interactions)
 
 
-def make(tmp: Path, seqs: dict[str, list[str]], fit: dict | None = None, ingest_fit: bool = True) -> Recommender:
+@pytest.fixture(scope="module", params=["memory", pytest.param("disk", marks=pytest.mark.integration)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def recommender(backend: str, settings: Settings, like: Recommender | None = None) -> Recommender:
+    """A recommender on in-memory stores (``memory``) or on the SQLite file and Chroma folder of ``settings.data_dir``
+    (``disk``). ``like``: another recommender whose stores this one opens again (its graph, its index)."""
+    if backend == "disk":
+        return Recommender(settings, embedder=HashEmbedder())
+    if like is None:
+        return Recommender(
+            settings, store=InMemoryGraphStore(), index=InMemoryItemIndex(HashEmbedder()), embedder=HashEmbedder()
+        )
+    assert isinstance(like.store, InMemoryGraphStore)
+    store = InMemoryGraphStore(same_graph_as=like.store)
+    return Recommender(settings, store=store, index=like.index, embedder=HashEmbedder())
+
+
+def make(
+    tmp: Path, seqs: dict[str, list[str]], fit: dict | None = None, ingest_fit: bool = True, *, backend: str
+) -> Recommender:
     settings = Settings(
         data_dir=tmp,
         progress=False,
@@ -78,14 +105,14 @@ def make(tmp: Path, seqs: dict[str, list[str]], fit: dict | None = None, ingest_
         retrieval={"ease_min_count": 1, "n_candidates": 10, "pool_size": 15},
         fit=fit or SMALL_FIT,
     )
-    rec = Recommender(settings, embedder=HashEmbedder())
+    rec = recommender(backend, settings)
     rec.ingest_dataset(dataset(seqs), fit=ingest_fit)
     return rec
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> Recommender:
-    rec = make(tmp_path_factory.mktemp("fit"), chains())
+def fitted(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Recommender]:
+    rec = make(tmp_path_factory.mktemp("fit"), chains(), backend=backend)
     yield rec
     rec.close()
 
@@ -104,8 +131,8 @@ def test_fit_writes_models_and_the_learned_fusion_orders_candidates(fitted: Reco
     assert "sequential" in r.items[0].sources
 
 
-def test_without_fitted_models_rrf_is_used_and_the_result_says_so(tmp_path: Path):
-    rec = make(tmp_path, chains(), ingest_fit=False)
+def test_without_fitted_models_rrf_is_used_and_the_result_says_so(tmp_path: Path, backend: str):
+    rec = make(tmp_path, chains(), ingest_fit=False, backend=backend)
     r = rec.recommend("u0", k=3)
     assert r.fusion == "rrf" and len(r.items) == 3
     assert rec.models_info()["fitted"] is False
@@ -135,8 +162,8 @@ def test_a_new_interaction_changes_the_next_answer_without_refitting(fitted: Rec
     assert not np.allclose(model.score(q.sequence), model.score(q.sequence[:-1]))
 
 
-def test_fitted_models_reload_and_give_the_same_lists(fitted: Recommender):
-    again = Recommender(fitted.settings, embedder=HashEmbedder())
+def test_fitted_models_reload_and_give_the_same_lists(fitted: Recommender, backend: str):
+    again = recommender(backend, fitted.settings, like=fitted)
     for user in ("u2", "u3", "nobody"):
         a = [it.item_id for it in fitted.recommend(user, k=5).items]
         b = [it.item_id for it in again.recommend(user, k=5).items]
@@ -159,9 +186,9 @@ def test_a_stale_or_broken_fitted_fusion_is_a_config_error_and_rrf_takes_over(fi
     assert models.fusion is None and models.cold_fusion is None and models.constrained_fusion is not None
 
 
-def test_fitting_is_deterministic_with_a_seed(tmp_path: Path):
-    a = make(tmp_path / "a", chains())
-    b = make(tmp_path / "b", chains())
+def test_fitting_is_deterministic_with_a_seed(tmp_path: Path, backend: str):
+    a = make(tmp_path / "a", chains(), backend=backend)
+    b = make(tmp_path / "b", chains(), backend=backend)
     ma = json.loads((a.settings.models_path / "manifest.json").read_text())
     mb = json.loads((b.settings.models_path / "manifest.json").read_text())
     assert ma["fusion"]["examples_sha1"] == mb["fusion"]["examples_sha1"]
@@ -176,7 +203,7 @@ def test_fitting_is_deterministic_with_a_seed(tmp_path: Path):
     b.close()
 
 
-def test_the_fusion_never_trains_on_a_validation_or_test_item(tmp_path: Path):
+def test_the_fusion_never_trains_on_a_validation_or_test_item(tmp_path: Path, backend: str):
     """As in ``knowrec eval``'s test phase: the store holds train + validation item and ``protect_last=1``. Changing
     every user's validation and test items leaves the fusion's training examples (and early stopping) unchanged."""
     base = chains(seed=3)
@@ -185,8 +212,8 @@ def test_the_fusion_never_trains_on_a_validation_or_test_item(tmp_path: Path):
     fit = {**SMALL_FIT, "protect_last": 1}
     stored_one = {u: s[:-1] for u, s in one.items()}  # the test item is never stored
     stored_two = {u: s[:-1] for u, s in two.items()}
-    a = make(tmp_path / "a", stored_one, fit=fit)
-    b = make(tmp_path / "b", stored_two, fit=fit)
+    a = make(tmp_path / "a", stored_one, fit=fit, backend=backend)
+    b = make(tmp_path / "b", stored_two, fit=fit, backend=backend)
     ma = json.loads((a.settings.models_path / "manifest.json").read_text())
     mb = json.loads((b.settings.models_path / "manifest.json").read_text())
     assert ma["data_fingerprint"] != mb["data_fingerprint"]  # the stores differ …
@@ -204,7 +231,7 @@ def test_the_fusion_never_trains_on_a_validation_or_test_item(tmp_path: Path):
     b.close()
 
 
-def test_a_generic_format_dataset_fits_and_recommends(tmp_path: Path):
+def test_a_generic_format_dataset_fits_and_recommends(tmp_path: Path, backend: str):
     folder = tmp_path / "shop"
     folder.mkdir()
     seqs = chains(n_users=50, seed=11)
@@ -222,7 +249,7 @@ def test_a_generic_format_dataset_fits_and_recommends(tmp_path: Path):
         retrieval={"ease_min_count": 1, "n_candidates": 10, "pool_size": 15},
         fit=SMALL_FIT,
     )
-    rec = Recommender(settings, embedder=HashEmbedder())
+    rec = recommender(backend, settings)
     rec.ingest(folder, format="generic")
     assert rec.models_info()["fitted"]
     r = rec.recommend("u0", k=5)
@@ -272,9 +299,9 @@ def test_each_kind_of_request_gets_its_own_fusion(fitted: Recommender):
     assert r.fusion == "learned" and {it.item_id for it in r.items} <= set(westerns)
 
 
-def test_changing_the_constrained_settings_refits_that_model_alone(fitted: Recommender, tmp_path: Path):
+def test_changing_the_constrained_settings_refits_that_model_alone(fitted: Recommender, tmp_path: Path, backend: str):
     fit = {**SMALL_FIT, "fusion": {**SMALL_FIT["fusion"], "constrained_users": 20}}
-    rec = make(tmp_path, chains(), fit=fit, ingest_fit=False)
+    rec = make(tmp_path, chains(), fit=fit, ingest_fit=False, backend=backend)
     manifest = rec.fit(reuse=[fitted.settings.models_path])
     before = json.loads((fitted.settings.models_path / "manifest.json").read_text())
     assert manifest["probe_fingerprint"] == before["probe_fingerprint"]
@@ -317,14 +344,15 @@ def test_scoring_threads_restore_the_torch_thread_count():
         torch.set_num_threads(before)
 
 
-def test_facts_read_from_text_enter_the_probe_fingerprint_only_when_there_are_some(tmp_path):
+def test_facts_read_from_text_enter_the_probe_fingerprint_only_when_there_are_some(tmp_path: Path, backend: str):
+    """The last check opens the graph again reading the dataset's facts only: a second in-memory store on the same
+    graph (``memory``), the SQLite file opened again (``disk``)."""
     from knowrec.fitting import derived_facts_fingerprint
-    from knowrec.kg_store.base import GraphBatch
     from knowrec.kg_store.sqlite import SQLiteGraphStore
-    from knowrec.types import Fact, Item
 
     path = tmp_path / "g.sqlite"
-    store = SQLiteGraphStore(path)
+    memory = InMemoryGraphStore()
+    store: GraphStore = memory if backend == "memory" else SQLiteGraphStore(path)
     items = [Item(id="1", title="A"), Item(id="2", title="B")]
     store.write(GraphBatch(items=items, facts=[Fact(head="1", relation="director", tail="p:x")]))
     assert derived_facts_fingerprint(store, ["1", "2"]) == ""  # stores without them keep their fingerprints
@@ -334,4 +362,8 @@ def test_facts_read_from_text_enter_the_probe_fingerprint_only_when_there_are_so
     store.write(GraphBatch(facts=[Fact(head="1", relation="writer", tail="p:y", source="llm")]))
     assert derived_facts_fingerprint(store, ["1", "2"]) not in ("", first)
     store.close()
-    assert derived_facts_fingerprint(SQLiteGraphStore(path, fact_sources={"dataset"}), ["1", "2"]) == ""
+    if backend == "memory":
+        dataset_only: GraphStore = InMemoryGraphStore(fact_sources={"dataset"}, same_graph_as=memory)
+    else:
+        dataset_only = SQLiteGraphStore(path, fact_sources={"dataset"})
+    assert derived_facts_fingerprint(dataset_only, ["1", "2"]) == ""
