@@ -1,4 +1,10 @@
-"""The runner end to end on a small generic dataset, resumability, and golden floors on ml-latest-small."""
+"""The runner end to end on a small generic dataset, resumability, and golden floors on ml-latest-small.
+
+A harness run builds its stores on disk (a SQLite file and a Chroma folder per phase, under the run's folder) and
+embeds the catalogue with the bundled embedding model: the tests that run the harness (:func:`tiny_run` and the tests
+on it, P4, the golden floors) are marked ``integration``. The tests of the configuration, the report's tables and the
+harness's choices on a faked recommender are unit tests.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from knowrec.agent.llm.base import LLMClient
+from knowrec.config import Settings
 from knowrec.errors import InvalidInput
 from knowrec.eval import baselines
+from knowrec.eval import harness as harness_module
 from knowrec.eval.config import load_config
 from knowrec.eval.harness import Harness
 from knowrec.eval.report import _p3_section
 from knowrec.recommender import Recommender
+from knowrec.testing import InMemoryGraphStore, InMemoryItemIndex
+from tests.fakes import HashEmbedder
 
 GENRES = ["Drama", "Comedy", "Horror", "Sci-Fi"]
 PEOPLE = ["Ann Lee", "Bo Chen", "Cy Diaz", "Di Eze", "Ed Fox", "Flo Gu"]
@@ -74,12 +85,14 @@ pipeline = {overrides.get("pipeline", '["retrieval-only", "no-llm"]')}
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A whole harness run (its stores on disk, the bundled embedder): only for tests marked ``integration``."""
     tmp = tmp_path_factory.mktemp("tiny")
     cfg = load_config(write_config(tmp))
     results = Harness(cfg).run()
     return tmp / "run", results
 
 
+@pytest.mark.integration
 def test_runner_writes_results_report_plots_and_candidates(tiny_run):
     out, results = tiny_run
     assert (out / "results.json").exists() and (out / "report.md").exists()
@@ -108,6 +121,7 @@ def p3_section(report: str) -> list[str]:
     return lines[starts[0] : end]
 
 
+@pytest.mark.integration
 def test_p3_is_one_table_of_the_generators_and_the_baselines(tiny_run):
     out, results = tiny_run
     section = p3_section((out / "report.md").read_text())
@@ -160,6 +174,7 @@ def test_the_p3_table_merges_cutoffs_and_is_left_out_without_p3():
     assert _p3_section({"systems": {"no-llm": res["systems"]["no-llm"]}}) == []
 
 
+@pytest.mark.integration
 def test_taste_structure_is_learned(tiny_run):
     _, results = tiny_run
     p2 = {n: e["protocols"]["p2"]["metrics"]["NDCG@10"] for n, e in results["systems"].items()}
@@ -167,6 +182,7 @@ def test_taste_structure_is_learned(tiny_run):
     assert p2["retrieval-only"] > p2["random"]
 
 
+@pytest.mark.integration
 def test_resume_recomputes_nothing(tiny_run, monkeypatch):
     out, results = tiny_run
 
@@ -183,6 +199,7 @@ def test_resume_recomputes_nothing(tiny_run, monkeypatch):
         assert again["systems"][name]["protocols"] == results["systems"][name]["protocols"]
 
 
+@pytest.mark.integration
 def test_interrupted_run_resumes_from_the_cache(tiny_run, monkeypatch):
     out, results = tiny_run
     cache = out / "cache" / "mostpop" / "p2.jsonl"
@@ -202,6 +219,7 @@ def test_interrupted_run_resumes_from_the_cache(tiny_run, monkeypatch):
     assert after["users"] == before["users"] and after["metrics"] == before["metrics"]
 
 
+@pytest.mark.integration
 def test_p4_plays_the_same_script_to_every_system_and_leaves_the_store_alone(tmp_path: Path, monkeypatch):
     from knowrec.eval.simulator import says_title
 
@@ -267,6 +285,7 @@ def test_bad_config_names_file_and_field(tmp_path: Path):
         load_config(bad)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_golden_floors_on_ml_latest_small(tmp_path: Path):
     cfg_path = tmp_path / "golden.toml"
@@ -359,7 +378,22 @@ def test_extracted_facts_join_the_dataset_and_change_the_fingerprint(tmp_path: P
     assert Harness(load_config(tmp_path / "run.toml"))._fingerprint(ctx) == before
 
 
-def test_reuse_stores_is_relative_to_the_config_and_offered_to_the_fit(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("backend", ["memory", pytest.param("disk", marks=pytest.mark.integration)])
+def test_reuse_stores_is_relative_to_the_config_and_offered_to_the_fit(tmp_path: Path, monkeypatch, backend: str):
+    """``memory``: the harness's recommenders run on in-memory stores and the hash embedder; ``disk``: on the stores
+    the harness builds under the run's folder, with the bundled embedder."""
+    if backend == "memory":
+
+        def in_memory(settings: Settings, embedder: object = None, llm: LLMClient | None = None) -> Recommender:
+            return Recommender(
+                settings,
+                store=InMemoryGraphStore(),
+                index=InMemoryItemIndex(HashEmbedder()),
+                embedder=HashEmbedder(),
+                llm=llm,
+            )
+
+        monkeypatch.setattr(harness_module, "Recommender", in_memory)
     path = write_config(tmp_path)
     path.write_text(path.read_text().replace("seed = 3", 'seed = 3\nreuse_stores = "other/stores"'))
     cfg = load_config(path)
