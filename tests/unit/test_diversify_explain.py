@@ -88,6 +88,10 @@ def test_reasons_read_well_put_the_most_specific_connection_first_and_skip_commo
 
 def test_grounding_rejects_missing_foreign_and_uncited():
     stored = {f.id: f for f in (SPIELBERG_JAWS, SPIELBERG_ET)}
+    # the control: a reason citing a stored fact about its item (and a stored context fact) is grounded …
+    good = Reason(text="x", fact_ids=(SPIELBERG_ET.id,), context_fact_ids=(SPIELBERG_JAWS.id,))
+    assert is_grounded(good, "et", stored)
+    # … and each of these is not
     assert not is_grounded(Reason(text="x", fact_ids=("Fnope",)), "et", stored)
     assert not is_grounded(Reason(text="x", fact_ids=(SPIELBERG_JAWS.id,)), "et", stored)  # touches jaws, not et
     assert not is_grounded(Reason(text="x"), "et", stored)

@@ -81,10 +81,20 @@ def test_listwise_repairs_unknown_duplicate_and_gaps():
 
 
 def test_listwise_garbage_falls_back():
-    res = ListwiseRanker(FakeLLM(replies=['{"nothing": 1}'])).rank(CTX, items(3), 3)
+    """An answer without a ranking list, or no JSON at all: the LLM was asked (once, about these candidates), the
+    retrieval order stands, and the result says why."""
+    llm = FakeLLM(replies=['{"nothing": 1}'])
+    res = ListwiseRanker(llm).rank(CTX, items(3), 3)
+    assert [c["kind"] for c in llm.calls] == ["chat"]
+    assert llm.calls[0]["schema"]["properties"]["ranking"]["items"]["enum"] == ["A", "B", "C"]
     assert res.fallback and res.order == ["0", "1", "2"]
-    res = ListwiseRanker(FakeLLM(replies=["not json"])).rank(CTX, items(3), 3)
-    assert res.fallback
+    assert res.fallback_reason is not None
+    assert "no 'ranking' list" in res.fallback_reason and """'{"nothing": 1}'""" in res.fallback_reason
+    llm = FakeLLM(replies=["not json"])
+    res = ListwiseRanker(llm).rank(CTX, items(3), 3)
+    assert [c["kind"] for c in llm.calls] == ["chat"]
+    assert res.fallback and res.order == ["0", "1", "2"]
+    assert res.fallback_reason is not None and "not JSON: 'not json'" in res.fallback_reason
 
 
 def test_too_many_candidates_rejected():
