@@ -15,11 +15,10 @@ doctest) without the ``integration`` marker runs under :func:`isolation_guard`, 
 
 ``KNOWREC_TEST_ISOLATION`` says what a violation does:
 
-- ``strict``: it raises :class:`IsolationError`, which derives from ``BaseException`` so that package code catching
-  ``Exception`` (and turning it into a fallback or a ``StoreUnavailable``) cannot hide it; a violation swallowed
-  anyway still fails the test;
-- ``warn`` (the default while some unit tests still use disk stores): the call goes ahead and the test gets an
-  :class:`IsolationWarning`, listed in the warnings summary;
+- ``strict`` (the default): it raises :class:`IsolationError`, which derives from ``BaseException`` so that package
+  code catching ``Exception`` (and turning it into a fallback or a ``StoreUnavailable``) cannot hide it; a violation
+  swallowed anyway still fails the test;
+- ``warn``: the call goes ahead and the test gets an :class:`IsolationWarning`, listed in the warnings summary;
 - ``off``: nothing is patched.
 """
 
@@ -134,9 +133,10 @@ class IsolationWarning(UserWarning):
 
 
 def isolation_mode() -> str:
-    """``strict``, ``warn`` or ``off``, from ``KNOWREC_TEST_ISOLATION`` (``1`` means strict, ``0`` off)."""
-    mode = os.environ.get("KNOWREC_TEST_ISOLATION", "warn").strip().lower()
-    return {"1": "strict", "0": "off", "": "warn"}.get(mode, mode)
+    """``strict``, ``warn`` or ``off``, from ``KNOWREC_TEST_ISOLATION`` (``1`` means strict, ``0`` off; unset or empty:
+    strict)."""
+    mode = os.environ.get("KNOWREC_TEST_ISOLATION", "strict").strip().lower()
+    return {"1": "strict", "0": "off", "": "strict"}.get(mode, mode)
 
 
 # loopback ports bound in this process (a test's own fake server, perhaps module-scoped): kept for the session
