@@ -812,10 +812,12 @@ class Neo4jGraphStore:
         targets: Sequence[str],
         per_target: int,
         max_degree: int,
+        seed_links: tuple[int, list[SeedLink]] | None = None,
     ) -> dict[str, list[KGPath]]:
         """The ``per_target`` heaviest paths of each target from ``seeds`` (through entities linked to at most
-        ``max_degree`` items): the raw links read here, ranked by :func:`~knowrec.kg_store._common.rank_paths`."""
-        n_items, links = self._seed_links(tx, list(seeds), max_degree)
+        ``max_degree`` items): the raw links read here (the seed links unless given, as :meth:`_seed_links` returns
+        them), ranked by :func:`~knowrec.kg_store._common.rank_paths`."""
+        n_items, links = self._seed_links(tx, list(seeds), max_degree) if seed_links is None else seed_links
         entities = unique(s.entity for s in links)
         rows = (
             self._rows(tx, self._q.cand_links, cands=list(targets), entities=entities, sources=self._sources)
@@ -852,7 +854,7 @@ class Neo4jGraphStore:
         seeds = {k: float(v) for k, v in seed_items.items()}
 
         def work(tx: Any) -> tuple[list[tuple[str, float]], dict[str, list[KGPath]]]:
-            n_items, links = self._seed_links(tx, list(seeds), max_entity_items)
+            n_items, links = read = self._seed_links(tx, list(seeds), max_entity_items)
             entity_w = entity_weights(seeds, links, n_items=n_items, max_degree=max_entity_items)
             if not entity_w:
                 return [], {}
@@ -860,7 +862,8 @@ class Neo4jGraphStore:
             entities = [{"id": e, "w": w} for e, w in entity_w.items()]
             rows = self._rows(tx, self._q.kg_scores, entities=entities, skip=skip, n=n, sources=self._sources)
             scores = [(r[0], float(r[1])) for r in rows]
-            return scores, self._paths(tx, seeds, [c for c, _ in scores], PATHS_PER_CANDIDATE, max_entity_items)
+            cands = [c for c, _ in scores]
+            return scores, self._paths(tx, seeds, cands, PATHS_PER_CANDIDATE, max_entity_items, seed_links=read)
 
         scores, paths = self._read(work)
         return [
