@@ -21,28 +21,19 @@ Example:
     >>> store.paths(["1"], "2")[0].entity_label
     'John Lasseter'
 
-    The item index embeds documents with any :class:`~knowrec.kg_store.base.Embedder` (here a toy one that counts
-    letters):
+    The item index embeds documents with any :class:`~knowrec.kg_store.base.Embedder`; :class:`HashEmbedder` is a
+    deterministic bag-of-words one (texts that share words get similar vectors), no model needed:
 
-    >>> import numpy as np
-    >>> class Letters:
-    ...     dim, name = 26, "letters"
-    ...     def embed(self, texts):
-    ...         out = np.zeros((len(texts), 26), dtype=np.float32)
-    ...         for row, text in enumerate(texts):
-    ...             for ch in text.lower():
-    ...                 if "a" <= ch <= "z":
-    ...                     out[row, ord(ch) - 97] += 1
-    ...         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    >>> index = InMemoryItemIndex(Letters())
-    >>> index.upsert(["1", "2", "3"], ["aaa", "aab", "zzz"])
+    >>> index = InMemoryItemIndex(HashEmbedder())
+    >>> index.upsert(["1", "2", "3"], ["toy story", "toy story two", "heat"])
     3
-    >>> [item_id for item_id, _ in index.query(Letters().embed(["a"])[0], k=2)]
+    >>> [item_id for item_id, _ in index.query(HashEmbedder().embed(["toy story"])[0], k=2)]
     ['1', '2']
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -72,7 +63,7 @@ from knowrec.kg_store.base import Embedder, GraphBatch, Progress, WriteStats
 from knowrec.kg_store.chroma_index import doc_hash
 from knowrec.types import Candidate, Entity, Fact, Interaction, Item, KGPath
 
-__all__ = ["InMemoryGraphStore", "InMemoryItemIndex"]
+__all__ = ["HashEmbedder", "InMemoryGraphStore", "InMemoryItemIndex"]
 
 
 # --- graph store --------------------------------------------------------------------------------------------------
@@ -507,6 +498,26 @@ class InMemoryGraphStore:
 
 
 # --- item index ---------------------------------------------------------------------------------------------------
+
+
+class HashEmbedder:
+    """A deterministic bag-of-words :class:`~knowrec.kg_store.base.Embedder`: each word hashes to one of ``dim``
+    dimensions, so texts that share words get similar unit vectors. For tests; it knows no meaning."""
+
+    dim = 64
+    name = "hash-embedder"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for r, text in enumerate(texts):
+            for word in text.lower().replace(".", " ").replace(",", " ").split():
+                h = int(hashlib.md5(word.encode()).hexdigest(), 16)
+                out[r, h % self.dim] += 1.0
+            norm = np.linalg.norm(out[r])
+            out[r] = out[r] / norm if norm else out[r]
+            if not norm:
+                out[r, 0] = 1.0
+        return out
 
 
 class InMemoryItemIndex:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from knowrec.agent.llm.base import LLMReply, Message
 from knowrec.errors import LLMError
+from knowrec.testing import HashEmbedder  # noqa: F401  (re-exported: the tests import it from here)
 
 
 class FakeLLM:
@@ -50,22 +48,3 @@ class FakeLLM:
             return {lab: self.logprobs.get(lab, float("-inf")) for lab in labels}
         n = len(labels)
         return {lab: -float(n - i) for i, lab in enumerate(labels)}  # prefers the last label
-
-
-class HashEmbedder:
-    """Deterministic bag-of-words embedder: texts sharing words get similar vectors."""
-
-    dim = 64
-    name = "hash-embedder"
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for r, text in enumerate(texts):
-            for word in text.lower().replace(".", " ").replace(",", " ").split():
-                h = int(hashlib.md5(word.encode()).hexdigest(), 16)
-                out[r, h % self.dim] += 1.0
-            norm = np.linalg.norm(out[r])
-            out[r] = out[r] / norm if norm else out[r]
-            if not norm:
-                out[r, 0] = 1.0
-        return out

@@ -115,11 +115,12 @@ class ChromaItemIndex:
         ConfigError: not exactly one of ``path``, ``url`` and ``host``; ``port`` without ``host``; a ``url`` that is
             not ``http(s)://host[:port]``.
 
-    Example:
-        >>> idx = ChromaItemIndex(embedder, path=Path("/tmp/kr/chroma"))  # doctest: +SKIP
-        >>> idx = ChromaItemIndex(embedder, url="http://127.0.0.1:8000")  # doctest: +SKIP
-        >>> idx.upsert(["1"], ["Toy Story (1995). Genres: Animation"])  # doctest: +SKIP
-        1
+    Example (opens Chroma on disk or a server; not run as a doctest)::
+
+        idx = ChromaItemIndex(embedder, path=Path("/tmp/kr/chroma"))
+        idx = ChromaItemIndex(embedder, url="http://127.0.0.1:8000")
+        idx.upsert(["1"], ["Toy Story (1995). Genres: Animation"])
+        # → 1
     """
 
     def __init__(

@@ -250,7 +250,15 @@ def test_recommender_end_to_end_on_neo4j(neo4j_server: str, tmp_path: Path) -> N
         mann = [it for it in result.items if it.item_id in {"4", "7"}]
         assert mann and any("Michael Mann" in r.text for it in mann for r in it.reasons)
         for it in result.items:
-            stored = rec.store.get_facts([f for r in it.reasons for f in r.fact_ids])
+            # every item has a reason; every reason cites at least one fact; every cited fact is stored in Neo4j and
+            # is about this item; the facts of the reasons' context (the liked film's side) are stored too
+            assert it.reasons, f"{it.item_id} has no reason"
+            assert all(r.fact_ids for r in it.reasons), f"{it.item_id}: a reason cites no fact"
+            cited = [f for r in it.reasons for f in r.fact_ids]
+            stored = rec.store.get_facts(cited)
+            assert set(cited) == set(stored), f"{it.item_id}: cites facts that are not stored"
             assert all(it.item_id in (f.head, f.tail) for f in stored.values())
+            context = [f for r in it.reasons for f in r.context_fact_ids]
+            assert set(rec.store.get_facts(context)) == set(context)
     finally:
         rec.close()

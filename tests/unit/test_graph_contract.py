@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from knowrec.errors import ConfigError, InvalidInput
+from knowrec.errors import ConfigError, InvalidInput, StoreUnavailable
 from knowrec.kg_store.base import GraphBatch, GraphStore, WriteStats
 from knowrec.types import Entity, Fact, Interaction, Item, KGPath, Provenance, fact_id
 
@@ -754,6 +754,14 @@ def test_paths_say_whether_a_fact_was_extracted(loaded: GraphStore) -> None:
     assert {p.entity: p.extracted for p in many["m6"]} == {"genre:Comedy": False, "p:a2": True}
 
 
-def test_close_twice(store: GraphStore) -> None:
+def test_close_twice(store: GraphStore, tiny_kg: GraphBatch) -> None:
+    """After ``close`` the store refuses work with a clear error (so ``close`` really released it), and a second
+    ``close`` is harmless."""
+    store.write(tiny_kg)
+    assert store.stats()["items"] == 6
     store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.stats()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.items(["m1"])
     store.close()
