@@ -4,6 +4,7 @@ LangChain layer use instead of the recommender's private parts."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,8 +19,16 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def api(demo_dir: Path) -> Iterator[RecommenderAPI]:
-    rec = Recommender(Settings(data_dir=demo_dir, progress=False, llm={"backend": "none"}, ranker={"mode": "none"}))
+def own_demo(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's demo data dir: these tests write feedback, which must not change the shared one."""
+    copy = tmp_path_factory.mktemp("api-demo") / "data"
+    shutil.copytree(demo_dir, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def api(own_demo: Path) -> Iterator[RecommenderAPI]:
+    rec = Recommender(Settings(data_dir=own_demo, progress=False, llm={"backend": "none"}, ranker={"mode": "none"}))
     assert isinstance(rec, RecommenderAPI)
     yield rec
     rec.close()
@@ -52,10 +61,10 @@ def test_session_profile_names_what_the_session_learnt(api: RecommenderAPI) -> N
     assert api.stats()["items"] > 0
 
 
-def test_cli_chat_profile_command_prints_the_session_profile(demo_dir: Path) -> None:
+def test_cli_chat_profile_command_prints_the_session_profile(own_demo: Path) -> None:
     env = {**os.environ, "COLUMNS": "200", "KNOWREC_LLM__BACKEND": "none", "KNOWREC_RANKER__MODE": "none"}
     out = subprocess.run(
-        [sys.executable, "-m", "knowrec.cli", "chat", "--data-dir", str(demo_dir)],
+        [sys.executable, "-m", "knowrec.cli", "chat", "--data-dir", str(own_demo)],
         input="westerns from the 60s\n/like 1\n/profile\n/quit\n",
         capture_output=True,
         text=True,
