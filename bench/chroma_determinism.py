@@ -1,0 +1,79 @@
+"""Is an embedded Chroma index the same when built twice from the same vectors?
+
+Builds two ``ChromaItemIndex`` folders from identical, seeded vectors (same ids, same order, same code) and counts
+the queries whose top-k differ between the two builds. Found while checking that issue 15's refactoring changed no
+evaluation number (docs/benchmarks/surface-50.md): the pipeline's runs differ from one another through this alone.
+
+    python bench/chroma_determinism.py [--items 3650] [--dim 384] [--queries 1500] [--k 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from knowrec.kg_store.chroma_index import ChromaItemIndex
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=3650)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=1500)
+    ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    vectors = rng.normal(size=(args.items, args.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [str(i) for i in range(args.items)]
+    lookup = dict(zip(ids, vectors, strict=True))
+
+    class Lookup:
+        dim, name = args.dim, "lookup"
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            return np.stack([lookup[t] for t in texts])
+
+    root = Path(tempfile.mkdtemp(prefix="chroma-det-"))
+    try:
+        builds = []
+        for n in (1, 2):
+            index = ChromaItemIndex(Lookup(), path=root / f"build{n}")
+            index.upsert(ids, ids)
+            builds.append(index)
+        differ = 0
+        for i in ids[: args.queries]:
+            tops = [[x for x, _ in b.query(lookup[i], args.k, exclude={i})] for b in builds]
+            differ += tops[0] != tops[1]
+        exact = np.argsort(-(vectors[: args.queries] @ vectors.T), axis=1)[:, 1 : args.k + 1]
+        recall = np.mean(
+            [
+                len({int(x) for x, _ in builds[0].query(lookup[ids[q]], args.k, exclude={ids[q]})} & set(exact[q]))
+                / args.k
+                for q in range(min(args.queries, 300))
+            ]
+        )
+        print(
+            json.dumps(
+                {
+                    "items": args.items,
+                    "dim": args.dim,
+                    "k": args.k,
+                    "queries": args.queries,
+                    "queries_whose_top_k_differ_between_builds": differ,
+                    "recall_at_k_vs_exact (first 300 queries, build 1)": round(float(recall), 4),
+                }
+            )
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
