@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from knowrec.api import RecommenderAPI
@@ -14,7 +14,7 @@ from knowrec.config import Settings
 from knowrec.errors import InvalidInput
 from knowrec.types import ChatProgress, ChatTurn
 
-__all__ = ["call", "chat_events", "check_k", "get_api", "get_settings"]
+__all__ = ["API", "SETTINGS", "call", "chat_events", "check_k", "get_api", "get_settings"]
 
 T = TypeVar("T")
 
@@ -36,6 +36,12 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     client holds a lock around each), the stores serialise their own writes, so retrieval, a chat's first line and
     store-only calls (items, sessions, history, feedback) never wait for another request's LLM stage."""
     return await run_in_threadpool(fn, *args, **kwargs)
+
+
+API = Annotated[RecommenderAPI, Depends(get_api)]
+"""A route parameter receiving the app's recommender."""
+SETTINGS = Annotated[Settings, Depends(get_settings)]
+"""A route parameter receiving the app's settings."""
 
 
 def check_k(settings: Settings, k: int) -> None:

@@ -6,13 +6,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 
-from knowrec.api import RecommenderAPI
-from knowrec.config import Settings
-from knowrec.server.deps import call, chat_events, check_k, get_api, get_settings
+from knowrec.server.deps import API, SETTINGS, call, chat_events, check_k
 from knowrec.server.errors import error_payload, responses
 from knowrec.server.schemas import MessageRequest, SessionCreate, SessionCreated, SessionHistory
 from knowrec.types import ChatTurn
@@ -20,9 +18,6 @@ from knowrec.types import ChatTurn
 __all__ = ["router"]
 
 router = APIRouter(tags=["chat"])
-
-API = Annotated[RecommenderAPI, Depends(get_api)]
-SETTINGS = Annotated[Settings, Depends(get_settings)]
 
 
 @router.post("/v1/sessions", response_model=SessionCreated, status_code=201, responses=responses(401, 503))

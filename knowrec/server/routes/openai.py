@@ -6,15 +6,13 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from knowrec.api import RecommenderAPI
-from knowrec.config import Settings
 from knowrec.errors import InvalidInput
-from knowrec.server.deps import call, chat_events, check_k, get_api, get_settings
+from knowrec.server.deps import API, SETTINGS, call, chat_events, check_k
 from knowrec.server.errors import error_payload, responses
 from knowrec.server.schemas import (
     MODEL_NAME,
@@ -32,9 +30,6 @@ from knowrec.types import ChatProgress, ChatTurn
 __all__ = ["router"]
 
 router = APIRouter(tags=["openai"])
-
-API = Annotated[RecommenderAPI, Depends(get_api)]
-SETTINGS = Annotated[Settings, Depends(get_settings)]
 
 _STARTED = int(time.time())
 

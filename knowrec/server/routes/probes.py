@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from knowrec.api import RecommenderAPI
-from knowrec.server.deps import call, get_api
+from knowrec.server.deps import API, call
 from knowrec.server.errors import error_status
 from knowrec.server.schemas import Health, Readiness
 
@@ -27,7 +26,7 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(api: Annotated[RecommenderAPI, Depends(get_api)]) -> Any:
+async def readyz(api: API) -> Any:
     """Readiness: every store and the LLM can be reached (``verify``); 503 says which cannot."""
     try:
         report = await call(api.verify)

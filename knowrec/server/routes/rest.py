@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 
-from knowrec.api import RecommenderAPI
-from knowrec.config import Settings
 from knowrec.errors import InvalidInput
-from knowrec.server.deps import call, check_k, get_api, get_settings
+from knowrec.server.deps import API, SETTINGS, call, check_k
 from knowrec.server.errors import responses
 from knowrec.server.schemas import FeedbackRequest, FeedbackResponse, ItemResponse, RecommendationRequest
 from knowrec.types import Recommendation
@@ -18,9 +14,6 @@ from knowrec.types import Recommendation
 __all__ = ["router"]
 
 router = APIRouter()
-
-API = Annotated[RecommenderAPI, Depends(get_api)]
-SETTINGS = Annotated[Settings, Depends(get_settings)]
 
 
 @router.post(
