@@ -34,6 +34,7 @@ FEATURES: tuple[str, ...] = (
     # the sequential model and EASE score the whole catalogue, so every candidate has their score and rank
     "sequential_score",
     "sequential_rank",
+    "sequential_prob",
     "collaborative_score",
     "collaborative_rank",
     # knowledge-graph paths to the history: score, how many paths, the heaviest, how recent the history item is
@@ -54,6 +55,9 @@ FEATURES: tuple[str, ...] = (
     "rating_count_log",
     # taste: genre overlap with the recent history
     "genre_overlap",
+    # transitions: how often the candidate followed the user's last item (and the last few) in the fitted sequences
+    "transition_last",
+    "transition_recent",
     # the user: history length, whether a query was given
     "history_len_log",
     "has_query",
@@ -70,6 +74,9 @@ class ItemStats:
         rating_mean: Mean rating shrunk towards the global mean with ``prior`` pseudo-ratings (NaN: no ratings).
         rating_count: Ratings per item.
         genres: Binary item × genre matrix (entities whose id starts with ``genre:``).
+        transitions: Row-normalised item × item matrix: how often item ``j`` came within
+            :data:`TRANSITION_WINDOW` positions after item ``i`` in a user's sequence (weighted ``1 / distance``),
+            divided by all that followed ``i``; ``None`` in statistics saved before it existed.
     """
 
     items: list[str]
@@ -77,6 +84,7 @@ class ItemStats:
     rating_mean: np.ndarray
     rating_count: np.ndarray
     genres: sp.csr_matrix
+    transitions: sp.csr_matrix | None = None
 
     def __post_init__(self) -> None:
         self.index = {item: i for i, item in enumerate(self.items)}
@@ -125,7 +133,7 @@ class ItemStats:
                 rows.append(j)
                 cols.append(gidx[g])
         mat = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, max(len(names), 1)))
-        return cls(list(items), counts, mean, rcount, mat)
+        return cls(list(items), counts, mean, rcount, mat, transition_matrix(index, sequences))
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -139,6 +147,15 @@ class ItemStats:
             g_row=g.row,
             g_col=g.col,
             g_shape=np.array(g.shape),
+            **(
+                {
+                    "t_data": self.transitions.data,
+                    "t_indices": self.transitions.indices,
+                    "t_indptr": self.transitions.indptr,
+                }
+                if self.transitions is not None
+                else {}
+            ),
         )
         tmp.replace(path)
 
@@ -147,7 +164,48 @@ class ItemStats:
         with np.load(path, allow_pickle=True) as d:
             shape = tuple(int(x) for x in d["g_shape"])
             mat = sp.csr_matrix((np.ones(len(d["g_row"])), (d["g_row"], d["g_col"])), shape=shape)
-            return cls([str(i) for i in d["items"]], d["counts"], d["rating_mean"], d["rating_count"], mat)
+            n = len(d["items"])
+            trans = sp.csr_matrix((d["t_data"], d["t_indices"], d["t_indptr"]), shape=(n, n)) if "t_data" in d else None
+            return cls([str(i) for i in d["items"]], d["counts"], d["rating_mean"], d["rating_count"], mat, trans)
+
+
+TRANSITION_WINDOW = 3
+"""How many following items of a sequence count as transitions from an item (weighted ``1 / distance``)."""
+
+
+def transition_matrix(
+    index: Mapping[str, int],
+    sequences: Mapping[str, Sequence[tuple[str, float | None]]],
+    window: int = TRANSITION_WINDOW,
+) -> sp.csr_matrix:
+    """Row-normalised transitions ``i → j`` (``j`` within ``window`` positions after ``i``, weight ``1 / distance``).
+
+    Example:
+        >>> t = transition_matrix({"a": 0, "b": 1, "c": 2}, {"u": [("a", None), ("b", None), ("c", None)]}, window=2)
+        >>> t.toarray().round(3).tolist()
+        [[0.0, 0.667, 0.333], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    """
+    n = len(index)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    for seq in sequences.values():
+        ids = np.fromiter((index.get(i, -1) for i, _ in seq), dtype=np.int64, count=len(seq))
+        ids = ids[ids >= 0]
+        for d in range(1, window + 1):
+            if len(ids) > d:
+                rows.append(ids[:-d])
+                cols.append(ids[d:])
+                vals.append(np.full(len(ids) - d, 1.0 / d))
+    if not rows:
+        return sp.csr_matrix((n, n))
+    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    keep = r != c  # an item followed by itself (a re-rating) is no transition
+    mat = sp.csr_matrix((v[keep], (r[keep], c[keep])), shape=(n, n))
+    mat.sum_duplicates()
+    out = np.asarray(mat.sum(axis=1)).ravel()
+    inv = np.divide(1.0, out, out=np.zeros(n), where=out > 0)
+    return sp.csr_matrix(sp.diags(inv) @ mat)
 
 
 @dataclass
@@ -166,6 +224,8 @@ class FusionContext:
     collaborative_index: Mapping[str, int] | None = None
     history_sims: Mapping[str, float] | None = None
     query_sims: Mapping[str, float] | None = None
+    sequence: Sequence[str] = ()
+    """The interaction sequence in time order (the transition features read its last items)."""
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -238,6 +298,10 @@ def feature_matrix(cands: Sequence[Candidate], ctx: FusionContext, stats: ItemSt
             if len(found):
                 rows[found, col[f"{name}_score"]] = scores[pos]
                 rows[found, col[f"{name}_rank"]] = [math.log(v) for v in _ranks_of(scores, pos)]
+                if name == "sequential":  # the softmax probability: comparable across users, unlike a logit
+                    top = float(scores.max())
+                    log_z = top + math.log(float(np.exp(scores - top).sum()))
+                    rows[found, col["sequential_prob"]] = np.exp(scores[pos] - log_z)
     recency = {item: 0.5 ** (pos / 20.0) for pos, item in reversed(list(enumerate(ctx.history)))}
     for r, c in enumerate(cands):
         if "kg" in c.sources:
@@ -272,6 +336,13 @@ def feature_matrix(cands: Sequence[Candidate], ctx: FusionContext, stats: ItemSt
                     nnz = np.sqrt(np.diff(sub.indptr).astype(np.float64))
                     sims = np.divide(sub @ (prof / norm), nnz, out=np.zeros(len(j)), where=nnz > 0)
                     rows[found, col["genre_overlap"]] = sims
+        if stats.transitions is not None and ctx.sequence and len(found):
+            recent = [stats.index[i] for i in reversed(ctx.sequence[-5:]) if i in stats.index]
+            if recent:
+                sub = stats.transitions[recent][:, j].toarray()  # recent items × found candidates
+                rows[found, col["transition_last"]] = sub[0] if ctx.sequence[-1] in stats.index else 0.0
+                w = np.array([0.5**p for p in range(len(recent))])
+                rows[found, col["transition_recent"]] = w @ sub
     rows[:, col["history_len_log"]] = math.log1p(ctx.sequence_len)
     rows[:, col["has_query"]] = float(ctx.has_query)
     return rows

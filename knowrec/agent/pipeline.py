@@ -145,7 +145,12 @@ class Pipeline:
     def fusion_context(self, query: RecQuery, cands: Sequence[Candidate]) -> FusionContext:
         """What the fusion features need for one query: whole-catalogue sequential and EASE scores, and the cosine
         of every candidate to the history and query vectors."""
-        ctx = FusionContext(history=query.history, sequence_len=len(query.sequence), has_query=bool(query.query))
+        ctx = FusionContext(
+            history=query.history,
+            sequence_len=len(query.sequence),
+            has_query=bool(query.query),
+            sequence=query.sequence,
+        )
         for gen in self.generators:
             model = getattr(gen, "model", None)
             if gen.name == "sequential" and model is not None:
