@@ -2,7 +2,8 @@
 
 ``knowrec demo`` reuses them when the stored data is exactly the demo's (same data fingerprint and settings), so its
 first run does not train the sequential model. Rerun this after changing the demo data, the fusion features or the
-fitting defaults:
+fitting defaults. The served sequential model of the models shipped before is reused where it was fitted on the same
+data with the same settings (its fingerprints say so), so a change to the fusion alone does not retrain it:
 
     python scripts/build_demo_models.py [--threads 2]
 """
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from knowrec import Recommender, Settings
-from knowrec.datasets import demo_models_path
+from knowrec.datasets import demo_models_path, load_demo
 
 SHIPPED = ("manifest.json", "sequential.pt", "fusion", "fusion-cold", "fusion-constrained")
 
@@ -27,16 +28,23 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="use this data dir (kept) instead of a temporary one")
     args = ap.parse_args()
     dst = demo_models_path()
-    if dst.exists():  # otherwise the old shipped models would be reused when nothing changed
-        shutil.rmtree(dst)
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.keep or Path(tmp)
+        previous = Path(tmp) / "previous-models"
+        if dst.exists():  # moved away: otherwise the old fusion would be reused when nothing changed
+            shutil.move(dst, previous)
+        data_dir = args.keep or Path(tmp) / "data"
         settings = Settings(data_dir=data_dir, llm={"backend": "none"}, fit={"threads": args.threads})
         rec = Recommender(settings)
-        if rec.store.stats()["items"] == 0:
-            rec.ingest_demo(progress=True)  # fits too (nothing shipped matches yet, so everything is trained)
-        else:  # a kept data dir: its own earlier fit may lend the sequential models
-            rec.fit(progress=True, reuse=[settings.models_path])
+        try:
+            if rec.store.stats()["items"] == 0:
+                rec.ingest_dataset(load_demo(), progress=True, fit=False)
+            # the fusion is refitted: the previous shipped folder holds no probe model, so only its served sequential
+            # model can be reused; a kept data dir's own earlier fit may lend the probe model as well
+            rec.fit(progress=True, reuse=[settings.models_path, previous])
+        except BaseException:
+            if previous.exists():  # put the shipped models back
+                shutil.move(previous, dst)
+            raise
         src = settings.models_path
         dst.mkdir(parents=True)
         for name in SHIPPED:
