@@ -53,6 +53,10 @@ def main() -> None:
             elif (src / name).is_file():
                 shutil.copy2(src / name, dst / name)
         manifest = json.loads((dst / "manifest.json").read_text())
+        served = manifest.get("sequential", {}).get("served", "")
+        if str(previous) in served:  # a temporary folder's name says nothing once shipped
+            manifest["sequential"]["served"] = served.replace(str(previous), "the models shipped before")
+            (dst / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         print(json.dumps({k: manifest[k] for k in ("data_fingerprint", "probe_fingerprint", "timings_s")}, indent=1))
         rec.close()
 

@@ -367,3 +367,21 @@ def test_facts_read_from_text_enter_the_probe_fingerprint_only_when_there_are_so
     else:
         dataset_only = SQLiteGraphStore(path, fact_sources={"dataset"})
     assert derived_facts_fingerprint(dataset_only, ["1", "2"]) == ""
+
+
+def test_the_shipped_demo_models_match_the_code():
+    """The bundled demo's fitted models are what `knowrec demo` reuses on its first run; after a change to the fusion's
+    features or the fitting defaults they must be rebuilt (scripts/build_demo_models.py), or the first run fits
+    everything again (tens of minutes instead of about three)."""
+    from knowrec.config import FitConfig
+    from knowrec.datasets import demo_models_path
+    from knowrec.fitting import CONSTRAINED_FUSION_DIR, MANIFEST_FILE
+
+    folder = demo_models_path()
+    for name in (FUSION_DIR, COLD_FUSION_DIR, CONSTRAINED_FUSION_DIR):
+        LearnedFusion.load(folder / name)  # ConfigError when trained on other features
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    defaults = FitConfig().model_dump(mode="json")
+    for part in ("fusion", "sequential", "holdout_min_len", "holdout_per_user", "seed"):
+        assert manifest["config"][part] == defaults[part], part
+    assert manifest["fusion_fitted"] is True
