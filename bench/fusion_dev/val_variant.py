@@ -1,13 +1,6 @@
 """Val-item P3 fused recall with a fusion retrained on the dumped examples with some features blanked.
 
-Part of the fusion-feature dev loop of docs/benchmarks/retrieval.md (validation item only; never the test item):
-
-    python bench/fusion_dev/val_p3.py CONFIG.toml            # fit the val store (dumps the fusion's examples)
-    python bench/fusion_dev/val_p3.py CONFIG.toml --refit    # after a feature change: refit the fusion alone
-    python bench/fusion_dev/ablate.py $KNOWREC_DEV/examples-fusion.pkl no-trans=transition_last,transition_recent
-    python bench/fusion_dev/val_variant.py CONFIG.toml transition_last,transition_recent,sequential_prob
-
-CONFIG.toml is a `knowrec eval` config (its `out` holds the val store); examples go to $KNOWREC_DEV (default /tmp/dev).
+See bench/fusion_dev/README.md.
 """
 
 import os
