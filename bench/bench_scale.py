@@ -337,6 +337,7 @@ def child_recommend(args: argparse.Namespace, tracker: PeakTracker) -> dict[str,
         torch.set_num_threads(args.serve_threads)
     torch_threads = torch.get_num_threads()
     rec = Recommender(_settings(args, store), embedder=_embedder(args.embedder))
+    warm_up = rec.warm_up(mode="none") if args.warm_up else None  # as `knowrec serve` does at start
     t = time.perf_counter()
     first = rec.recommend(warm[0] if warm else known[0], k=args.k, mode="none", diversity=args.diversity)
     first_call_s = time.perf_counter() - t
@@ -406,6 +407,7 @@ def child_recommend(args: argparse.Namespace, tracker: PeakTracker) -> dict[str,
     return {
         "torch_threads": torch_threads,
         "clock": args.clock,
+        "warm_up_s": warm_up,
         "first_call_s": round(first_call_s, 2),
         "first_call_timings_ms": first.timings_ms,
         "fusion": sorted({r["fusion"] for g in groups.values() for r in g}),
@@ -507,6 +509,8 @@ def _run_child(args: argparse.Namespace, phase: str, data: Path, store: Path, re
         "diversity",
     ):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if not args.warm_up:
+        cmd.append("--no-warm-up")
     env = dict(os.environ, KNOWREC_CONFIG=os.devnull, TOKENIZERS_PARALLELISM="false")
     print(f"[{time.strftime('%H:%M:%S')}] {phase}: {data.name} -> {store}", flush=True)
     t = time.perf_counter()
@@ -709,9 +713,16 @@ def render(report: dict[str, Any]) -> str:
         if "summary" not in rec:
             continue
         variant = f", torch.set_num_threads({key.removeprefix('recommend_torch')})" if key != "recommend" else ""
+        warm = rec.get("warm_up_s")
+        opened = (
+            "`Recommender.warm_up()` first (as `knowrec serve` does at start; "
+            + ", ".join(f"{k} {_fmt(v, 2)} s" for k, v in warm.items())
+            + "), then the first call: "
+            if warm
+            else "first call after opening (loads models, opens the stores): "
+        )
         lines += [
-            f"**{lab}{variant}** (torch threads {rec.get('torch_threads')}) — first call after opening (loads "
-            "models, opens the stores): "
+            f"**{lab}{variant}** (torch threads {rec.get('torch_threads')}) — {opened}"
             f"{_fmt(rec['first_call_s'], 2)} s; fusion used: {', '.join(rec['fusion'])}. "
             f"Peak RSS of the serving process: {_fmt(rec['process']['peak_rss_mb'], 0)} MB. "
             + (
@@ -928,6 +939,12 @@ def main() -> None:
     ap.add_argument("--known-users", type=int, default=200)
     ap.add_argument("--cold-users", type=int, default=50, help="cold users with a query, and as many without")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="skip Recommender.warm_up() before the first call (models, KG links and vectors then load on demand)",
+    )
     ap.add_argument("--profile", type=int, default=5, help="known users recommended under cProfile")
     ap.add_argument(
         "--serve-threads",

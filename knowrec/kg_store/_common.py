@@ -122,7 +122,7 @@ def interaction_from_row(row: Sequence[Any]) -> Interaction:
 
 def fact_from_row(row: Sequence[Any]) -> Fact:
     """``(id, head, relation, tail, head_label, tail_label, source, provenance JSON)`` as a :class:`Fact`."""
-    return Fact(
+    return Fact.model_construct(  # unvalidated: a stored fact was validated when written
         id=row[0],
         head=row[1],
         relation=row[2],
@@ -348,8 +348,10 @@ def rank_paths(
                 if taken >= per_target:
                     break
         found.sort(key=lambda p: p[:5])
+        # built unvalidated: every field comes typed from the store (pydantic's validation was a fifth of a
+        # recommendation's time at 100k items, docs/benchmarks/scale.md)
         out[target] = [
-            KGPath(
+            KGPath.model_construct(
                 source_item=seed,
                 entity=entity,
                 entity_label=label,

@@ -855,6 +855,12 @@ class SQLiteGraphStore:
             self._links_cache = (generation, LinkIndex(items, degrees, conn.execute(self._item_entity_links)))
         return self._links_cache[1]
 
+    def warm_up(self) -> None:
+        """Build the in-memory item–entity links now (``kg_candidates`` builds them when first needed: a few
+        seconds per million facts)."""
+        with self._db() as conn:
+            self._links(conn)
+
     def kg_candidates(
         self,
         seed_items: Mapping[str, float],
@@ -880,7 +886,7 @@ class SQLiteGraphStore:
             finally:
                 self._clear_temp(conn)
         return [
-            Candidate(item_id=cand, score=score, sources={"kg": score}, paths=tuple(paths[cand]))
+            Candidate.model_construct(item_id=cand, score=score, sources={"kg": score}, paths=tuple(paths[cand]))
             for cand, score in scores
         ]
 

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from knowrec.api import RecommenderAPI
 from knowrec.config import ServerConfig, Settings
+from knowrec.errors import KnowrecError
 from knowrec.server.deps import call
 from knowrec.server.errors import error, install_error_handlers, responses
 from knowrec.server.routes import ROUTERS
@@ -133,6 +134,12 @@ def create_app(recommender: RecommenderAPI | None = None, settings: Settings | N
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warm_up = getattr(rec, "warm_up", None)
+        if warm_up is not None:  # the first requests should not pay for loading models and caches
+            try:
+                log.info("warmed up in %s s", await call(warm_up))
+            except KnowrecError as exc:  # a store that is down now is /readyz's to report, not a reason not to start
+                log.warning("warm-up failed: %s", exc)
         yield
         if owned:
             await call(rec.close)

@@ -8,6 +8,7 @@ import pytest
 
 from knowrec import InvalidInput, Recommender, Settings
 from knowrec.datasets import load_demo, subsample
+from knowrec.kg_store.chroma_index import ChromaItemIndex
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -94,3 +95,19 @@ def test_reingest_is_idempotent_and_bad_input_changes_nothing(demo_dir: Path, tm
     assert r.index.count() == indexed
     assert [it.item_id for it in r.recommend("1", k=5, mode="none").items] == before_rec
     r.close()
+
+
+def test_warm_up_loads_what_the_first_call_needs_and_changes_no_answer(demo_dir: Path):
+    cold = Recommender(Settings(data_dir=demo_dir, progress=False))
+    warm = Recommender(Settings(data_dir=demo_dir, progress=False))
+    timings = warm.warm_up(mode="none")
+    assert set(timings) == {"pipeline", "kg_links", "vectors"}
+    index = warm.index
+    assert isinstance(index, ChromaItemIndex) and len(index._vectors) == index.count() > 0
+    for user in ("1", "7", "42"):
+        a, b = cold.recommend(user, k=8, mode="none"), warm.recommend(user, k=8, mode="none")
+        assert [x.item_id for x in a.items] == [x.item_id for x in b.items] and a.fusion == b.fusion
+        assert [x.reasons for x in a.items] == [x.reasons for x in b.items]
+        assert [x.score for x in a.items] == pytest.approx([x.score for x in b.items])
+    cold.close()
+    warm.close()

@@ -201,3 +201,63 @@ def test_concurrent_first_calls_share_one_client(index: ItemIndex):
     for t in threads:
         t.join(60)
     assert not errors and found == [0, 0, 0, 0]
+
+
+# --- Chroma's vector cache (``vectors`` keeps what it read; ``preload`` reads everything) ---------------------------
+
+
+@pytest.fixture
+def chroma(tmp_path) -> ChromaItemIndex:
+    idx = ChromaItemIndex(HashEmbedder(), path=tmp_path / "chroma")
+    idx.upsert(list(DOCS), list(DOCS.values()))
+    return idx
+
+
+@pytest.mark.integration
+def test_chroma_preload_reads_every_vector_once(chroma: ChromaItemIndex, monkeypatch: pytest.MonkeyPatch):
+    assert chroma.preload(batch_size=2) == len(DOCS)  # three pages
+    col = chroma._collection()
+
+    def no_reads(*args: object, **kwargs: object) -> None:
+        raise AssertionError("read Chroma although every vector was preloaded")
+
+    monkeypatch.setattr(col, "get", no_reads)
+    got = chroma.vectors(list(DOCS))
+    for i, v in got.items():
+        np.testing.assert_allclose(v, _vec(DOCS[i]), atol=1e-6)
+    assert set(got) == set(DOCS)
+
+
+@pytest.mark.integration
+def test_chroma_preload_reads_nothing_when_the_vectors_do_not_fit(chroma: ChromaItemIndex):
+    chroma.vector_cache_items = len(DOCS) - 1
+    assert chroma.preload() == 0 and chroma._vectors == {}
+    assert set(chroma.vectors(["1", "2"])) == {"1", "2"}  # read on demand, as before
+
+
+@pytest.mark.integration
+def test_chroma_a_write_replaces_a_cached_vector(chroma: ChromaItemIndex):
+    chroma.preload()
+    chroma.upsert(["1"], ["Alien (1979). Science fiction horror by Ridley Scott"])
+    np.testing.assert_allclose(chroma.vectors(["1"])["1"], _vec(DOCS["3"]), atol=1e-6)
+    chroma.delete(["2"])
+    assert chroma.vectors(["2"]) == {}
+
+
+@pytest.mark.integration
+def test_chroma_a_vector_read_beside_a_write_is_not_kept(chroma: ChromaItemIndex, monkeypatch: pytest.MonkeyPatch):
+    """A read that overlaps a write of the same item (another request of a server) may return the old vector, but
+    must not cache it: the next read sees the new one."""
+    col = chroma._collection()
+    get = col.get
+    new_text = "Toy Story (1995). Animation comedy, now rewritten"
+
+    def read_then_write(*args: object, **kwargs: object) -> object:
+        got = get(*args, **kwargs)  # the old vector, read before the write ends
+        monkeypatch.setattr(col, "get", get)
+        chroma.upsert(["1"], [new_text])
+        return got
+
+    monkeypatch.setattr(col, "get", read_then_write)
+    np.testing.assert_allclose(chroma.vectors(["1"])["1"], _vec(DOCS["1"]), atol=1e-6)
+    np.testing.assert_allclose(chroma.vectors(["1"])["1"], _vec(new_text), atol=1e-6)

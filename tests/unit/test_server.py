@@ -580,3 +580,21 @@ def test_one_error_table_maps_every_knowrec_error_and_the_answers_follow_it(clie
         r = c.post("/v1/recommendations", json={"user_id": "u1"})
         assert (r.status_code, r.json()["error"]["type"]) == (row.status, row.type), row
     assert error_status(KeyError("x")) == (500, "internal_error")
+
+
+def test_the_server_warms_the_recommender_up_at_start_and_starts_when_that_fails(tmp_path: Path):
+    settings = Settings(data_dir=tmp_path, llm={"backend": "none"}, ranker={"mode": "none"})
+    calls: list[str] = []
+    fake = FakeRecommender(settings)
+    fake.warm_up = lambda: calls.append("warm_up") or {"pipeline": 0.0}  # type: ignore[attr-defined]
+    with TestClient(create_app(fake, settings)) as c:
+        assert calls == ["warm_up"]  # before the first request
+        assert c.get("/healthz").status_code == 200
+
+    def down() -> dict[str, float]:
+        raise StoreUnavailable("cannot open the graph at bolt://127.0.0.1:9")
+
+    broken = FakeRecommender(settings)
+    broken.warm_up = down  # type: ignore[attr-defined]
+    with TestClient(create_app(broken, settings)) as c:  # /readyz reports a store that is down; start anyway
+        assert c.get("/healthz").status_code == 200
