@@ -332,10 +332,23 @@ def rank_paths(
             )
     for target, entities in by_target.items():
         # Each entity's paths come in the final order (its seed links heaviest first, then target fact), so the
-        # best ``per_target`` of all are among the first ``per_target`` of each entity.
-        found: list[tuple[float, str, str, str, str, str, str, str, bool]] = []
+        # best ``per_target`` of all are among the first ``per_target`` of each entity; and an entity whose first
+        # path comes after the ``per_target``-th path found so far adds none. Entities are taken in the order of
+        # their first paths, so that most are never expanded (a long history reaches dozens per candidate).
+        heads: list[tuple[tuple[float, str, str, str, str], str, list[tuple[str, str, bool]]]] = []
         for entity, tlinks in entities.items():
-            tlinks.sort()
+            first = next((x for x in by_entity[entity] if x[1] != target), None)
+            if first is not None:
+                tlinks.sort()
+                heads.append(((first[0], first[1], entity, first[2], tlinks[0][0]), entity, tlinks))
+        heads.sort(key=lambda h: h[0])
+        found: list[tuple[float, str, str, str, str, str, str, str, bool]] = []
+        for head, entity, tlinks in heads:
+            if len(found) >= per_target:
+                found.sort(key=lambda p: p[:5])
+                del found[per_target:]
+                if head >= found[-1][:5]:
+                    break
             taken = 0
             for neg_w, seed, sfact, srel, sx, label in by_entity[entity]:
                 if seed == target:

@@ -340,3 +340,62 @@ def test_filtered_store_reads_a_view(tmp_path: Path, tiny_kg: GraphBatch) -> Non
         assert conn.execute("SELECT COUNT(*) FROM _vdf").fetchone()[0] == 8
     plain.close()
     filtered.close()
+
+
+def _every_path(seed_weights, seed_links, target_links, targets, n_items, per_target, max_degree):
+    """rank_paths by brute force: every path, sorted by the documented key, cut at per_target."""
+    from knowrec.kg_store._common import DATASET_SOURCE, rarity
+
+    out = {}
+    for t in targets:
+        paths = [
+            (-seed_weights[s.seed] * rarity(n_items, s.degree), s.seed, s.entity, s.fact, x.fact, s, x)
+            for s in seed_links
+            for x in target_links
+            if x.target == t and x.entity == s.entity and s.seed != t and 1 <= s.degree <= max_degree
+        ]
+        paths.sort(key=lambda p: p[:5])
+        out[t] = [
+            (p[1], p[2], p[3], p[4], -p[0], p[5].source != DATASET_SOURCE or p[6].source != DATASET_SOURCE)
+            for p in paths[:per_target]
+        ]
+    return out
+
+
+def test_rank_paths_keeps_exactly_the_heaviest_paths_of_every_target():
+    """The path ranking skips entities that cannot reach a target's best paths; on random graphs with many ties it
+    returns what ranking every path would."""
+    import random
+
+    from knowrec.kg_store._common import SeedLink, TargetLink, rank_paths
+
+    rng = random.Random(0)
+    for trial in range(300):
+        items = [f"i{k}" for k in range(rng.randint(2, 9))]
+        entities = [f"e{k}" for k in range(rng.randint(1, 8))]
+        degree = {e: rng.randint(1, 6) for e in entities}
+        seeds = rng.sample(items, rng.randint(1, len(items)))
+        weights = {s: rng.choice([0.5, 1.0, 1.0, 2.0]) for s in seeds}
+        seed_links = [
+            SeedLink(s, e, "", f"F{s}{e}{k}", "r", rng.choice(["dataset", "llm"]), degree[e])
+            for s in seeds
+            for e in rng.sample(entities, rng.randint(0, len(entities)))
+            for k in range(rng.randint(1, 2))
+        ]
+        targets = rng.sample(items, rng.randint(1, len(items)))
+        target_links = [
+            TargetLink(t, e, f"T{t}{e}{k}", "r", rng.choice(["dataset", "llm"]))
+            for t in targets
+            for e in rng.sample(entities, rng.randint(0, len(entities)))
+            for k in range(rng.randint(1, 2))
+        ]
+        per_target, max_degree = rng.randint(1, 5), rng.randint(1, 6)
+        got = rank_paths(
+            weights, seed_links, target_links, targets, n_items=10, per_target=per_target, max_degree=max_degree
+        )
+        want = _every_path(weights, seed_links, target_links, targets, 10, per_target, max_degree)
+        flat = {
+            t: [(p.source_item, p.entity, p.source_fact, p.target_fact, p.weight, p.extracted) for p in ps]
+            for t, ps in got.items()
+        }
+        assert flat == want, trial
