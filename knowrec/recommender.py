@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -254,7 +254,13 @@ class Recommender:
             self._pipeline = None
         return summary
 
-    def fit(self, *, progress: bool | None = None, reuse: Path | list[Path] | None = None) -> dict[str, Any]:
+    def fit(
+        self,
+        *,
+        progress: bool | None = None,
+        reuse: Path | list[Path] | None = None,
+        protect: Mapping[str, Collection[str]] | None = None,
+    ) -> dict[str, Any]:
         """Fit EASE, the sequential model, the item statistics and the learned fusion on the stored interactions.
 
         See :mod:`knowrec.fitting` for the procedure (held-out next items, early stopping, seed). The models go to
@@ -264,6 +270,8 @@ class Recommender:
             progress: show progress bars (default: ``settings.progress``).
             reuse: models folders whose probe stage (fusion, epoch count) or sequential model may be reused where
                 they were fitted on the same data and settings (the bundled demo ships one).
+            protect: per user, evaluation items that may be fitted on but are never a held-out label (``knowrec
+                eval``'s validation items in its test phase).
 
         Returns:
             The manifest: fitted-at time, data fingerprint, chosen epochs, validation NDCG, timings.
@@ -285,6 +293,7 @@ class Recommender:
             progress=show,
             reuse=reuse,
             sequence_len=self.settings.fit.sequential.max_len,
+            protect=protect,
         )
         self.__dict__.pop("models", None)
         self._pipeline = None

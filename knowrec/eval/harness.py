@@ -197,7 +197,7 @@ class Harness:
 
         With ``fitted`` (default) its models are fitted first if they are not yet: like the baselines, on the training
         split in the validation phase (its held-out items are the last training items); in the test phase on train +
-        validation item, whose validation item is never a label (``protect_last=1``), reusing the validation phase's
+        validation item, whose validation item is never a label (``fit(protect=…)``), reusing the validation phase's
         fusion and epoch count (the same prefixes). With ``models``, they go to ``<store>/models-NAME`` (an ablation's
         fusion, reusing the phase's main sequential model). ``fitted=False`` is for reading the stores only."""
         store_dir = self.out / "stores" / phase
@@ -244,14 +244,19 @@ class Harness:
             reuse = [store_dir / "models", val_dir / f"models-{models}"]
         rec = self._make(Settings(**settings))
         if not (rec.settings.models_path / "manifest.json").is_file():
-            rec.fit(progress=True, reuse=[r for r in reuse if r != rec.settings.models_path])
+            # the validation items by id: the store orders equal timestamps by item id, the split by the file, so a
+            # validation item is not always the last stored item (41 of 610 ml-latest-small users)
+            protect = (
+                {u: {seq[-2].item_id} for u, seq in ctx.sequences.items() if len(seq) >= 2} if phase == "test" else None
+            )
+            rec.fit(progress=True, reuse=[r for r in reuse if r != rec.settings.models_path], protect=protect)
         return rec
 
     @staticmethod
     def _fit_config(phase: str) -> FitConfig:
         """Validation phase: fitted on train (held-out = last training item). Test phase: on train + validation item,
-        which is never a label (``protect_last=1``), the sequential model refitted with the chosen epoch count."""
-        return FitConfig(protect_last=1 if phase == "test" else 0, refit=phase == "test", threads=1)
+        which is never a label (``fit(protect=…)``), the sequential model refitted with the chosen epoch count."""
+        return FitConfig(refit=phase == "test", threads=1)
 
     def _make(self, settings: Settings) -> Recommender:
         """A Recommender sharing one embedder and one LLM client (and so its prompt cache) across systems."""

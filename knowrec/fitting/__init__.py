@@ -4,9 +4,10 @@
 that nothing is tuned on an item it is then judged by:
 
 1. *Probe stage.* Every user with at least ``fit.holdout_min_len`` interactions lends the last one as a held-out
-   next item (in ``knowrec eval``'s test phase the last ``fit.protect_last`` stored items are validation items and
-   are cut first: they are never labels). EASE, the sequential model and the item statistics are fitted on the
-   prefixes only; the sequential model's epoch count is chosen by early stopping on the held-out items' NDCG@10.
+   next item (in ``knowrec eval``'s test phase each user's validation item is cut first, wherever equal
+   timestamps put it in the stored order: it is never a label). EASE, the sequential model and the item
+   statistics are fitted on the prefixes only; the sequential model's epoch count is chosen by early stopping on
+   the held-out items' NDCG@10.
 2. *Fusion.* For each sampled held-out user the generators run on the prefix (with the probe models) and every
    candidate gets the fusion features; the held-out item is the one relevant candidate. Extra cold-start examples
    (no history, the held-out item's genres as the query) teach the fusion how popularity and rating quality weigh
@@ -28,7 +29,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -193,9 +194,16 @@ class Holdout:
         return [(pre + held[:j], held[j][0]) for j in range(len(held))]
 
 
-def holdout_split(sequences: Mapping[str, Seq], protect_last: int = 0, min_len: int = 3, per_user: int = 1) -> Holdout:
-    """Cut the ``protect_last`` evaluation items, then hold out up to ``per_user`` of the last remaining items of
-    users with ``min_len``+ interactions (at least two stay in the prefix).
+def holdout_split(
+    sequences: Mapping[str, Seq],
+    protect_last: int = 0,
+    min_len: int = 3,
+    per_user: int = 1,
+    protect: Mapping[str, Collection[str]] | None = None,
+) -> Holdout:
+    """Cut each user's ``protect`` items (wherever they are) and the last ``protect_last`` (evaluation items), then
+    hold out up to ``per_user`` of the last remaining items of users with ``min_len``+ interactions (at least two
+    stay in the prefix).
 
     Example:
         >>> h = holdout_split({"u": [("a", 5.0), ("b", 4.0), ("c", 3.0), ("d", 4.0), ("v", 5.0)]}, 1, per_user=2)
@@ -206,6 +214,8 @@ def holdout_split(sequences: Mapping[str, Seq], protect_last: int = 0, min_len: 
     heldout: dict[str, Seq] = {}
     for user, seq in sequences.items():
         base = list(seq[: len(seq) - protect_last]) if protect_last else list(seq)
+        if protect and (cut := protect.get(user)):
+            base = [x for x in base if x[0] not in cut]
         n = min(per_user, len(base) - 2)
         if len(base) >= min_len and n >= 1:
             prefix[user], heldout[user] = base[:-n], base[-n:]
@@ -589,6 +599,7 @@ def fit_models(
     progress: bool = False,
     reuse: Path | Sequence[Path] | None = None,
     sequence_len: int = 200,
+    protect: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Any]:
     """Fit every model retrieval uses and write them to ``models_dir`` (see the module docstring).
 
@@ -604,6 +615,9 @@ def fit_models(
             sequential model (a fit with other generators only retrains the fusion), the served sequential model
             (same data: the bundled demo's shipped models).
         sequence_len: The sequence length the pipeline feeds the sequential model.
+        protect: Per user, evaluation items (``knowrec eval``'s validation items) that may be fitted on but are
+            never a held-out label nor in a prefix, wherever they sit in the stored order (``fit.protect_last``
+            assumes they are the last).
 
     Returns:
         The manifest written.
@@ -612,7 +626,7 @@ def fit_models(
     data = read_fit_data(store)
     if not data.sequences:
         raise ConfigError("nothing to fit: the store holds no interactions (ingest some first)")
-    holdout = holdout_split(data.sequences, cfg.protect_last, cfg.holdout_min_len, cfg.holdout_per_user)
+    holdout = holdout_split(data.sequences, cfg.protect_last, cfg.holdout_min_len, cfg.holdout_per_user, protect)
     seq_fp = _hash(
         FitData(data.items, holdout.prefix, {}).fingerprint(),
         sorted(holdout.heldout.items()),
@@ -646,6 +660,7 @@ def fit_models(
         "interactions": data.n_interactions,
         "heldout_users": len(holdout.heldout),
         "heldout_items": sum(len(h) for h in holdout.heldout.values()),
+        "protected_items": sum(len(v) for v in (protect or {}).values()),
         "generators": list(retrieval.generators),
         "config": cfg.model_dump(mode="json"),
         "timings_s": {},

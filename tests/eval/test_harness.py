@@ -110,6 +110,10 @@ def test_runner_writes_results_report_plots_and_candidates(tiny_run):
     assert "grid" in systems["ease"]["meta"]  # the tuning table is recorded
     report = (out / "report.md").read_text()
     assert "P1 sampled-20" in report and "Beyond accuracy" in report and "Tuning" in report
+    # the test phase protects every user's validation item by id and so reuses the validation phase's fusion
+    manifest = json.loads((out / "stores" / "test" / "models" / "manifest.json").read_text())
+    assert manifest["protected_items"] == results["dataset"]["users"]
+    assert manifest["fusion"]["reused_from"] == str(out / "stores" / "val" / "models")
 
 
 def p3_section(report: str) -> list[str]:
@@ -400,7 +404,7 @@ def test_reuse_stores_is_relative_to_the_config_and_offered_to_the_fit(tmp_path:
     assert cfg.run.reuse_stores == tmp_path / "other" / "stores"
     offered: list[list[Path]] = []
 
-    def fake_fit(self, progress=None, reuse=None):
+    def fake_fit(self, progress=None, reuse=None, protect=None):
         offered.append(list(reuse or []))
         raise RuntimeError("stop here")
 

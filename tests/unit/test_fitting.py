@@ -12,6 +12,7 @@ import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -385,3 +386,47 @@ def test_the_shipped_demo_models_match_the_code():
     for part in ("fusion", "sequential", "holdout_min_len", "holdout_per_user", "seed"):
         assert manifest["config"][part] == defaults[part], part
     assert manifest["fusion_fitted"] is True
+
+
+def test_a_validation_item_tied_in_time_is_protected_wherever_the_store_puts_it(tmp_path: Path, backend: str):
+    """``knowrec eval``'s test phase: the validation item shares its timestamp with the last training item, and the
+    store orders equal timestamps by item id, so it is not always the last stored item. Protected by id, it is never
+    a label: the probe stage is exactly the validation phase's (so that phase's fusion is reused); cutting the last
+    stored item instead (``protect_last=1``) would cut a training item and make the validation item a label."""
+    base = chains(seed=5)
+    val = str(N_ITEMS)  # "30": before most training ids in string order
+
+    def stored(with_val: bool) -> Dataset:
+        ds = dataset(base)
+        if not with_val:
+            return ds
+        tied = [Interaction(user_id=u, item_id=val, rating=5.0, timestamp=len(s) - 1) for u, s in base.items()]
+        return Dataset(name=ds.name, items=ds.items, facts=ds.facts, interactions=[*ds.interactions, *tied])
+
+    def fit(folder: Path, ds: Dataset, **kw: Any) -> dict[str, Any]:
+        settings = Settings(
+            data_dir=folder,
+            progress=False,
+            llm={"backend": "none"},
+            ranker={"mode": "none"},
+            retrieval={"ease_min_count": 1, "n_candidates": 10, "pool_size": 15},
+            fit={**SMALL_FIT, **kw.pop("cfg", {})},
+        )
+        rec = recommender(backend, settings)
+        rec.ingest_dataset(ds, fit=False)
+        if "history" in kw:
+            kw.pop("history").update({u: [x.item_id for x in reversed(rec.store.history(u))] for u in base})
+        manifest = rec.fit(**kw)
+        rec.close()
+        return manifest
+
+    history: dict[str, list[str]] = {}
+    val_phase = fit(tmp_path / "val", stored(False))
+    test_phase = fit(tmp_path / "test", stored(True), protect={u: {val} for u in base}, history=history)
+    assert any(h[-1] != val for h in history.values()), "no validation item was stored before a training item"
+    assert test_phase["protected_items"] == len(base)
+    assert test_phase["sequential_fingerprint"] == val_phase["sequential_fingerprint"]
+    assert test_phase["probe_fingerprint"] == val_phase["probe_fingerprint"]
+    assert test_phase["fusion"]["examples_sha1"] == val_phase["fusion"]["examples_sha1"]
+    by_last = fit(tmp_path / "last", stored(True), cfg={"protect_last": 1})
+    assert by_last["sequential_fingerprint"] != val_phase["sequential_fingerprint"]
