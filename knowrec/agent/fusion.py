@@ -263,9 +263,8 @@ def build_candidate_list(lists: Mapping[str, Sequence[Candidate]]) -> list[Candi
             ranks.setdefault(c.item_id, {})[name] = rank
             if c.paths and c.item_id not in paths:
                 paths[c.item_id] = c.paths
-    return [  # unvalidated: every field is built typed here (hundreds of candidates per recommendation)
-        Candidate.model_construct(item_id=i, score=0.0, sources=sources[i], ranks=ranks[i], paths=paths.get(i, ()))
-        for i in sources
+    return [
+        Candidate(item_id=i, score=0.0, sources=sources[i], ranks=ranks[i], paths=paths.get(i, ())) for i in sources
     ]
 
 

@@ -122,7 +122,7 @@ def interaction_from_row(row: Sequence[Any]) -> Interaction:
 
 def fact_from_row(row: Sequence[Any]) -> Fact:
     """``(id, head, relation, tail, head_label, tail_label, source, provenance JSON)`` as a :class:`Fact`."""
-    return Fact.model_construct(  # unvalidated: a stored fact was validated when written
+    return Fact(
         id=row[0],
         head=row[1],
         relation=row[2],
@@ -332,23 +332,10 @@ def rank_paths(
             )
     for target, entities in by_target.items():
         # Each entity's paths come in the final order (its seed links heaviest first, then target fact), so the
-        # best ``per_target`` of all are among the first ``per_target`` of each entity; and an entity whose first
-        # path comes after the ``per_target``-th path found so far adds none. Entities are taken in the order of
-        # their first paths, so that most are never expanded (a long history reaches dozens per candidate).
-        heads: list[tuple[tuple[float, str, str, str, str], str, list[tuple[str, str, bool]]]] = []
-        for entity, tlinks in entities.items():
-            first = next((x for x in by_entity[entity] if x[1] != target), None)
-            if first is not None:
-                tlinks.sort()
-                heads.append(((first[0], first[1], entity, first[2], tlinks[0][0]), entity, tlinks))
-        heads.sort(key=lambda h: h[0])
+        # best ``per_target`` of all are among the first ``per_target`` of each entity.
         found: list[tuple[float, str, str, str, str, str, str, str, bool]] = []
-        for head, entity, tlinks in heads:
-            if len(found) >= per_target:
-                found.sort(key=lambda p: p[:5])
-                del found[per_target:]
-                if head >= found[-1][:5]:
-                    break
+        for entity, tlinks in entities.items():
+            tlinks.sort()
             taken = 0
             for neg_w, seed, sfact, srel, sx, label in by_entity[entity]:
                 if seed == target:
@@ -361,10 +348,8 @@ def rank_paths(
                 if taken >= per_target:
                     break
         found.sort(key=lambda p: p[:5])
-        # built unvalidated: every field comes typed from the store (pydantic's validation was a fifth of a
-        # recommendation's time at 100k items, docs/benchmarks/scale.md)
         out[target] = [
-            KGPath.model_construct(
+            KGPath(
                 source_item=seed,
                 entity=entity,
                 entity_label=label,

@@ -886,7 +886,7 @@ class SQLiteGraphStore:
             finally:
                 self._clear_temp(conn)
         return [
-            Candidate.model_construct(item_id=cand, score=score, sources={"kg": score}, paths=tuple(paths[cand]))
+            Candidate(item_id=cand, score=score, sources={"kg": score}, paths=tuple(paths[cand]))
             for cand, score in scores
         ]
 

@@ -363,8 +363,8 @@ def _every_path(seed_weights, seed_links, target_links, targets, n_items, per_ta
 
 
 def test_rank_paths_keeps_exactly_the_heaviest_paths_of_every_target():
-    """The path ranking skips entities that cannot reach a target's best paths; on random graphs with many ties it
-    returns what ranking every path would."""
+    """On random graphs with many ties the path ranking returns what ranking every path by the documented key would
+    (it expands at most ``per_target`` paths per entity)."""
     import random
 
     from knowrec.kg_store._common import SeedLink, TargetLink, rank_paths
