@@ -95,10 +95,9 @@ def recommender(backend: str, settings: Settings, like: Recommender | None = Non
     return Recommender(settings, store=store, index=like.index, embedder=HashEmbedder())
 
 
-def make(
-    tmp: Path, seqs: dict[str, list[str]], fit: dict | None = None, ingest_fit: bool = True, *, backend: str
-) -> Recommender:
-    settings = Settings(
+def small_settings(tmp: Path, fit: dict | None = None) -> Settings:
+    """No LLM, small candidate pools, the quick fit."""
+    return Settings(
         data_dir=tmp,
         progress=False,
         llm={"backend": "none"},
@@ -106,7 +105,12 @@ def make(
         retrieval={"ease_min_count": 1, "n_candidates": 10, "pool_size": 15},
         fit=fit or SMALL_FIT,
     )
-    rec = recommender(backend, settings)
+
+
+def make(
+    tmp: Path, seqs: dict[str, list[str]], fit: dict | None = None, ingest_fit: bool = True, *, backend: str
+) -> Recommender:
+    rec = recommender(backend, small_settings(tmp, fit))
     rec.ingest_dataset(dataset(seqs), fit=ingest_fit)
     return rec
 
@@ -404,15 +408,7 @@ def test_a_validation_item_tied_in_time_is_protected_wherever_the_store_puts_it(
         return Dataset(name=ds.name, items=ds.items, facts=ds.facts, interactions=[*ds.interactions, *tied])
 
     def fit(folder: Path, ds: Dataset, **kw: Any) -> dict[str, Any]:
-        settings = Settings(
-            data_dir=folder,
-            progress=False,
-            llm={"backend": "none"},
-            ranker={"mode": "none"},
-            retrieval={"ease_min_count": 1, "n_candidates": 10, "pool_size": 15},
-            fit={**SMALL_FIT, **kw.pop("cfg", {})},
-        )
-        rec = recommender(backend, settings)
+        rec = recommender(backend, small_settings(folder, {**SMALL_FIT, **kw.pop("cfg", {})}))
         rec.ingest_dataset(ds, fit=False)
         if "history" in kw:
             kw.pop("history").update({u: [x.item_id for x in reversed(rec.store.history(u))] for u in base})
