@@ -356,9 +356,10 @@ class ChromaItemIndex:
         """Read every stored vector into the cache of :meth:`vectors`, when they fit (``vector_cache_items``).
 
         A long-lived process (a server, an evaluation) calls this once (``Recommender.warm_up``): at 100k items a
-        recommendation otherwise spends ~13 ms reading its candidates' vectors, which differ from user to user, for
-        the first few hundred users. Returns how many vectors the cache holds (0 when the collection is too large:
-        nothing is read). 100k vectors take ~150 MB.
+        recommendation otherwise reads its candidates' vectors, which differ from user to user, from Chroma for the
+        first few hundred users (3 ms of a 40 ms call on a fast 2-core machine, 13 ms on a slower one;
+        ``docs/benchmarks/retrieval.md``). Returns how many vectors the cache holds (0 when the collection is too
+        large: nothing is read). 100k vectors take ~150 MB and ~5 s to read.
         """
         col = self._collection()
         with self._guard():
