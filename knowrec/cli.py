@@ -545,7 +545,8 @@ def kg_extract(
             return
         out.print(
             f"[green]ok[/] {summary.extracted} item(s) read, {summary.skipped} unchanged since the last run; facts "
-            f"kept {summary.kept} (new {summary.written}), dropped {sum(summary.dropped.values())} "
+            f"kept {summary.kept} (new {summary.written}), retracted {summary.retracted} (an earlier text's), "
+            f"dropped {sum(summary.dropped.values())} "
             f"{summary.dropped or ''}; failed items {summary.failed or 0}; {summary.items_per_second:.2f} items/s"
         )
         out.print(f"resolved: {summary.resolved or '—'} · review: {summary.report}")

@@ -15,7 +15,7 @@ Example:
     ...            Fact(head="2", relation="director", tail="p:lasseter", tail_label="John Lasseter")],
     ...     interactions=[Interaction(user_id="u1", item_id="1", rating=5.0, timestamp=10)],
     ... ))
-    WriteStats(items=2, facts=2, interactions=1)
+    WriteStats(items=2, facts=2, interactions=1, retracted=0)
     >>> [(c.item_id, round(c.score, 3)) for c in store.kg_candidates({"1": 1.0}, exclude=set(), n=5)]
     [('2', 0.693)]
     >>> store.paths(["1"], "2")[0].entity_label
@@ -237,7 +237,8 @@ class InMemoryGraphStore:
     def write(self, batch: GraphBatch, progress: Progress | None = None) -> WriteStats:
         """Upsert a batch, all of it or nothing; returns how many items, facts and interactions were new.
 
-        As :meth:`~knowrec.kg_store.base.GraphStore.write`: items update title, text and attributes; a stored fact
+        As :meth:`~knowrec.kg_store.base.GraphStore.write`: ``retract`` first (a fact goes where its stored source is
+        the one named; so does an entity left with no fact); items update title, text and attributes; a stored fact
         keeps its source and provenance and takes only non-empty labels; interactions update rating and timestamp.
         ``progress(stage, n)`` is called after each chunk of 5,000 rows.
 
@@ -252,7 +253,18 @@ class InMemoryGraphStore:
                 lambda ids: {i for i in ids if i in state.items},
             )
             new = state.copy()
-            n_items = n_facts = n_interactions = 0
+            n_items = n_facts = n_interactions = n_retracted = 0
+            ends: set[str] = set()
+            for r in {r.fact_id: r for r in batch.retract}.values():
+                gone = new.facts.get(r.fact_id)
+                if gone is not None and gone.source == r.source:
+                    del new.facts[r.fact_id]
+                    ends.update((gone.head, gone.tail))
+                    n_retracted += 1
+            if ends:  # entities no fact names any more go with their last fact
+                named = {node for f in new.facts.values() for node in (f.head, f.tail)}
+                for node in ends - named:
+                    new.entities.pop(node, None)
             for item_chunk in chunks(batch.items, WRITE_CHUNK):
                 for it in item_chunk:
                     n_items += it.id not in new.items
@@ -289,7 +301,7 @@ class InMemoryGraphStore:
                 if progress is not None:
                     progress("interactions", len(x_chunk))
             self._graph.state = new
-        return WriteStats(items=n_items, facts=n_facts, interactions=n_interactions)
+        return WriteStats(items=n_items, facts=n_facts, interactions=n_interactions, retracted=n_retracted)
 
     # --- items --------------------------------------------------------------------------------------------------
 

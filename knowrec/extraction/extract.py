@@ -7,6 +7,9 @@ text and in that evidence, and its relation is in the schema (every drop is coun
 stored entities (:mod:`knowrec.extraction.resolve`) or become new ones. Each item's facts are written whole, with
 provenance (source ``llm``, model, adapter, prompt, confidence, evidence). Results are kept per item in a JSONL file
 so that an interrupted run resumes where it stopped and a second run over unchanged text asks and writes nothing.
+An item read again (its text changed, or another model or prompt read it) has the facts of its earlier reading that
+the new one does not repeat retracted in the same write; if the new answer fails, those whose evidence the new text
+still contains stay.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from knowrec.errors import InvalidInput, LLMError
 from knowrec.extraction.resolve import EntityResolver
 from knowrec.extraction.schema import ExtractionSchema
 from knowrec.extraction.text import Sentence, contains, mentions, normalise, sentences
-from knowrec.kg_store.base import GraphBatch, GraphStore
+from knowrec.kg_store.base import GraphBatch, GraphStore, Retraction
 from knowrec.prompts import load_prompt
-from knowrec.types import Fact, Item, Provenance
+from knowrec.types import Fact, Item, Provenance, fact_id
 
 __all__ = [
     "Checked",
@@ -51,8 +54,19 @@ LLM_SOURCE = "llm"
 EXTRACTOR_VERSION = "3"
 """Bumped when the checks or the names offered change, so that stored results are not reused across versions."""
 
-_Pending = list[tuple["ItemAnswer", list[tuple[str, Fact]]]]
-"""Answered items not yet written: each with its facts and the object text each fact was read from."""
+
+@dataclass
+class _ItemWrite:
+    """An answered item not yet written: its facts (each with the object text it was read from), the facts of an
+    earlier reading it keeps (a failed answer: those the text still supports) and those it retracts."""
+
+    answer: ItemAnswer
+    facts: list[tuple[str, Fact]]
+    carried: list[dict[str, Any]] = field(default_factory=list)
+    retract: list[Retraction] = field(default_factory=list)
+
+
+_Pending = list[_ItemWrite]
 
 
 def source_text(item: Item, fields: Sequence[str]) -> list[tuple[str, str]]:
@@ -226,6 +240,8 @@ class ExtractSummary:
     dropped: dict[str, int] = field(default_factory=dict)
     written: int = 0
     """Facts new to the store."""
+    retracted: int = 0
+    """Facts of an earlier reading of an item (its old text) removed from the store."""
     resolved: dict[str, int] = field(default_factory=dict)
     """Objects by how they resolved: ``label``, ``alias``, ``embedding``, ``new``."""
     new_entities: int = 0
@@ -271,6 +287,7 @@ class ExtractionRun:
         self.write_every = max(1, write_every)
         self.adapter = adapter
         self.results_path = self.out_dir / "results.jsonl"
+        self._last: dict[str, dict[str, Any]] = {}
         self._done = self._load()
         self._merges: dict[tuple[str, str], dict[str, Any]] = {}
         self._new: dict[str, dict[str, Any]] = {}
@@ -289,7 +306,8 @@ class ExtractionRun:
         }
 
     def _load(self) -> dict[str, dict[str, Any]]:
-        """Stored results by item id (the last line of an item wins), when their key matches this run's."""
+        """Stored results by item id (the last line of an item wins), when their key matches this run's; the last
+        result of every item, whatever its key, goes to ``_last`` (the facts a new reading replaces)."""
         done: dict[str, dict[str, Any]] = {}
         if not self.results_path.is_file():
             return done
@@ -303,6 +321,7 @@ class ExtractionRun:
                 except json.JSONDecodeError:  # a line cut short by a kill: that item is asked again
                     log.warning("%s:%d: unreadable result line skipped (its item is asked again)", self.results_path, n)
                     continue
+                self._last[rec["item"]] = rec
                 if rec.get("key") == key:
                     done[rec["item"]] = rec
         return done
@@ -320,7 +339,7 @@ class ExtractionRun:
         pending: _Pending = []
         try:
             for item, answer in self._answers(items, retry_failed, summary, on_item):
-                pending.append((answer, self._resolve(item, answer, summary)))
+                pending.append(self._superseding(item, answer, self._resolve(item, answer, summary)))
                 if len(pending) >= self.write_every:
                     self._flush(pending, summary)
                 if on_item is not None:
@@ -426,14 +445,40 @@ class ExtractionRun:
         summary.kept += len(kept)
         return list(kept.values())
 
+    def _superseding(self, item: Item, answer: ItemAnswer, facts: list[tuple[str, Fact]]) -> _ItemWrite:
+        """The item's write: its new facts, and what becomes of the facts its last recorded reading wrote (an item read
+        again because its text, the model or the prompt changed). Those the new answer repeats stay; after a failed
+        answer, so do those whose evidence the current text still contains (the item can be asked again); the rest are
+        retracted (only where the store holds them as ``llm`` facts: a fact the data also states stays)."""
+        write = _ItemWrite(answer, facts)
+        prev = self._last.get(item.id)
+        if not prev or not prev.get("facts"):
+            return write
+        new = {f.id for _, f in facts}
+        text = " ".join(t for _, t in source_text(item, self.extractor.cfg.fields))
+        for old in prev["facts"]:
+            fid = fact_id(item.id, old["relation"], old["entity"])
+            if fid in new:
+                continue
+            if answer.failure and old.get("evidence") and contains(text, old["evidence"]):
+                write.carried.append(old)
+            else:
+                write.retract.append(Retraction(fid, LLM_SOURCE))
+        return write
+
     def _flush(self, pending: _Pending, summary: ExtractSummary) -> None:
-        """Write the pending items' facts in one transaction, then record them as done (never the reverse)."""
-        facts = [f for _, fs in pending for _, f in fs]
-        if facts:
-            summary.written += self.store.write(GraphBatch(facts=facts)).facts
+        """Write the pending items' facts (and retract what they replace) in one transaction, then record them as
+        done (never the reverse)."""
+        facts = [f for w in pending for _, f in w.facts]
+        retract = [r for w in pending for r in w.retract]
+        if facts or retract:
+            stats = self.store.write(GraphBatch(facts=facts, retract=retract))
+            summary.written += stats.facts
+            summary.retracted += stats.retracted
         key = self.key
         with self.results_path.open("a", encoding="utf-8") as fh:
-            for answer, fs in pending:
+            for w in pending:
+                answer, fs = w.answer, w.facts
                 rec = {
                     "item": answer.item_id,
                     "hash": answer.hash,
@@ -449,11 +494,13 @@ class ExtractionRun:
                             "evidence": f.provenance.evidence if f.provenance else "",
                         }
                         for obj, f in fs
-                    ],
+                    ]
+                    + w.carried,
                     "dropped": dict(answer.dropped),
                 }
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 self._done[answer.item_id] = rec
+                self._last[answer.item_id] = rec
         pending.clear()
 
     def _report(self, summary: ExtractSummary) -> Path:
@@ -468,7 +515,8 @@ class ExtractionRun:
             "",
             f"Items: {summary.items} ({summary.extracted} asked, {summary.skipped} unchanged since the last run, "
             f"failed: {summary.failed or 'none'}). Facts proposed {summary.proposed}, kept {summary.kept}, "
-            f"new to the store {summary.written}; dropped: {summary.dropped or 'none'}.",
+            f"new to the store {summary.written}, retracted (an earlier text's) {summary.retracted}; "
+            f"dropped: {summary.dropped or 'none'}.",
             "",
             "## Merged into stored entities (check these)",
             "",

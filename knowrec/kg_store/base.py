@@ -10,31 +10,44 @@ import numpy as np
 
 from knowrec.types import Candidate, Entity, Fact, Interaction, Item, KGPath
 
-__all__ = ["Embedder", "GraphBatch", "GraphStore", "ItemIndex", "Progress", "WriteStats"]
+__all__ = ["Embedder", "GraphBatch", "GraphStore", "ItemIndex", "Progress", "Retraction", "WriteStats"]
 
 Progress = Callable[[str, int], None]
 """Progress callback: ``progress(stage, n_done_since_last_call)``."""
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """A stored fact to remove, but only where it is stored with ``source``: a fact the data also states (stored first
+    from the data) stays when the facts an LLM read from an item's old text are retracted."""
+
+    fact_id: str
+    source: str
 
 
 @dataclass
 class GraphBatch:
     """Everything one ingest writes to the graph store. Validated before it gets here.
 
-    Entities are implied by facts (their ``tail``/``head`` ids and labels); users by interactions.
+    Entities are implied by facts (their ``tail``/``head`` ids and labels); users by interactions. ``retract`` removes
+    stored facts (see :class:`Retraction`) before the batch's facts are written, in the same transaction; an entity
+    left with no fact goes with its last one.
     """
 
     items: list[Item] = field(default_factory=list)
     facts: list[Fact] = field(default_factory=list)
     interactions: list[Interaction] = field(default_factory=list)
+    retract: list[Retraction] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class WriteStats:
-    """How many rows of each kind were new (not already stored) in a write."""
+    """How many rows of each kind were new (not already stored) in a write, and how many facts it removed."""
 
     items: int = 0
     facts: int = 0
     interactions: int = 0
+    retracted: int = 0
 
 
 @runtime_checkable

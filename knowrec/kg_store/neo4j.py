@@ -50,7 +50,7 @@ from knowrec.kg_store._common import (
     top_popular,
     unique,
 )
-from knowrec.kg_store.base import GraphBatch, Progress, WriteStats
+from knowrec.kg_store.base import GraphBatch, Progress, Retraction, WriteStats
 from knowrec.types import Candidate, Entity, Fact, Interaction, Item, KGPath
 
 __all__ = ["Neo4jGraphStore"]
@@ -115,6 +115,22 @@ MATCH (t:KGNode {id: row.tail})
 WITH row, h, t WHERE NOT EXISTS { MATCH ()-[f:FACT]->() USING INDEX f:FACT(id) WHERE f.id = row.id }
 CREATE (h)-[:FACT {id: row.id, relation: row.relation, head_label: row.head_label, tail_label: row.tail_label,
                    source: row.source, provenance: row.provenance}]->(t)
+"""
+
+# A retraction removes a fact only where it is stored with the source named; its endpoints' ids come back.
+_RETRACT_FACTS = """
+UNWIND $rows AS row
+MATCH (h)-[f:FACT]->(t) USING INDEX f:FACT(id) WHERE f.id = row.id AND f.source = row.source
+WITH f, h.id AS head, t.id AS tail
+DELETE f
+RETURN head, tail
+"""
+
+# Entities (endpoints of retracted facts) that no fact names any more.
+_DROP_BARE_ENTITIES = """
+UNWIND $ids AS id
+MATCH (n:KGNode {id: id}) WHERE n:Entity AND NOT EXISTS { (n)-[:FACT]-() }
+DELETE n
 """
 
 _ITEM_NEIGHBOURS = """
@@ -342,7 +358,7 @@ class Neo4jGraphStore:
         ...     facts=[Fact(head="1", relation="director", tail="p:lasseter", tail_label="John Lasseter"),
         ...            Fact(head="2", relation="director", tail="p:lasseter", tail_label="John Lasseter")],
         ... ))  # doctest: +SKIP
-        WriteStats(items=2, facts=2, interactions=0)
+        WriteStats(items=2, facts=2, interactions=0, retracted=0)
         >>> [(c.item_id, round(c.score, 3)) for c in store.kg_candidates({"1": 1.0}, set(), n=5)]  # doctest: +SKIP
         [('2', 0.693)]
     """
@@ -506,6 +522,8 @@ class Neo4jGraphStore:
         Items update title, text and attributes; facts update their labels (a non-empty label is never replaced
         by an empty one) but keep the source and provenance they were first stored with; interactions update rating
         and timestamp. Entities are the fact endpoints that are not item ids; their labels come from the facts.
+        ``batch.retract`` goes first: each named fact is deleted where it is stored with the source named, and an
+        entity left with no fact goes too (``WriteStats.retracted`` counts the facts).
         ``progress(stage, n)`` is called after each chunk of 5,000 rows with stage ``"items"``, ``"facts"`` or
         ``"interactions"``; if it raises, nothing is written. ``fact_sources`` does not apply to writes.
 
@@ -535,6 +553,7 @@ class Neo4jGraphStore:
             (x for x in batch.interactions if x.item_id not in batch_item_ids), lambda ids: self._has_items(tx, ids)
         )
 
+        retracted = self._retract(tx, batch.retract) if batch.retract else 0
         before = self._counts(tx)
 
         for item_chunk in chunks(batch.items, WRITE_CHUNK):
@@ -601,7 +620,22 @@ class Neo4jGraphStore:
                 progress("interactions", len(xchunk))
 
         after = self._counts(tx)
-        return WriteStats(**{t: after[t] - before[t] for t in before})
+        return WriteStats(**{t: after[t] - before[t] for t in before}, retracted=retracted)
+
+    def _retract(self, tx: Any, retract: Sequence[Retraction]) -> int:
+        """Delete the facts stored with the source each retraction names; drop the entities left with no fact and
+        recompute the degrees of the others. Returns how many facts went."""
+        rows = {r.fact_id: {"id": r.fact_id, "source": r.source} for r in retract}
+        ends: set[str] = set()
+        gone = 0
+        for chunk in chunks(list(rows.values()), WRITE_CHUNK):
+            for head, tail in self._rows(tx, _RETRACT_FACTS, rows=list(chunk)):
+                ends.update((head, tail))
+                gone += 1
+        for echunk in chunks(sorted(ends), WRITE_CHUNK):
+            self._run(tx, _DROP_BARE_ENTITIES, ids=list(echunk))
+            self._run(tx, _RECOMPUTE_DF, ids=list(echunk))
+        return gone
 
     # --- items --------------------------------------------------------------------------------------------------
 

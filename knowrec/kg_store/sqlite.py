@@ -48,7 +48,7 @@ from knowrec.kg_store._common import (
     top_popular,
     unique,
 )
-from knowrec.kg_store.base import GraphBatch, Progress, WriteStats
+from knowrec.kg_store.base import GraphBatch, Progress, Retraction, WriteStats
 from knowrec.types import Candidate, Entity, Fact, Interaction, Item, KGPath
 
 __all__ = ["SCHEMA_VERSION", "SQLiteGraphStore"]
@@ -173,6 +173,13 @@ INSERT OR IGNORE INTO _touch (id)
 SELECT id FROM _bitems
 UNION SELECT f.tail FROM _bitems AS b CROSS JOIN facts AS f ON f.head = b.id
 UNION SELECT f.head FROM _bitems AS b CROSS JOIN facts AS f ON f.tail = b.id
+"""
+
+# Entities among the endpoints of retracted facts (in _touch) that no fact names any more.
+_DROP_BARE_ENTITIES = """
+DELETE FROM entities WHERE id IN (SELECT id FROM _touch)
+    AND NOT EXISTS (SELECT 1 FROM facts AS f WHERE f.tail = entities.id)
+    AND NOT EXISTS (SELECT 1 FROM facts AS f WHERE f.head = entities.id)
 """
 
 _RECOMPUTE_DF = """
@@ -322,7 +329,7 @@ class SQLiteGraphStore:
         ...            Fact(head="2", relation="director", tail="p:lasseter", tail_label="John Lasseter")],
         ...     interactions=[Interaction(user_id="u1", item_id="1", rating=5.0, timestamp=10)],
         ... ))
-        WriteStats(items=2, facts=2, interactions=1)
+        WriteStats(items=2, facts=2, interactions=1, retracted=0)
         >>> [(c.item_id, round(c.score, 3)) for c in store.kg_candidates({"1": 1.0}, exclude=set(), n=5)]
         [('2', 0.693)]
         >>> store.kg_candidates({"1": 1.0}, exclude=set(), n=5)[0].paths[0].entity_label
@@ -510,6 +517,8 @@ class SQLiteGraphStore:
         Items update title, text and attributes; facts update their labels (a non-empty label is never replaced
         by an empty one) but keep the source and provenance they were first stored with; interactions update rating
         and timestamp. Entities are the fact endpoints that are not item ids; their labels come from the facts.
+        ``batch.retract`` goes first: each named fact is deleted where it is stored with the source named, and an
+        entity left with no fact goes too (``WriteStats.retracted`` counts the facts).
         ``progress(stage, n)`` is called after each chunk of 5,000 rows with stage ``"items"``, ``"facts"`` or
         ``"interactions"``; if it raises, nothing is written. ``fact_sources`` does not apply to writes.
 
@@ -528,7 +537,7 @@ class SQLiteGraphStore:
                 raise
             finally:
                 self._writes += 1
-                if batch.items or batch.facts:
+                if batch.items or batch.facts or batch.retract:
                     self._graph_writes += 1
         logger.info("graph store %s: wrote %s", self.path, stats)
         return stats
@@ -542,6 +551,7 @@ class SQLiteGraphStore:
             (x for x in batch.interactions if x.item_id not in batch_item_ids), lambda ids: self._has_items(conn, ids)
         )
 
+        retracted = self._retract(conn, batch.retract) if batch.retract else 0
         before = {t: self._count(conn, t) for t in ("items", "facts", "interactions")}
 
         for chunk in chunks(batch.items, WRITE_CHUNK):
@@ -573,7 +583,29 @@ class SQLiteGraphStore:
                 progress("interactions", len(ichunk))
 
         after = {t: self._count(conn, t) for t in ("items", "facts", "interactions")}
-        return WriteStats(**{t: after[t] - before[t] for t in before})
+        return WriteStats(**{t: after[t] - before[t] for t in before}, retracted=retracted)
+
+    def _retract(self, conn: sqlite3.Connection, retract: Sequence[Retraction]) -> int:
+        """Delete the facts stored with the source each retraction names; recompute the degrees of their endpoints
+        and drop the entities left with no fact. Returns how many facts went."""
+        wanted = {r.fact_id: r.source for r in retract}
+        gone: list[str] = []
+        ends: set[str] = set()
+        for chunk in chunks(list(wanted), _IN_CHUNK):
+            sql = f"SELECT id, head, tail, source FROM facts WHERE id IN ({_marks(len(chunk))})"
+            for fid, head, tail, source in self._execute(conn, sql, chunk):
+                if source == wanted[fid]:
+                    gone.append(fid)
+                    ends.update((head, tail))
+        for chunk in chunks(gone, _IN_CHUNK):
+            self._execute(conn, f"DELETE FROM facts WHERE id IN ({_marks(len(chunk))})", chunk)
+        if gone:
+            self._fill(conn, "_touch", ((node,) for node in ends))
+            self._execute(conn, _DROP_BARE_ENTITIES)
+            self._execute(conn, "DELETE FROM entity_df WHERE entity IN (SELECT id FROM _touch)")
+            self._execute(conn, _RECOMPUTE_DF)
+            self._execute(conn, "DELETE FROM _touch")
+        return len(gone)
 
     def _update_entities(self, conn: sqlite3.Connection, batch: GraphBatch, batch_item_ids: set[str]) -> None:
         """Upsert the batch's entities and recompute ``entity_df`` for every entity the batch may have changed."""

@@ -249,6 +249,60 @@ def test_a_second_run_on_unchanged_text_asks_and_writes_nothing(tmp_path: Path):
     assert llm.calls == ["Heat (1995)"] and s3.skipped == 1
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+def test_a_changed_text_replaces_the_facts_of_the_old_one(tmp_path: Path, backend: str):
+    store = stored_store(store=InMemoryGraphStore() if backend == "memory" else None)
+    store.write(GraphBatch(facts=[Fact(head="6", relation="director", tail="dbr:Michael_Mann")]))  # the data's too
+
+    def llm_facts() -> set[tuple[str, str]]:
+        return {(f.relation, f.tail_label) for f in store.facts(["6"])["6"] if f.source == "llm"}
+
+    def entities() -> set[str]:
+        return {e.label for batch in store.iter_entities() for e in batch}
+
+    first, _ = run_for(store, ScriptedLLM({"Heat (1995)": HEAT_ANSWER}), tmp_path)
+    s1 = first.run([HEAT])
+    assert (s1.written, s1.retracted) == (2, 0)  # the director fact was stored from the data first
+    assert llm_facts() == {("starring", "Al Pacino"), ("starring", "Robert De Niro")}
+
+    # De Niro leaves the text: his fact goes, and the entity only that fact named with it
+    v2 = HEAT.model_copy(
+        update={
+            "text": "Heat is a crime film directed by Michael Mann. Al Pacino leads the cast. "
+            "Music by Elliot Goldenthal."
+        }
+    )
+    answer = {
+        "facts": [
+            fact("director", "Michael Mann", 1),
+            fact("starring", "Al Pacino", 2),
+            fact("musicComposer", "Elliot Goldenthal", 3),
+        ]
+    }
+    second, _ = run_for(store, ScriptedLLM({"Heat (1995)": answer}), tmp_path)
+    s2 = second.run([v2])
+    assert (s2.written, s2.retracted) == (1, 1)
+    assert llm_facts() == {("starring", "Al Pacino"), ("musicComposer", "Elliot Goldenthal")}
+    assert "Robert De Niro" not in entities()
+
+    # The text changes again and the LLM fails: what the new text still supports stays, the rest goes.
+    v3 = HEAT.model_copy(update={"text": "Heat is a crime film. Al Pacino leads the cast. The score is new."})
+    failing = ScriptedLLM({}, fail_titles=["Heat (1995)"])
+    third, _ = run_for(store, failing, tmp_path)
+    s3 = third.run([v3])
+    assert (s3.failed, s3.retracted) == ({"llm_error": 1}, 1)  # the composer; the director is the data's
+    assert llm_facts() == {("starring", "Al Pacino")}
+    # Pacino's fact stays tracked: asked again, an answer without it retracts it
+    again, _ = run_for(store, ScriptedLLM({"Heat (1995)": {"facts": []}}), tmp_path)
+    assert again.run([v3]).skipped == 1  # the failure is kept …
+    s4 = again.run([v3], retry_failed=True)  # … until asked again
+    assert (s4.written, s4.retracted, s4.failed) == (0, 1, {})
+    assert llm_facts() == set() and "Al Pacino" not in entities()
+    assert [f.source for f in store.facts(["6"])["6"]] == ["dataset"] and "Michael Mann" in entities()
+    last = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()][-1]
+    assert (last["item"], last["facts"], last["failure"]) == ("6", [], "")
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path):
     store = stored_store()
     answers = {

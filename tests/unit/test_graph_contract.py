@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from knowrec.errors import ConfigError, InvalidInput, StoreUnavailable
-from knowrec.kg_store.base import GraphBatch, GraphStore, WriteStats
+from knowrec.kg_store.base import GraphBatch, GraphStore, Retraction, WriteStats
 from knowrec.types import Entity, Fact, Interaction, Item, KGPath, Provenance, fact_id
 
 N_ITEMS = 6
@@ -228,6 +228,7 @@ def test_progress_error_rolls_back(loaded: GraphStore, fail_at: str) -> None:
         items=[Item(id="m7", title="Eta"), Item(id="m1", title="Changed")],
         facts=[Fact(head="m7", relation="genre", tail="genre:Horror", tail_label="Horror")],
         interactions=[Interaction(user_id="u4", item_id="m7", timestamp=5)],
+        retract=[Retraction(fact_id("m1", "director", "p:d1"), "dataset")],
     )
 
     class Boom(RuntimeError):
@@ -241,7 +242,7 @@ def test_progress_error_rolls_back(loaded: GraphStore, fail_at: str) -> None:
         loaded.write(batch, progress)
     assert _snapshot(loaded) == before
     # The store still works and the same batch can be written afterwards.
-    assert loaded.write(batch) == WriteStats(items=1, facts=1, interactions=1)
+    assert loaded.write(batch) == WriteStats(items=1, facts=1, interactions=1, retracted=1)
 
 
 # --- items and interactions -------------------------------------------------------------------------------------
@@ -677,6 +678,37 @@ def test_fact_sources_filter(backend: Backend, tiny_kg: GraphBatch) -> None:
     store.write(tiny_kg)
     assert _fact_reads(store) != llm_only
     assert _fact_reads(backend.open(fact_sources={"llm"})) == llm_only
+
+
+def test_retract_removes_facts_of_the_source_named(backend: Backend, tiny_kg: GraphBatch) -> None:
+    llm = _llm_facts()
+    store = backend.open()
+    store.write(tiny_kg)
+    dataset_only = (_fact_reads(store), store.stats(), list(store.iter_entities()))
+    store.write(GraphBatch(facts=llm))
+    assert _fact_reads(store) != dataset_only[0]  # read once: whatever a backend caches is filled
+    other = backend.open()  # another store on the same storage
+    assert _fact_reads(other) == _fact_reads(store)
+
+    retract = [Retraction(f.id, "llm") for f in llm] + [Retraction("Fnot-stored", "llm")]
+    # m1 -director-> p:d1 is the data's too; stored first from the data, it is no `llm` fact and stays
+    assert store.write(GraphBatch(retract=retract)) == WriteStats(retracted=len(llm) - 1)
+    after = (_fact_reads(store), store.stats(), list(store.iter_entities()))
+    assert after == dataset_only  # degrees recomputed, entities only the LLM named (theme:heist, mood:dark) gone
+    assert (_fact_reads(other), other.stats()) == dataset_only[:2]
+    assert store.write(GraphBatch(retract=retract)) == WriteStats()  # nothing left to retract
+
+    # Retraction goes first: a fact retracted and written in one batch is stored, with the new row's source.
+    fid = fact_id("m1", "director", "p:d1")
+    data = store.get_facts([fid])[fid]
+    assert data.source == "dataset"
+    again = _llm("m1", "director", "p:d1", "Alpha", "Dir One", provenance=PROV)
+    assert store.write(GraphBatch(facts=[again], retract=[Retraction(fid, "dataset")])) == WriteStats(
+        facts=1, retracted=1
+    )
+    assert store.get_facts([fid])[fid] == again
+    assert again in store.facts(["m1"])["m1"]
+    assert store.entity_degrees(ASKED_ENTITIES) == dataset_only[0]["entity_degrees"]
 
 
 def test_filtered_reads_see_the_next_write(backend: Backend, loaded: GraphStore) -> None:
