@@ -8,7 +8,7 @@ Example:
 """
 
 from knowrec.config import Settings
-from knowrec.errors import ConfigError, InvalidInput, KnowrecError, LLMError, NotFound, StoreUnavailable
+from knowrec.errors import ConfigError, InvalidInput, InvalidSetting, KnowrecError, LLMError, NotFound, StoreUnavailable
 from knowrec.recommender import Recommender
 from knowrec.types import (
     Candidate,
@@ -38,6 +38,7 @@ __all__ = [
     "IngestSummary",
     "Interaction",
     "InvalidInput",
+    "InvalidSetting",
     "Item",
     "KGPath",
     "KnowrecError",

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from knowrec.errors import InvalidSetting
 
 __all__ = [
     "ChatConfig",
@@ -27,6 +29,7 @@ __all__ = [
     "ServerConfig",
     "Settings",
     "TuneConfig",
+    "with_overrides",
 ]
 
 
@@ -402,6 +405,25 @@ def default_cache_dir() -> Path:
     return Path(base) / "knowrec"
 
 
+_Stage_T = TypeVar("_Stage_T", bound=BaseModel)
+
+
+def with_overrides(base: _Stage_T, overrides: dict[str, Any], name: str) -> _Stage_T:
+    """``base`` (one stage's settings, e.g. ``settings.tune``) with ``overrides`` applied and validated.
+
+    Raises:
+        InvalidSetting: An override is unknown or has a value the setting cannot take (named ``name.field``).
+
+    Example:
+        >>> with_overrides(Settings().tune, {"examples": 50}, "tune").examples
+        50
+    """
+    try:
+        return type(base).model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise InvalidSetting.from_validation(exc, prefix=name) from None
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "knowrec"
@@ -454,6 +476,18 @@ class Settings(BaseSettings):
     server: ServerConfig = ServerConfig()
     progress: bool = True
     """Show progress bars on long work (ingest)."""
+
+    def __init__(self, **values: Any) -> None:
+        """Validate arguments, ``KNOWREC_*`` variables and the settings file.
+
+        Raises:
+            InvalidSetting: A value is not one this setting can take (a :class:`~knowrec.errors.KnowrecError`; also a
+                ``ValueError``, as pydantic's own error is).
+        """
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InvalidSetting.from_validation(exc) from None
 
     @field_validator("graph_uri")
     @classmethod

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ConfigError", "InvalidInput", "KnowrecError", "LLMError", "NotFound", "StoreUnavailable"]
+__all__ = [
+    "ConfigError",
+    "InvalidInput",
+    "InvalidSetting",
+    "KnowrecError",
+    "LLMError",
+    "NotFound",
+    "StoreUnavailable",
+]
 
 
 class KnowrecError(Exception):
@@ -13,6 +22,37 @@ class KnowrecError(Exception):
 
 class ConfigError(KnowrecError):
     """Settings are inconsistent or name something that does not exist."""
+
+
+class InvalidSetting(ConfigError, ValueError):
+    """A setting has a value it cannot take (from arguments, the environment or a settings file). ``field`` is its
+    dotted name; ``errors`` every problem found, as pydantic lists them.
+
+    Example:
+        >>> from knowrec.config import Settings
+        >>> try:
+        ...     Settings(ranker={"mode": "sideways"})
+        ... except InvalidSetting as e:
+        ...     print(e.field)
+        ranker.mode
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, errors: list[dict[str, Any]] | None = None) -> None:
+        self.field = field
+        self.errors = errors or []
+        super().__init__(message)
+
+    @classmethod
+    def from_validation(cls, exc: Any, prefix: str = "") -> InvalidSetting:
+        """From a pydantic ``ValidationError``: the first problem named, the number of others."""
+        errors = [dict(e) for e in exc.errors()]
+        first = errors[0] if errors else {}
+        field = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(first.get("loc", ())))
+        msg = str(first.get("msg", exc))
+        if "input" in first and first.get("type") != "missing" and not isinstance(first["input"], dict):
+            msg += f" (got {first['input']!r})"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return cls(f"invalid setting {field}: {msg}{more}", field=field or None, errors=errors)
 
 
 class InvalidInput(KnowrecError):

@@ -24,7 +24,7 @@ from knowrec.agent.retrieve import (
     VectorGenerator,
 )
 from knowrec.builders import build_embedder, build_index, build_llm, build_ranker, build_store
-from knowrec.config import Settings
+from knowrec.config import Settings, with_overrides
 from knowrec.errors import ConfigError, InvalidInput, NotFound
 from knowrec.extraction.extract import ExtractSummary
 from knowrec.fitting import FittedModels
@@ -172,7 +172,8 @@ class Recommender:
                 ``manifest.json``. Serve it with ``llm.adapter = out``.
             progress: show progress bars (default: ``settings.progress``).
             resume: continue from the checkpoint in ``out``.
-            overrides: fields of ``settings.tune`` (``examples=200``, ``objectives=("ranking",)``, …).
+            overrides: fields of ``settings.tune`` (``examples=200``, ``objectives=("ranking",)``, …); a bad one
+                raises :class:`~knowrec.errors.InvalidSetting`.
 
         Returns:
             The manifest: base model, data fingerprint, objectives, examples, validation curve and best NDCG@10.
@@ -182,10 +183,9 @@ class Recommender:
             rec.tune("my-adapter", examples=300)["best"]["ndcg@10"]
             # → 0.41
         """
-        from knowrec.config import TuneConfig
         from knowrec.tuning import tune
 
-        cfg = TuneConfig.model_validate({**self.settings.tune.model_dump(), **overrides})
+        cfg = with_overrides(self.settings.tune, overrides, "tune")
         show = self.settings.progress if progress is None else progress
         return tune(self, Path(out), cfg, progress=show, resume=resume)
 
@@ -215,10 +215,9 @@ class Recommender:
             rec.extract_facts(["6"]).kept
             # → 3
         """
-        from knowrec.config import ExtractConfig
         from knowrec.extraction import EntityResolver, ExtractionRun, FactExtractor, default_schema, load_schema
 
-        cfg = ExtractConfig.model_validate({**self.settings.extract.model_dump(), **overrides})
+        cfg = with_overrides(self.settings.extract, overrides, "extract")
         llm = self.llm
         if llm is None:
             raise ConfigError("kg extract needs an LLM: set llm.backend to llama_cpp or http")

@@ -27,7 +27,15 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from knowrec.errors import ConfigError, InvalidInput, KnowrecError, LLMError, NotFound, StoreUnavailable
+from knowrec.errors import (
+    ConfigError,
+    InvalidInput,
+    InvalidSetting,
+    KnowrecError,
+    LLMError,
+    NotFound,
+    StoreUnavailable,
+)
 from knowrec.server.schemas import ErrorBody
 
 __all__ = [
@@ -57,6 +65,7 @@ ERROR_TABLE: tuple[ErrorRow, ...] = (
     ErrorRow(InvalidInput, 422, "invalid_request"),
     ErrorRow(LLMError, 503, "llm_unavailable"),
     ErrorRow(StoreUnavailable, 503, "store_unavailable"),
+    ErrorRow(InvalidSetting, 503, "config_error"),  # the server's own settings: not the request's fault
     ErrorRow(ConfigError, 503, "config_error"),
     ErrorRow(KnowrecError, 503, "unavailable"),
 )

@@ -81,13 +81,25 @@ def test_settings_from_env_and_toml(tmp_path, monkeypatch):
     assert Settings(ranker={"mode": "verbalizer"}).ranker.mode == "verbalizer"  # arguments beat env
 
 
-def test_settings_reject_unknown_fields():
-    from pydantic import ValidationError
+def test_settings_reject_unknown_fields_with_a_knowrec_error_naming_the_field(monkeypatch: pytest.MonkeyPatch):
+    from knowrec.config import with_overrides
+    from knowrec.errors import ConfigError, InvalidSetting, KnowrecError
 
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidSetting, match=r"^invalid setting ranker\.nope: Extra inputs are not permitted") as e:
         Settings(ranker={"mode": "listwise", "nope": 1})
-    with pytest.raises(ValidationError):
+    assert isinstance(e.value, ConfigError) and isinstance(e.value, KnowrecError) and e.value.field == "ranker.nope"
+    with pytest.raises(InvalidSetting, match=r"ranker\.rerank_top: .*\(got 99\)") as e:
         Settings(ranker={"rerank_top": 99})
+    assert e.value.errors and e.value.errors[0]["loc"] == ("ranker", "rerank_top")
+    monkeypatch.setenv("KNOWREC_RANKER__MODE", "sideways")  # the environment too
+    with pytest.raises(InvalidSetting, match=r"ranker\.mode: .*\(got 'sideways'\)"):
+        Settings()
+    monkeypatch.delenv("KNOWREC_RANKER__MODE")
+    # one stage's overrides (Recommender.tune / extract_facts take them as keyword arguments)
+    with pytest.raises(InvalidSetting, match=r"^invalid setting tune\.examples: .*\(got 0\)"):
+        with_overrides(Settings().tune, {"examples": 0}, "tune")
+    with pytest.raises(InvalidSetting, match=r"extract\.nope"):
+        with_overrides(Settings().extract, {"nope": 1}, "extract")
 
 
 def test_invalid_input_message_names_file_line_field():

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from knowrec import Settings
-from knowrec.errors import ConfigError, KnowrecError
+from knowrec.errors import ConfigError, InvalidSetting, KnowrecError
 from knowrec.tuning import adapter_paths, label_ndcg
 from knowrec.tuning.examples import Example
 from knowrec.tuning.export import vllm_problems
@@ -75,9 +74,9 @@ def test_examples_round_trip_through_json():
 
 
 def test_tune_settings_refuse_what_no_server_serves():
-    with pytest.raises(ValidationError, match="not a rank vLLM serves"):
+    with pytest.raises(InvalidSetting, match="not a rank vLLM serves"):
         Settings(tune={"rank": 12})
-    with pytest.raises(ValidationError, match="target_modules"):
+    with pytest.raises(InvalidSetting, match="target_modules"):
         Settings(tune={"target_modules": ["lm_head"]})
     assert Settings(tune={"rank": 16}).tune.rank == 16
 
