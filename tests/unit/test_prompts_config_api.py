@@ -18,6 +18,7 @@ def test_public_api_is_pinned():
             "IngestSummary",
             "Interaction",
             "InvalidInput",
+            "InvalidSetting",
             "Item",
             "KGPath",
             "KnowrecError",
