@@ -136,7 +136,9 @@ def build_ranker(settings: Settings, mode: str, llm: LLMClient | None) -> Ranker
         raise ConfigError(f"ranker mode {mode!r} needs an LLM, but llm.backend is 'none'")
     w = settings.ranker.llm_weight
     if mode == "verbalizer":
-        return VerbalizerRanker(llm, llm_weight=w, prompt_tokens=settings.ranker.prompt_tokens)
+        return VerbalizerRanker(
+            llm, llm_weight=w, prompt_tokens=settings.ranker.prompt_tokens, shuffle=settings.ranker.shuffle
+        )
     if mode == "listwise":
         return ListwiseRanker(llm, llm_weight=w, prompt_tokens=settings.ranker.prompt_tokens)
     if mode == "pointwise":

@@ -304,6 +304,11 @@ class RankerConfig(_Stage):
     """Final score = (1 − w) · retrieval + w · LLM, both rank-normalised to [0, 1]."""
     facts_per_candidate: int = Field(default=3, ge=0, le=10)
     history_in_prompt: int = Field(default=10, ge=1, le=50)
+    shuffle: bool = False
+    """Verbalizer: show the candidates in a random order (seeded by the candidates, so the same list is always shown the
+    same way) instead of retrieval's, so that a label's position says nothing. A small model copies the order it is
+    shown (``docs/benchmarks/tuning.md``); an adapter tuned with this on (``knowrec tune`` follows it) is served
+    with it on."""
     prompt_tokens: int | None = Field(default=700, ge=64)
     """Token budget of a ranking prompt (verbalizer, listwise): over it, facts are cut to one per candidate, then the
     oldest history titles go. ``None``: no budget. Chosen by measurement: ``docs/benchmarks/llm-engines.md`` (speed),

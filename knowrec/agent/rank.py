@@ -8,8 +8,10 @@ order (both rank-normalised to [0, 1]) so a weak model can only move items so fa
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import random
 import re
 import statistics
 import string
@@ -38,6 +40,7 @@ __all__ = [
     "fuse_scores",
     "rank_normalise",
     "short_fact",
+    "shown_order",
 ]
 
 log = logging.getLogger(__name__)
@@ -262,11 +265,34 @@ class _LLMRanker:
         )
 
 
+def shown_order(item_ids: Sequence[str]) -> list[int]:
+    """The positions of ``item_ids`` in the order a shuffling ranker shows them: a permutation seeded by the ids
+    themselves, so the same candidates are always shown the same way (in serving, in evaluation and in tuning).
+
+    Example:
+        >>> shown_order(["a", "b", "c"]) == shown_order(["a", "b", "c"])
+        True
+        >>> sorted(shown_order(["a", "b", "c"]))
+        [0, 1, 2]
+    """
+    seed = int(hashlib.sha1("\x1f".join(item_ids).encode()).hexdigest()[:12], 16)
+    perm = list(range(len(item_ids)))
+    random.Random(seed).shuffle(perm)
+    return perm
+
+
 class VerbalizerRanker(_LLMRanker):
-    """One forward pass; each candidate is scored by the log-probability of its label as the answer."""
+    """One forward pass; each candidate is scored by the log-probability of its label as the answer. With ``shuffle``,
+    the candidates are shown in :func:`shown_order` instead of retrieval's (labels follow the order shown)."""
 
     mode = "verbalizer"
     prompt_name = "rank_verbalizer"
+
+    def __init__(
+        self, llm: LLMClient, llm_weight: float = 0.3, prompt_tokens: int | None = None, shuffle: bool = False
+    ) -> None:
+        super().__init__(llm, llm_weight, prompt_tokens)
+        self.shuffle = shuffle
 
     def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult:
         self._check_size(items)
@@ -274,12 +300,13 @@ class VerbalizerRanker(_LLMRanker):
         if len(items) < 2:
             return RankResult(order=order, final_scores=rank_normalise(order), prompt=self.prompt, model="none")
         labels = list(LABELS[: len(items)])
+        shown = [items[p] for p in shown_order(order)] if self.shuffle else list(items)
         try:
-            _, prompt = self._fit_prompt(ctx, items)
+            _, prompt = self._fit_prompt(ctx, shown)
             logprobs = self.llm.label_logprobs(prompt, labels)
         except LLMError as exc:
             return self._fallback(order, f"LLM error: {exc}")
-        by_item = {order[n]: logprobs.get(lab, -math.inf) for n, lab in enumerate(labels)}
+        by_item = {it.candidate.item_id: logprobs.get(lab, -math.inf) for it, lab in zip(shown, labels, strict=True)}
         if all(math.isinf(v) for v in by_item.values()):
             return self._fallback(order, "no label received a finite log-probability")
         llm_order = _order_by(by_item, order)

@@ -68,6 +68,16 @@ PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
         "tune": {"objectives": ["ranking"]},
         "adapter": "no-kg-objective",
     },
+    # tuned and served with the candidates shown in a seeded random order ("tune_settings": the settings its tuning
+    # runs with), so that the adapter cannot learn the labels' positions
+    "tuned-shuffled": {
+        "settings": {"ranker": {"shuffle": True}},
+        "call": {},
+        "llm": True,
+        "tune": {},
+        "tune_settings": {"ranker": {"shuffle": True}},
+        "adapter": "shuffled",
+    },
 }
 """Our pipeline and its ablations. ``knowrec`` = verbalizer ranking (the default mode) with diversity."""
 

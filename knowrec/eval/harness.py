@@ -354,7 +354,7 @@ class Harness:
         out = self.out / "adapters" / spec["adapter"]
         if (out / "manifest.json").is_file():
             return out
-        rec = self.recommender(ctx, "val")
+        rec = self.recommender(ctx, "val", spec.get("tune_settings"))
         overrides = {**self.cfg.systems.tune, **spec["tune"]}
         rec.tune(out, progress=True, resume=(out / "checkpoint" / "state.json").is_file(), **overrides)
         rec.close()

@@ -89,7 +89,7 @@ def build_examples(
     val_users = val_users[: max(1, min(len(val_users), want_users // 5 + 1))] if val_users else []
     pipe = rec.pipeline("none")
     budget = cfg.max_prompt_tokens or rec.settings.ranker.prompt_tokens
-    ranker = VerbalizerRanker(client, prompt_tokens=budget)
+    ranker = VerbalizerRanker(client, prompt_tokens=budget, shuffle=rec.settings.ranker.shuffle)
     n_cands = rec.settings.ranker.rerank_top
     threshold = rec.settings.retrieval.like_threshold
     common = {
@@ -128,6 +128,7 @@ def build_examples(
         "prompt": ranker.prompt.ref,
         "prompt_tokens_budget": budget,
         "candidates": n_cands,
+        "shuffled": ranker.shuffle,
         "target_in_retrieval": _share_retrieved(train + val),
         "users_sha1": _fingerprint([*sorted(train_users), "|", *sorted(val_users)]),
     }

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from knowrec.agent.rank import LABELS, display_title
+from knowrec.agent.rank import LABELS, display_title, shown_order
 from knowrec.prompts import load_prompt
 from knowrec.types import Candidate, Interaction, RecQuery
 
@@ -157,6 +157,8 @@ def _ranking_example(
                 break
     if len(cands) < 2:
         return None
+    if ranker.shuffle:  # shown as the ranker shows them in serving: the labels follow the order shown
+        cands = [cands[p] for p in shown_order([c.item_id for c in cands])]
     ctx, items = pipe.rank_inputs(prof, None, cands)
     _, prompt = ranker._fit_prompt(ctx, items)
     choices = tuple(c.item_id for c in cands)

@@ -200,3 +200,34 @@ def test_distillation_asks_the_teacher_server_for_every_training_prompt(
         # the teacher's label log-probabilities: one per label, the best of them a real probability
         assert len(r["teacher"]) == len(r["labels"]) and -20 < max(r["teacher"]) <= 0
     assert all(row["train_loss"] is None or row["train_loss"] >= 0 for row in manifest["curve"])
+
+
+def test_shuffled_examples_show_the_candidates_as_the_shuffling_ranker_does(small: Recommender):
+    """``ranker.shuffle``: the tuning prompts list each example's candidates in :func:`shown_order`, as the ranker
+    shows them in serving, and the label of the true item follows it (the same examples otherwise)."""
+    from knowrec.agent.rank import shown_order
+    from knowrec.config import TuneConfig
+    from knowrec.tuning import build_examples
+    from tests.fakes import FakeLLM
+
+    cfg = TuneConfig(examples=3, per_user=1, val_share=0.0, objectives=("ranking",))
+
+    def quiet(title: str, total: int) -> Any:
+        return lambda n: None
+
+    plain, _, info = build_examples(small, cfg, FakeLLM(), quiet)
+    kept = small.settings
+    small.settings = kept.model_copy(update={"ranker": kept.ranker.model_copy(update={"shuffle": True})})
+    try:
+        shuffled, _, shuffled_info = build_examples(small, cfg, FakeLLM(), quiet)
+    finally:
+        small.settings = kept
+    assert (info["shuffled"], shuffled_info["shuffled"]) == (False, True) and len(plain) == len(shuffled) == 3
+    moved = 0
+    for a, b in zip(plain, shuffled, strict=True):
+        assert a.user == b.user
+        assert b.choices == tuple(a.choices[p] for p in shown_order(list(a.choices)))
+        assert b.choices[b.target] == a.choices[a.target]  # the label of the same item
+        assert b.prompt != a.prompt
+        moved += b.target != a.target
+    assert moved >= 1

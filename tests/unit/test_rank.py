@@ -10,6 +10,7 @@ from knowrec.agent.rank import (
     VerbalizerRanker,
     fuse_scores,
     rank_normalise,
+    shown_order,
 )
 from knowrec.errors import InvalidInput
 from knowrec.types import Candidate, Fact
@@ -48,6 +49,25 @@ def test_verbalizer_scores_every_label_and_fuses():
     assert prompt.index("Heat (1995)") < prompt.index("A. Movie 0")
     assert "director: Director 0" in prompt
     assert res.prompt is not None and res.prompt.ref == "rank_verbalizer@2"
+
+
+def test_verbalizer_shuffle_shows_a_seeded_order_and_maps_labels_back():
+    cands = items(6)
+    perm = shown_order([it.candidate.item_id for it in cands])
+    assert perm != list(range(6))  # this list is shown in another order …
+    llm = FakeLLM(logprobs={"A": -0.1, "B": -1.0, "C": -2.0, "D": -3.0, "E": -4.0, "F": -5.0})
+    res = VerbalizerRanker(llm, llm_weight=1.0, shuffle=True).rank(CTX, cands, 6)
+    prompt = llm.calls[0]["prompt"]
+    for label, p in zip("ABCDEF", perm, strict=True):  # … labelled in the order shown
+        assert f"{label}. Movie {p}" in prompt
+    assert res.order == [str(p) for p in perm]  # the LLM's preference for A, B, … lands on the items shown there
+    assert res.llm_scores[str(perm[0])] == pytest.approx(math.exp(-0.1))
+    again = FakeLLM(logprobs={"A": -0.1})
+    VerbalizerRanker(again, shuffle=True).rank(CTX, cands, 6)
+    assert again.calls[0]["prompt"] == prompt  # the same candidates are always shown the same way
+    plain = FakeLLM(logprobs={"A": -0.1})
+    VerbalizerRanker(plain).rank(CTX, cands, 6)
+    assert "A. Movie 0" in plain.calls[0]["prompt"]  # off by default: retrieval's order
 
 
 def test_verbalizer_weight_zero_is_retrieval_order():
