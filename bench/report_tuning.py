@@ -1,6 +1,6 @@
 """Write docs/benchmarks/tuning.md and tuning.png from a `knowrec tune` output folder (its manifest and curve).
 
-    python bench/report_tuning.py docs/benchmarks/ml-latest-small/adapters/main [--command "…"]
+    python bench/report_tuning.py docs/benchmarks/ml-latest-small/adapters/main [--command "…"] [--out FILE.md]
 
 The tuning itself is run by `knowrec tune` (or by `knowrec eval run` for the tuned systems, in the validation store).
 """
@@ -20,10 +20,11 @@ def main() -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--command", default="knowrec eval run bench/eval-ml-latest-small.toml")
     ap.add_argument("--note", default="")
+    ap.add_argument("--out", type=Path, default=OUT / "tuning.md", help="the report (its plot goes beside it, .png)")
     args = ap.parse_args()
     m = json.loads((args.folder / "manifest.json").read_text())
     curve = m["curve"]
-    plot = OUT / "tuning.png"
+    plot: Path | None = args.out.with_suffix(".png")
     try:
         import matplotlib
 
@@ -44,7 +45,7 @@ def main() -> None:
         ax[1].set_ylabel("validation NDCG@10 (20 candidates)")
         ax[1].legend()
         fig.tight_layout()
-        fig.savefig(plot, dpi=110)
+        fig.savefig(str(plot), dpi=110)
     except ImportError:
         plot = None
     ex = m["examples"]
@@ -79,7 +80,7 @@ def main() -> None:
         lines.append(f"| {r['examples']} | {tl} | {r['val_loss']:.3f} | {r['val_ndcg@10']:.4f} |")
     if plot is not None:
         lines += ["", f"![curves]({plot.name})"]
-    target = OUT / "tuning.md"
+    target = args.out
     # the evaluation of the adapter (written by hand from `knowrec eval`'s report) is kept
     kept = target.read_text().partition(EVAL_SECTION)[2] if target.exists() else ""
     text = "\n".join(lines) + "\n"
