@@ -24,6 +24,8 @@ def main() -> None:
     args = ap.parse_args()
     m = json.loads((args.folder / "manifest.json").read_text())
     curve = m["curve"]
+    # with ranker.shuffle the examples list the candidates in a random order: that is the "order shown" baseline
+    order_name = "order shown (shuffled)" if m["examples"].get("shuffled") else "retrieval order"
     plot: Path | None = args.out.with_suffix(".png")
     try:
         import matplotlib
@@ -40,7 +42,7 @@ def main() -> None:
         ax[0].legend()
         ax[1].plot(xs, [r["val_ndcg@10"] for r in curve], marker="o", label="adapter")
         if m.get("val_retrieval_order_ndcg@10") is not None:
-            ax[1].axhline(m["val_retrieval_order_ndcg@10"], color="grey", linestyle="--", label="retrieval order")
+            ax[1].axhline(m["val_retrieval_order_ndcg@10"], color="grey", linestyle="--", label=order_name)
         ax[1].set_xlabel("examples seen")
         ax[1].set_ylabel("validation NDCG@10 (20 candidates)")
         ax[1].legend()
@@ -55,7 +57,8 @@ def main() -> None:
         "",
         f"- command: `{args.command}` (tunes `{args.folder.name}` in the validation store: training interactions only)",
         f"- tuned at {m['tuned_at']}; base `{Path(m['base']).name}`; objectives {', '.join(m['objectives'])}; "
-        f"prompt `{ex['prompt']}` ({ex['prompt_tokens_budget']}-token budget, {ex['candidates']} candidates)",
+        f"prompt `{ex['prompt']}` ({ex['prompt_tokens_budget']}-token budget, {ex['candidates']} candidates"
+        + (", shown in a seeded random order: `ranker.shuffle`)" if ex.get("shuffled") else ")"),
         f"- LoRA rank {s['rank']}, alpha {s['alpha']}, dropout {s['dropout']}, "
         f"modules {', '.join(s['target_modules'])}, last {s['layers']} layers; "
         f"{m['trainable_params']:,} trainable parameters; lr {s['lr']}, "
@@ -66,7 +69,7 @@ def main() -> None:
         "elsewhere)",
         f"- wall time {m['wall_s'] / 60:.1f} min (examples, training, validations, GGUF export); peak RSS "
         f"{m['peak_rss_mb']:,.0f} MB; stopped: {m['stopped']}",
-        f"- validation NDCG@10 of the true item among the 20 candidates: retrieval order "
+        f"- validation NDCG@10 of the true item among the 20 candidates: {order_name} "
         f"{m['val_retrieval_order_ndcg@10']}, zero-shot model {m['zero_shot']['val_ndcg@10']}, best adapter "
         f"{m['best']['ndcg@10']} (after {m['best']['examples']} examples)",
         f"- vLLM check of the PEFT adapter: {'passes' if not m['vllm_problems'] else '; '.join(m['vllm_problems'])}; "
