@@ -2,17 +2,18 @@
 
     python bench/llm_order.py bench/eval-tuned.toml knowrec-tuned [--out docs/benchmarks/tuned/llm-order.md]
 
-Reads ``<out>/cache/<system>/val-p2.jsonl`` (per user: the retrieval order of the 20 reranked candidates, which is
-also the order the prompt lists them in, labels A, B, C…, and the LLM's probability of each label) and the run's
-split. Nothing is recomputed and no model is loaded. It reports:
+Reads ``<out>/cache/<system>/val-p2.jsonl`` (per user: the retrieval order of the 20 reranked candidates and the
+LLM's probability of each one's label; the prompt lists them in that order, labels A, B, C…, or, for a system with
+``ranker.shuffle``, in :func:`~knowrec.agent.rank.shown_order`) and the run's split. Nothing is recomputed and no
+model is loaded. It reports:
 
 - NDCG@10 of the validation item for the rank blend of retrieval and the LLM at each weight (the harness's choice),
   over all users and over those whose item is among the 20 (the only lists a reranker can change);
 - where the LLM's top pick sits in the list it was shown, and how its order correlates with that list's order
-  (a model that reads only the labels' positions copies the retrieval order);
+  (a model that reads only the labels' positions copies the order it is shown);
 - the same blend after *contextual calibration*: each label's log-probability minus the mean log-probability of its
-  position over other users (two folds: the mean comes from one half of the users, the blend is scored on the
-  other), which removes the position prior and leaves what the model says about the candidates themselves.
+  position (in the order shown) over other users (two folds: the mean comes from one half of the users, the blend
+  is scored on the other), which removes the position prior and leaves what the model says about the candidates.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from typing import Any
 
 from scipy import stats
 
-from knowrec.agent.rank import fuse_scores
-from knowrec.eval.config import load_config
+from knowrec.agent.rank import fuse_scores, shown_order
+from knowrec.eval.config import PIPELINE_SYSTEMS, load_config
 from knowrec.eval.harness import Harness
 from knowrec.eval.metrics import ndcg_at, rank_in_list
 
@@ -40,9 +41,9 @@ def _logp(row: Row, item: str) -> float:
     return math.log(max(row["llm"].get(item) or 0.0, 1e-30))
 
 
-def _blend(row: Row, score: Callable[[Row, str, int], float], w: float) -> list[str]:
+def _blend(row: Row, score: Callable[[Row, str], float], w: float) -> list[str]:
     retr = row["retrieval"]
-    s = {i: score(row, i, p) for p, i in enumerate(retr)}
+    s = {i: score(row, i) for i in retr}
     llm = sorted(retr, key=lambda i: -s[i])
     fused = fuse_scores(retr, llm, w)
     return sorted(retr, key=lambda i: -fused[i])
@@ -65,21 +66,26 @@ def main() -> None:
     scope = ctx.llm_users if args.system == "knowrec" else harness.tuned_users(ctx, args.system)
     users = [u for u in scope if u in rows and len(rows[u]["llm"]) == len(rows[u]["retrieval"]) >= 2]
     target = ctx.split.val
+    shuffled = bool(PIPELINE_SYSTEMS[args.system]["settings"].get("ranker", {}).get("shuffle"))
+    for row in rows.values():  # the order the prompt listed them in
+        retr = row["retrieval"]
+        row["shown"] = [retr[p] for p in shown_order(retr)] if shuffled else list(retr)
+        row["pos"] = {i: p for p, i in enumerate(row["shown"])}
     inlist = [u for u in users if target[u] in rows[u]["retrieval"]]
     n = len(rows[users[0]]["retrieval"])
 
-    def ndcg(u: str, score: Callable[[Row, str, int], float], w: float) -> float:
+    def ndcg(u: str, score: Callable[[Row, str], float], w: float) -> float:
         return ndcg_at(rank_in_list(_blend(rows[u], score, w), target[u]), 10)
 
-    raw = lambda row, i, p: _logp(row, i)  # noqa: E731
+    raw = lambda row, i: _logp(row, i)  # noqa: E731
     # contextual calibration, two folds: the position prior of one half of the users, applied to the other half
     halves = [users[: len(users) // 2], users[len(users) // 2 :]]
     prior_of: dict[str, list[float]] = {}
     for k, half in enumerate(halves):
         other = halves[1 - k]
-        prior = [statistics.fmean(_logp(rows[u], rows[u]["retrieval"][p]) for u in other) for p in range(n)]
+        prior = [statistics.fmean(_logp(rows[u], rows[u]["shown"][p]) for u in other) for p in range(n)]
         prior_of.update({u: prior for u in half})
-    calibrated = lambda row, i, p: _logp(row, i) - prior_of[row["user"]][p]  # noqa: E731
+    calibrated = lambda row, i: _logp(row, i) - prior_of[row["user"]][row["pos"][i]]  # noqa: E731
 
     lines = [
         f"# The LLM's order on the validation item: `{args.system}`",
@@ -108,8 +114,11 @@ def main() -> None:
                 p_value(vals),
             ]
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
-    tops = Counter(max(range(n), key=lambda p: rows[u]["llm"][rows[u]["retrieval"][p]]) for u in users)
+    tops = Counter(max(range(n), key=lambda p: rows[u]["llm"][rows[u]["shown"][p]]) for u in users)
     rho = statistics.fmean(
+        stats.spearmanr(range(n), [-rows[u]["llm"][i] for i in rows[u]["shown"]]).statistic for u in users
+    )
+    rho_r = statistics.fmean(
         stats.spearmanr(range(n), [-rows[u]["llm"][i] for i in rows[u]["retrieval"]]).statistic for u in users
     )
     pos_r = statistics.fmean(rows[u]["retrieval"].index(target[u]) + 1 for u in inlist)
@@ -118,8 +127,9 @@ def main() -> None:
     lines += [
         "",
         f"- The LLM's top pick is the first candidate shown (label A) for {tops[0]} of {len(users)} users "
-        f"(positions of the top pick: {dict(sorted(tops.items()))}); Spearman correlation of its order with the order "
-        f"shown, mean over users: {rho:.2f}.",
+        f"(positions of the top pick in the order shown: {dict(sorted(tops.items()))}); Spearman correlation of its "
+        f"order with the order shown, mean over users: {rho:.2f}; with retrieval's order: {rho_r:.2f}"
+        + (" (the candidates were shown shuffled)." if shuffled else " (the same order here)."),
         f"- Among the 20, mean position of the validation item (1 = top): retrieval {pos_r:.2f}, the LLM's order "
         f"{pos_l:.2f}, the calibrated LLM's order {pos_c:.2f} (a random order: {(n + 1) / 2:.1f}).",
     ]

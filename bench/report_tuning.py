@@ -1,8 +1,9 @@
-"""Write docs/benchmarks/tuning.md and tuning.png from a `knowrec tune` output folder (its manifest and curve).
+"""Write a tuning report (markdown and a PNG of the curves) from a `knowrec tune` output folder's manifest.
 
-    python bench/report_tuning.py docs/benchmarks/ml-latest-small/adapters/main [--command "…"] [--out FILE.md]
+    python bench/report_tuning.py docs/benchmarks/tuned/adapters/main --out docs/benchmarks/tuned/tuning.md
 
 The tuning itself is run by `knowrec tune` (or by `knowrec eval run` for the tuned systems, in the validation store).
+A section of an existing report headed "## The adapter in `knowrec eval`" (written by hand) is kept.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 EVAL_SECTION = "## The adapter in `knowrec eval`"
 
 
@@ -20,7 +20,7 @@ def main() -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--command", default="knowrec eval run bench/eval-ml-latest-small.toml")
     ap.add_argument("--note", default="")
-    ap.add_argument("--out", type=Path, default=OUT / "tuning.md", help="the report (its plot goes beside it, .png)")
+    ap.add_argument("--out", type=Path, required=True, help="the report (its plot goes beside it, .png)")
     args = ap.parse_args()
     m = json.loads((args.folder / "manifest.json").read_text())
     curve = m["curve"]
