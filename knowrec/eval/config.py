@@ -52,7 +52,8 @@ PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
     },
     "no-diversity": {"settings": {}, "call": {"diversity": 0.0}, "llm": True},
     # LoRA-tuned rankers ("tune": overrides of settings.tune on top of [systems] tune): tuned in the validation store
-    # (training interactions only) into <out>/adapters/NAME, shared by systems that name the same adapter
+    # (training interactions only) into <out>/adapters/NAME, shared by systems that name the same adapter;
+    # "ablation": runs on [systems] ablation_users
     "knowrec-tuned": {"settings": {}, "call": {}, "llm": True, "tune": {}, "adapter": "main"},
     "tuned-no-facts": {
         "settings": {"ranker": {"facts_per_candidate": 0}},
@@ -60,6 +61,7 @@ PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
         "llm": True,
         "tune": {},
         "adapter": "main",
+        "ablation": True,
     },
     "tuned-no-kg-objective": {
         "settings": {},
@@ -67,6 +69,7 @@ PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
         "llm": True,
         "tune": {"objectives": ["ranking"]},
         "adapter": "no-kg-objective",
+        "ablation": True,
     },
     # tuned and served with the candidates shown in a seeded random order ("tune_settings": the settings its tuning
     # runs with), so that the adapter cannot learn the labels' positions

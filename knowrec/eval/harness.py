@@ -364,7 +364,7 @@ class Harness:
         """The users the tuned system ``name`` runs on (``systems.tuned_users`` of the LLM users; an ablation:
         ``systems.ablation_users`` of those, from the same draw)."""
         n = self.cfg.systems.tuned_users
-        if name != "knowrec-tuned" and self.cfg.systems.ablation_users != "all":
+        if PIPELINE_SYSTEMS.get(name, {}).get("ablation") and self.cfg.systems.ablation_users != "all":
             n = min(int(self.cfg.systems.ablation_users), len(ctx.llm_users) if n == "all" else int(n))
         return sample_users(ctx.llm_users, n, self.cfg.run.seed + 2)
 
@@ -677,7 +677,7 @@ class Harness:
         subsets: dict[str, list[str]] = {}
         for name in self.cfg.systems.pipeline:
             if "tune" in PIPELINE_SYSTEMS[name]:
-                label = "tuned_users" if name == "knowrec-tuned" else "ablation_users"
+                label = "ablation_users" if PIPELINE_SYSTEMS[name].get("ablation") else "tuned_users"
                 tuned = self.tuned_users(ctx, name)
                 if len(tuned) < len(ctx.llm_users):
                     subsets[label] = tuned

@@ -333,6 +333,9 @@ def test_a_tuned_systems_llm_weight_uses_its_settings_and_is_chosen_again_for_mo
 
     h, calls = harness(5)
     ctx = h.load()
+    # ablation_users cuts only the ablations; other tuned systems (a second adapter) keep every tuned user
+    assert len(h.tuned_users(ctx, "tuned-no-facts")) == 5
+    assert len(h.tuned_users(ctx, "tuned-shuffled")) == len(h.tuned_users(ctx, "knowrec-tuned")) > 5
     settings = PIPELINE_SYSTEMS["tuned-no-facts"]["settings"]
     meta = h.tune_llm_weight(ctx, "tuned-no-facts", tmp_path / "adapter", settings)
     # its own prompt settings (no facts) and its adapter, on its 5 users
