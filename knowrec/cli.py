@@ -235,6 +235,13 @@ def tune(
         str | None, typer.Option(help="Comma-separated: ranking, knowledge, distillation (default: tune.objectives).")
     ] = None,
     examples: Annotated[int | None, typer.Option(help="Ranking examples at most (default: tune.examples).")] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the examples' candidates come from: fitted (the served models) or held-out (the last fit's "
+            "probe models, which never saw the targets); default: tune.candidates."
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank (vLLM serves 8, 16, 32, 64, …).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
@@ -254,6 +261,7 @@ def tune(
             for key, val in {
                 "base": base,
                 "examples": examples,
+                "candidates": candidates,
                 "epochs": epochs,
                 "rank": rank,
                 "lr": lr,

@@ -167,6 +167,12 @@ class TuneConfig(_Stage):
     """Ranking examples per user at most: the last stored item first, then earlier ones."""
     min_history: int = Field(default=3, ge=1)
     """Interactions before a ranking example's target, at least."""
+    candidates: Literal["fitted", "held-out"] = "fitted"
+    """Where a ranking example's candidates come from. ``fitted``: the served models, which were fitted on the
+    targets themselves (cheap, but retrieval finds the target far more often than it finds a new item: the lists
+    teach "the first candidate is right"). ``held-out``: the targets are the items the last ``knowrec fit`` held
+    out of its probe stage (each user's last ``fit.holdout_per_user``), their candidates retrieved by the probe
+    models, which never saw them — lists as hard as the ones the ranker meets in serving."""
     knowledge_share: float = Field(default=0.25, ge=0.0, le=4.0)
     """Knowledge examples per ranking example (with the ``knowledge`` objective)."""
     knowledge_choices: int = Field(default=8, ge=2, le=26)

@@ -147,17 +147,23 @@ class Recommender:
         }
         return [make[name]() for name in cfg.generators]
 
-    def _retrieval_pipeline(self, models: FittedModels) -> Pipeline:
-        """A retrieval-only pipeline over the given models (fitting builds the fusion's examples with it)."""
+    def _retrieval_pipeline(self, models: FittedModels, *, fused: bool = False) -> Pipeline:
+        """A retrieval-only pipeline over the given models: with RRF (fitting builds the fusion's examples with it),
+        or (``fused``) with the configured fusion and the models' fitted fusion, as in serving."""
         return Pipeline(
             store=self.store,
             index=self.index,
             generators=self._generators(models),
             ranker=RetrievalRanker(),
-            retrieval=self.settings.retrieval.model_copy(update={"fusion": "rrf"}),
+            retrieval=self.settings.retrieval
+            if fused
+            else self.settings.retrieval.model_copy(update={"fusion": "rrf"}),
             ranking=self.settings.ranker,
             diversify=self.settings.diversify,
             explain=self.settings.explain,
+            fusion=models.fusion if fused else None,
+            cold_fusion=models.cold_fusion if fused else None,
+            constrained_fusion=models.constrained_fusion if fused else None,
             stats=models.stats,
             sequence_len=self.settings.fit.sequential.max_len,
         )

@@ -71,6 +71,15 @@ PIPELINE_SYSTEMS: dict[str, dict[str, Any]] = {
         "adapter": "no-kg-objective",
         "ablation": True,
     },
+    # tuned on out-of-sample lists: the targets are the items the fit's probe stage held out, their candidates
+    # retrieved by the probe models (tune.candidates = "held-out"), so the lists are as hard as in serving
+    "knowrec-tuned-held-out": {
+        "settings": {},
+        "call": {},
+        "llm": True,
+        "tune": {"candidates": "held-out"},
+        "adapter": "held-out",
+    },
     # tuned and served with the candidates shown in a seeded random order ("tune_settings": the settings its tuning
     # runs with), so that the adapter cannot learn the labels' positions
     "tuned-shuffled": {

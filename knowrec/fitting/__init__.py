@@ -58,6 +58,7 @@ __all__ = [
     "fit_models",
     "fusion_examples",
     "holdout_split",
+    "probe_models",
     "read_fit_data",
 ]
 
@@ -818,6 +819,55 @@ def fit_models(
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     tmp.replace(models_dir / MANIFEST_FILE)
     return manifest
+
+
+def probe_models(
+    store: GraphStore, models_dir: Path, cfg: FitConfig, retrieval: RetrievalConfig
+) -> tuple[FittedModels, Holdout]:
+    """The models of the last fit's probe stage and the items they never saw.
+
+    EASE and the item statistics are rebuilt on the prefixes (seconds); the sequential model is the one the fit
+    kept (``sequential-probe.pt``); the fusion is the served one. So each user's held-out items are next items
+    that no model trained on — though the fusion was trained to find them among the probe models' candidates
+    (a ranker over ~30 generic features, not a memory of items). ``knowrec tune`` builds its out-of-sample
+    candidate lists with them (``tune.candidates = "held-out"``).
+
+    Raises:
+        ConfigError: nothing fitted, or the fit's probe stage was on other data or settings than the store's now
+            (run ``knowrec fit``).
+    """
+    manifest = _manifest(models_dir)
+    if manifest is None:
+        raise ConfigError(f"no fitted models in {models_dir}: run `knowrec fit` first")
+    data = read_fit_data(store)
+    holdout = holdout_split(data.sequences, cfg.protect_last, cfg.holdout_min_len, cfg.holdout_per_user)
+    seq_fp = _hash(
+        FitData(data.items, holdout.prefix, {}).fingerprint(),
+        sorted(holdout.heldout.items()),
+        cfg.seed,
+        cfg.sequential.model_dump(mode="json"),
+    )
+    if manifest.get("sequential_fingerprint") != seq_fp:
+        raise ConfigError(
+            f"the models in {models_dir} were fitted on other interactions or fit settings than the store holds "
+            "now: run `knowrec fit` first"
+        )
+    sequential = None
+    if "sequential" in retrieval.generators and "skipped" not in manifest["sequential"]:
+        if not (models_dir / PROBE_FILE).is_file():
+            raise ConfigError(f"{models_dir / PROBE_FILE} is missing: run `knowrec fit` again")
+        sequential = _load_sequential(models_dir / PROBE_FILE)
+    served = FittedModels.load(models_dir)
+    models = FittedModels(
+        ease=_fit_ease(holdout.prefix, retrieval) if "collaborative" in retrieval.generators else None,
+        sequential=sequential,
+        stats=ItemStats.build(data.items, holdout.prefix, data.genres_of),
+        fusion=served.fusion,
+        cold_fusion=served.cold_fusion,
+        constrained_fusion=served.constrained_fusion,
+        manifest=manifest,
+    )
+    return models, holdout
 
 
 QUALITY_PRIOR = {"popularity_log": 1, "popularity_pct": -1, "rating_mean": 1, "rating_count_log": 1}

@@ -79,7 +79,20 @@ def build_examples(
 
     if sequences is None:
         sequences = user_sequences(rec.store.interactions())
-    eligible = _eligible(sequences, cfg)
+    targets: dict[str, list[int]] | None = None
+    if cfg.candidates == "held-out":
+        from knowrec.fitting import probe_models
+
+        fit = rec.settings.fit
+        models, holdout = probe_models(rec.store, rec.settings.models_path, fit, rec.settings.retrieval)
+        pipe = rec._retrieval_pipeline(models, fused=True)
+        targets = held_out_positions(sequences, holdout.heldout, fit.protect_last)
+        eligible = [u for u in _eligible(sequences, cfg) if targets.get(u)]
+        if not eligible:
+            raise InvalidInput("the last fit held out no item of a user with enough history: nothing to tune on")
+    else:
+        pipe = rec.pipeline("none")
+        eligible = _eligible(sequences, cfg)
     rng = random.Random(cfg.seed)
     rng.shuffle(eligible)
     n_val = max(1, int(len(eligible) * cfg.val_share)) if cfg.val_share > 0 and len(eligible) > 1 else 0
@@ -87,12 +100,12 @@ def build_examples(
     want_users = min(len(train_users), max(1, math.ceil(cfg.examples / cfg.per_user)))
     train_users = train_users[:want_users]
     val_users = val_users[: max(1, min(len(val_users), want_users // 5 + 1))] if val_users else []
-    pipe = rec.pipeline("none")
     budget = cfg.max_prompt_tokens or rec.settings.ranker.prompt_tokens
     ranker = VerbalizerRanker(client, prompt_tokens=budget, shuffle=rec.settings.ranker.shuffle)
     n_cands = rec.settings.ranker.rerank_top
     threshold = rec.settings.retrieval.like_threshold
     common = {
+        "targets": targets,
         "min_history": cfg.min_history,
         "negatives": cfg.negatives,
         "n_candidates": n_cands,
@@ -129,10 +142,30 @@ def build_examples(
         "prompt_tokens_budget": budget,
         "candidates": n_cands,
         "shuffled": ranker.shuffle,
+        "candidates_from": cfg.candidates,
         "target_in_retrieval": _share_retrieved(train + val),
         "users_sha1": _fingerprint([*sorted(train_users), "|", *sorted(val_users)]),
     }
     return train, val, info
+
+
+def held_out_positions(
+    sequences: dict[str, list[Any]], heldout: dict[str, list[tuple[str, float | None]]], protect_last: int = 0
+) -> dict[str, list[int]]:
+    """Per user, the positions in ``sequences`` (time order) of the items the fit held out (``Holdout.heldout``:
+    the last ones before the ``protect_last`` evaluation items)."""
+    out: dict[str, list[int]] = {}
+    for user, held in heldout.items():
+        seq = sequences.get(user, [])
+        end = len(seq) - protect_last
+        positions = list(range(end - len(held), end))
+        if [seq[t].item_id for t in positions] != [item for item, _ in held]:
+            raise ConfigError(
+                f"user {user!r}: the interactions in time order do not end with the items the fit held out; "
+                "run `knowrec fit` again"
+            )
+        out[user] = positions
+    return out
 
 
 def _better(metrics: dict[str, float], best: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ validation nor the test items, so they can never be a target, a history item or 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -99,19 +99,26 @@ def ranking_examples(
     like_threshold: float | None,
     seed: int,
     progress: Callable[[int], None] | None = None,
+    targets: Mapping[str, Collection[int]] | None = None,
 ) -> list[Example]:
     """Ranking examples for ``users`` (see the module docs): up to ``per_user`` each, the last stored item first.
 
     ``pipe`` is the :class:`~knowrec.agent.pipeline.Pipeline` (no LLM ranking needed) and ``ranker`` the verbalizer
     ranker whose prompt is rendered. Targets are items the user liked (rating above ``like_threshold``, or any
-    rating when it is ``None``)."""
+    rating when it is ``None``); with ``targets``, only those positions of each user's sequence (the items the
+    probe models never saw, for ``tune.candidates = "held-out"``)."""
     rng = random.Random(seed)
     catalogue = sorted({x.item_id for seq in sequences.values() for x in seq})
     n = min(n_candidates, len(LABELS))
     out: list[Example] = []
     for user in users:
         seq = sequences.get(user, [])
-        cuts = [t for t in range(len(seq) - 1, min_history - 1, -1) if _liked(seq[t], like_threshold)]
+        allowed = None if targets is None else targets.get(user, ())
+        cuts = [
+            t
+            for t in range(len(seq) - 1, min_history - 1, -1)
+            if _liked(seq[t], like_threshold) and (allowed is None or t in allowed)
+        ]
         if len(cuts) > per_user:
             cuts = [cuts[0], *rng.sample(cuts[1:], per_user - 1)] if per_user > 1 else cuts[:1]
         for t in cuts:

@@ -231,3 +231,51 @@ def test_shuffled_examples_show_the_candidates_as_the_shuffling_ranker_does(smal
         assert b.prompt != a.prompt
         moved += b.target != a.target
     assert moved >= 1
+
+
+def test_held_out_examples_are_the_items_the_probe_models_never_saw(small: Recommender):
+    """``tune.candidates = "held-out"``: every ranking target (training and validation) is one of the items the
+    last fit held out of its probe stage, at its place in the user's history, and its candidates come from the
+    probe models; a fit on other settings than the store's is refused rather than silently used."""
+    from knowrec.agent.rank import display_title
+    from knowrec.config import TuneConfig
+    from knowrec.errors import ConfigError
+    from knowrec.fitting import probe_models
+    from knowrec.tuning import build_examples
+    from knowrec.tuning.examples import user_sequences
+    from knowrec.types import RecQuery
+    from tests.fakes import FakeLLM
+
+    def quiet(title: str, total: int) -> Any:
+        return lambda n: None
+
+    fit, retrieval = small.settings.fit, small.settings.retrieval
+    models, holdout = probe_models(small.store, small.settings.models_path, fit, retrieval)
+    assert models.sequential is not None and models.ease is not None
+    cfg = TuneConfig(examples=8, per_user=2, val_share=0.2, objectives=("ranking",), candidates="held-out")
+    train, val, info = build_examples(small, cfg, FakeLLM(), quiet)
+    probe = small._retrieval_pipeline(models, fused=True)
+    assert info["candidates_from"] == "held-out" and 0 < len(train) <= 8 and val
+    sequences = user_sequences(small.store.interactions())
+    for ex in [*train, *val]:
+        assert ex.user is not None
+        target = ex.choices[ex.target]
+        held = [item for item, _ in holdout.heldout[ex.user]]
+        assert target in held
+        prefix = {item for item, _ in holdout.prefix[ex.user]}
+        assert target not in prefix  # the probe models were fitted on the prefixes only
+        # the prompt shows the history before the target: never the target itself nor what followed it
+        seq = [x.item_id for x in sequences[ex.user]]
+        shown_history = ex.prompt.split("Candidates:")[0]
+        for item in seq[seq.index(target) :]:
+            assert display_title(small.store.items([item])[item].title) not in shown_history
+        # the candidates are the probe pipeline's (all but the target and the random negatives)
+        before = sequences[ex.user][: seq.index(target)]
+        prof = probe.profile_of(ex.user, list(reversed(before)))
+        q = RecQuery(user_id=ex.user, k=len(ex.labels), history=prof.liked, seen=prof.seen, sequence=prof.sequence)
+        found = [c.item_id for c in probe.retrieve(q, len(ex.labels)).items]
+        assert ex.retrieved == (target in found)
+        assert sum(1 for c in ex.choices if c in found) >= len(ex.labels) - cfg.negatives - (not ex.retrieved)
+    stale = fit.model_copy(update={"holdout_per_user": fit.holdout_per_user + 1})
+    with pytest.raises(ConfigError, match="knowrec fit"):
+        probe_models(small.store, small.settings.models_path, stale, retrieval)
