@@ -66,7 +66,13 @@ def main() -> None:
         f"- examples: {ex['ranking_examples']} ranking ({ex['train_users']} users) + {ex['knowledge_examples']} "
         f"knowledge; validation {ex['val_examples']} ranking examples of {ex['val_users']} other users; the true item "
         f"was among the retrieved candidates in {ex['target_in_retrieval']:.0%} of the ranking examples (put in "
-        "elsewhere)",
+        "elsewhere); "
+        + (
+            "targets and candidates from the fit's probe stage (`tune.candidates = held-out`: models that never "
+            "saw the targets)"
+            if ex.get("candidates_from") == "held-out"
+            else "candidates from the served models, fitted on the targets too (`tune.candidates = fitted`)"
+        ),
         f"- wall time {m['wall_s'] / 60:.1f} min (examples, training, validations, GGUF export); peak RSS "
         f"{m['peak_rss_mb']:,.0f} MB; stopped: {m['stopped']}",
         f"- validation NDCG@10 of the true item among the 20 candidates: {order_name} "
