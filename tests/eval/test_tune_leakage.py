@@ -14,8 +14,10 @@ from tests.eval.test_harness import write_config
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_the_harness_tunes_on_training_interactions_only(tmp_path: Path):
-    cfg = load_config(write_config(tmp_path, pipeline='["knowrec-tuned"]'))
+@pytest.mark.parametrize("system", ["knowrec-tuned", "knowrec-tuned-held-out"])
+def test_the_harness_tunes_on_training_interactions_only(tmp_path: Path, system: str):
+    """Both kinds of tuning lists: from the served models and (``held-out``) from the probe models."""
+    cfg = load_config(write_config(tmp_path, pipeline=f'["{system}"]'))
     cfg = cfg.model_copy(
         update={
             "systems": cfg.systems.model_copy(
@@ -25,8 +27,8 @@ def test_the_harness_tunes_on_training_interactions_only(tmp_path: Path):
     )
     harness = Harness(cfg)
     ctx = harness.load()
-    out = harness.tuned_adapter(ctx, "knowrec-tuned")
-    assert harness.tuned_adapter(ctx, "knowrec-tuned") == out  # tuned once, then reused
+    out = harness.tuned_adapter(ctx, system)
+    assert harness.tuned_adapter(ctx, system) == out  # tuned once, then reused
     rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     ranking = [r for r in rows if r["kind"] == "ranking"]
     n_train = len([r for r in ranking if r["split"] == "train"])
@@ -44,3 +46,4 @@ def test_the_harness_tunes_on_training_interactions_only(tmp_path: Path):
     assert not any((u, ctx.split.val[u]) in stored or (u, ctx.split.test[u]) in stored for u in ctx.split.users)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["examples"]["ranking_examples"] == n_train
+    assert manifest["examples"]["candidates_from"] == ("held-out" if system.endswith("held-out") else "fitted")
