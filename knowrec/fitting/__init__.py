@@ -628,12 +628,7 @@ def fit_models(
     if not data.sequences:
         raise ConfigError("nothing to fit: the store holds no interactions (ingest some first)")
     holdout = holdout_split(data.sequences, cfg.protect_last, cfg.holdout_min_len, cfg.holdout_per_user, protect)
-    seq_fp = _hash(
-        FitData(data.items, holdout.prefix, {}).fingerprint(),
-        sorted(holdout.heldout.items()),
-        cfg.seed,
-        cfg.sequential.model_dump(mode="json"),
-    )
+    seq_fp = _sequential_fingerprint(data, holdout, cfg)
     probe_parts: list[Any] = [
         FUSION_VERSION,
         seq_fp,
@@ -841,13 +836,7 @@ def probe_models(
         raise ConfigError(f"no fitted models in {models_dir}: run `knowrec fit` first")
     data = read_fit_data(store)
     holdout = holdout_split(data.sequences, cfg.protect_last, cfg.holdout_min_len, cfg.holdout_per_user)
-    seq_fp = _hash(
-        FitData(data.items, holdout.prefix, {}).fingerprint(),
-        sorted(holdout.heldout.items()),
-        cfg.seed,
-        cfg.sequential.model_dump(mode="json"),
-    )
-    if manifest.get("sequential_fingerprint") != seq_fp:
+    if manifest.get("sequential_fingerprint") != _sequential_fingerprint(data, holdout, cfg):
         raise ConfigError(
             f"the models in {models_dir} were fitted on other interactions or fit settings than the store holds "
             "now: run `knowrec fit` first"
@@ -905,6 +894,16 @@ def _fit_constrained(
     )
     return _train_fusion(
         x, y, groups, owners, rrf_lists, ids, targets, cfg, prog, title="fusion (constrained)", monotone=QUALITY_PRIOR
+    )
+
+
+def _sequential_fingerprint(data: FitData, holdout: Holdout, cfg: FitConfig) -> str:
+    """What the probe sequential model was trained on: the prefixes, the held-out items, the seed and settings."""
+    return _hash(
+        FitData(data.items, holdout.prefix, {}).fingerprint(),
+        sorted(holdout.heldout.items()),
+        cfg.seed,
+        cfg.sequential.model_dump(mode="json"),
     )
 
 
