@@ -307,7 +307,8 @@ class RankerConfig(_Stage):
     rerank_top: int = Field(default=20, ge=2, le=26)
     """How many retrieved candidates the LLM sees (labelled A, B, C, …)."""
     llm_weight: float = Field(default=0.3, ge=0.0, le=1.0)
-    """Final score = (1 − w) · retrieval + w · LLM, both rank-normalised to [0, 1]."""
+    """Final score = (1 − w) · retrieval + w · LLM, both rank-normalised to [0, 1]. At 0 the LLM is not asked (its
+    order could not move an item): the list is retrieval's and the result's ``model`` is ``none``."""
     facts_per_candidate: int = Field(default=3, ge=0, le=10)
     history_in_prompt: int = Field(default=10, ge=1, le=50)
     shuffle: bool = False

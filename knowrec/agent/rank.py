@@ -297,7 +297,7 @@ class VerbalizerRanker(_LLMRanker):
     def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult:
         self._check_size(items)
         order = [it.candidate.item_id for it in items]
-        if len(items) < 2:
+        if len(items) < 2 or self.llm_weight == 0.0:  # weight 0: the LLM's order cannot move an item; not asked
             return RankResult(order=order, final_scores=rank_normalise(order), prompt=self.prompt, model="none")
         labels = list(LABELS[: len(items)])
         shown = [items[p] for p in shown_order(order)] if self.shuffle else list(items)
@@ -344,7 +344,7 @@ class ListwiseRanker(_LLMRanker):
     def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult:
         self._check_size(items)
         order = [it.candidate.item_id for it in items]
-        if len(items) < 2:
+        if len(items) < 2 or self.llm_weight == 0.0:  # weight 0: the LLM's order cannot move an item; not asked
             return RankResult(order=order, final_scores=rank_normalise(order), prompt=self.prompt, model="none")
         want = min(k, len(items))
         labels = list(LABELS[: len(items)])
@@ -432,7 +432,7 @@ class PointwiseRanker(_LLMRanker):
 
     def rank(self, ctx: RankContext, items: Sequence[RankItem], k: int) -> RankResult:
         order = [it.candidate.item_id for it in items]
-        if len(items) < 2:
+        if len(items) < 2 or self.llm_weight == 0.0:  # weight 0: the LLM's order cannot move an item; not asked
             return RankResult(order=order, final_scores=rank_normalise(order), prompt=self.prompt, model="none")
         scores: dict[str, float] = {}
         p_yes: dict[str, float] = {}

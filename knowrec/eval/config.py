@@ -156,6 +156,14 @@ class SystemsSection(_Strict):
     pipeline: list[str] = ["knowrec", "retrieval-only", "no-llm", "no-kg", "no-diversity", "knowrec-listwise"]
     llm_weights: list[float] = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
     """Fusion weights tried on the validation item for LLM systems."""
+    llm_weight_rule: Literal["paired", "max"] = "paired"
+    """How the LLM weight is chosen from the validation grid. ``paired``: the weight with the best NDCG@10 (ties go
+    to the smaller weight) only if it beats weight 0 in a paired t-test over the validation users at
+    ``llm_weight_alpha`` divided by the number of non-zero weights tried (Bonferroni), else 0 — the LLM has to earn
+    its place, since a weight that merely ties on validation can lose on the test item. ``max``: the grid's maximum,
+    ties towards 0.3 (the rule of runs before 2026-12-07)."""
+    llm_weight_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    """The family-wise significance level of the ``paired`` rule."""
     tune: dict[str, Any] = {}
     """``settings.tune`` overrides for the tuned systems (``examples``, ``threads``, …)."""
     conversational: list[Literal["knowrec", "no-llm", "constrained-pop"]] = ["knowrec", "no-llm", "constrained-pop"]

@@ -41,7 +41,7 @@ from knowrec.types import Interaction, RecQuery
 if TYPE_CHECKING:
     from knowrec.eval.conversation import Catalogue
 
-__all__ = ["Harness", "UserCache", "p1_candidates", "sample_users"]
+__all__ = ["Harness", "UserCache", "choose_llm_weight", "llm_weight_scores", "p1_candidates", "sample_users"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,59 @@ ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 def _noop_progress(desc: str, total: int) -> Callable[[int], None]:
     return lambda n: None
+
+
+def llm_weight_scores(
+    records: dict[str, dict[str, Any]], targets: dict[str, str], weights: Sequence[float]
+) -> dict[float, dict[str, float]]:
+    """Per-user NDCG@10 of the validation item at each LLM weight, from the cached validation lists (``records``:
+    user → its ``retrieval`` order and the ``llm`` score of each item).
+
+    Example:
+        >>> rows = {"1": {"retrieval": ["a", "b"], "llm": {"a": 0.1, "b": 0.9}}}
+        >>> llm_weight_scores(rows, {"1": "b"}, [0.0, 1.0])
+        {0.0: {'1': 0.6309297535714575}, 1.0: {'1': 1.0}}
+    """
+    out: dict[float, dict[str, float]] = {}
+    for w in weights:
+        scores: dict[str, float] = {}
+        for user, row in records.items():
+            retr = row["retrieval"]
+            llm_order = sorted(retr, key=lambda i: -(row["llm"].get(i) or 0.0))
+            fused = fuse_scores(retr, llm_order, w)
+            order = sorted(retr, key=lambda i: -fused[i])
+            scores[user] = accuracy_metrics(rank_in_list(order, targets[user]), (10,))["NDCG@10"]
+        out[w] = scores
+    return out
+
+
+def choose_llm_weight(
+    per_weight: dict[float, dict[str, float]], rule: str = "paired", alpha: float = 0.05
+) -> dict[str, Any]:
+    """Choose the LLM fusion weight from per-user validation NDCG@10 at each weight tried (see
+    ``systems.llm_weight_rule``). Returns ``llm_weight``, the ``grid`` (mean NDCG@10 per weight), the grid's
+    ``best`` weight and, under ``paired``, the ``test`` of best against weight 0 with its ``threshold``.
+
+    Example:
+        >>> flat = {0.0: {"1": 0.5, "2": 0.0}, 0.5: {"1": 0.5, "2": 0.1}}
+        >>> choose_llm_weight(flat)["llm_weight"]  # better on two users is no evidence
+        0.0
+        >>> choose_llm_weight(flat, "max")["llm_weight"]
+        0.5
+    """
+    from knowrec.eval.report import paired_test
+
+    grid = [{"llm_weight": w, "NDCG@10": mean(list(s.values()))} for w, s in per_weight.items()]
+    if rule == "max":
+        best = max(grid, key=lambda r: (r["NDCG@10"], -abs(r["llm_weight"] - 0.3)))["llm_weight"]
+        return {"llm_weight": best, "grid": grid, "best": best}
+    best = max(grid, key=lambda r: (r["NDCG@10"], -r["llm_weight"]))["llm_weight"]
+    if best == 0.0 or 0.0 not in per_weight:
+        return {"llm_weight": best, "grid": grid, "best": best}
+    threshold = alpha / max(sum(1 for w in per_weight if w != 0.0), 1)
+    test = paired_test(per_weight[best], per_weight[0.0])
+    earned = test["mean_diff"] > 0 and test["p_t"] < threshold
+    return {"llm_weight": best if earned else 0.0, "grid": grid, "best": best, "test": test, "threshold": threshold}
 
 
 class UserCache:
@@ -379,44 +432,40 @@ class Harness:
         tuned one with its ``adapter`` and its own ``settings``), post hoc from one pass. A choice cached on other
         users than this run's is made again (the per-user lists stay cached)."""
         scope = self.tuned_users(ctx, name) if adapter else ctx.llm_users
+        systems = self.cfg.systems
+        rule = {"rule": systems.llm_weight_rule, "alpha": systems.llm_weight_alpha, "weights": systems.llm_weights}
         meta_path = self.out / "cache" / name / "weight.json"
         if meta_path.exists():
             loaded: dict[str, Any] = json.loads(meta_path.read_text())
-            if loaded.get("users") == len(scope):
+            if loaded.get("users") == len(scope) and all(loaded.get(key) == val for key, val in rule.items()):
                 return loaded
         cache = UserCache(self.out / "cache" / name / "val-p2.jsonl")
-        overrides = json.loads(json.dumps(settings or {}))
-        if adapter:
-            overrides["llm"] = {"adapter": str(adapter)}
-        rec = self.recommender(ctx, "val", overrides or None)
-        k = rec.settings.ranker.rerank_top
         users = [u for u in scope if not cache.done(u)]
-        advance = self.progress("tune llm weight (val)", len(users))
+        if users:  # the lists are cached per user: a new rule is applied to them without a store or an LLM
+            overrides = json.loads(json.dumps(settings or {}))
+            if adapter:
+                overrides["llm"] = {"adapter": str(adapter)}
+            ranker = overrides.setdefault("ranker", {})
+            ranker["llm_weight"] = ranker.get("llm_weight") or 0.3  # at 0 the LLM would not be asked
+            rec = self.recommender(ctx, "val", overrides)
+            k = rec.settings.ranker.rerank_top
+            advance = self.progress("tune llm weight (val)", len(users))
 
-        def one(user: str) -> dict[str, Any]:
-            r = rec.recommend(user, k=k, diversity=0.0)
-            return {
-                "user": user,
-                "retrieval": [it.item_id for it in sorted(r.items, key=lambda it: -it.retrieval_score)],
-                "llm": {it.item_id: it.llm_score for it in r.items if it.llm_score is not None},
-                "fallback": r.fallback,
-            }
+            def one(user: str) -> dict[str, Any]:
+                r = rec.recommend(user, k=k, diversity=0.0)
+                return {
+                    "user": user,
+                    "retrieval": [it.item_id for it in sorted(r.items, key=lambda it: -it.retrieval_score)],
+                    "llm": {it.item_id: it.llm_score for it in r.items if it.llm_score is not None},
+                    "fallback": r.fallback,
+                }
 
-        self._map(users, one, cache, advance)
-        rec.close()
-        table = []
-        for w in self.cfg.systems.llm_weights:
-            scores = []
-            for user in scope:
-                row = cache.records[user]
-                retr = row["retrieval"]
-                llm_order = sorted(retr, key=lambda i: -(row["llm"].get(i) or 0.0))
-                fused = fuse_scores(retr, llm_order, w)
-                order = sorted(retr, key=lambda i: -fused[i])
-                scores.append(accuracy_metrics(rank_in_list(order, ctx.split.val[user]), (10,))["NDCG@10"])
-            table.append({"llm_weight": w, "NDCG@10": mean(scores)})
-        best = max(table, key=lambda r: (r["NDCG@10"], -abs(r["llm_weight"] - 0.3)))
-        meta = {"llm_weight": best["llm_weight"], "grid": table, "users": len(scope)}
+            self._map(users, one, cache, advance)
+            rec.close()
+        per_weight = llm_weight_scores({u: cache.records[u] for u in scope}, ctx.split.val, systems.llm_weights)
+        meta = {**choose_llm_weight(per_weight, systems.llm_weight_rule, systems.llm_weight_alpha), **rule}
+        meta["users"] = len(scope)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
         meta_path.write_text(json.dumps(meta, indent=1))
         return meta
 
@@ -479,8 +528,9 @@ class Harness:
                 "adapter": {k: tuned.get(k) for k in ("objectives", "examples", "best", "zero_shot", "wall_s")},
                 "weight_tuning": weight,
             }
-        rec = self.recommender(ctx, "test", overrides, models=spec.get("models"))
         call = dict(spec["call"])
+        self._retire_stale_lists(name, overrides, call)
+        rec = self.recommender(ctx, "test", overrides, models=spec.get("models"))
         list_len = self.cfg.protocols.list_len
         meta: dict[str, Any] = {"settings": overrides, "call": call, "users": len(users), "llm": spec["llm"]}
         meta.update(meta_extra)
@@ -534,6 +584,44 @@ class Harness:
             self._map(todo, one, cache, advance)
         rec.close()
         return meta
+
+    def _retire_stale_lists(self, name: str, overrides: dict[str, Any], call: dict[str, Any]) -> None:
+        """The per-user test lists of ``name`` hold only while its settings do: lists cached under other settings
+        (an LLM weight chosen again under a new rule, another adapter) move to ``cache/NAME/stale/`` and are made
+        again. A cache from before this check is judged by the settings its ``results.json`` recorded."""
+
+        def signature(settings: dict[str, Any], call: dict[str, Any]) -> str:
+            settings = json.loads(json.dumps(settings))
+            if "adapter" in settings.get("llm", {}):  # the adapter's folder name: the run may start elsewhere
+                settings["llm"]["adapter"] = Path(str(settings["llm"]["adapter"])).name
+            return json.dumps({"settings": settings, "call": call}, sort_keys=True)
+
+        folder = self.out / "cache" / name
+        record = folder / "settings.json"
+        now = signature(overrides, call)
+        before: str | None = None
+        if record.exists():
+            saved = json.loads(record.read_text())
+            before = signature(saved["settings"], saved["call"])
+        elif (self.out / "results.json").exists():
+            meta = json.loads((self.out / "results.json").read_text()).get("systems", {}).get(name, {}).get("meta")
+            if meta and "settings" in meta:
+                before = signature(meta["settings"], meta.get("call", {}))
+        lists = [folder / f"{proto}.jsonl" for proto in ("p1", "p2", "p3")]
+        if before is not None and before != now and any(f.exists() for f in lists):
+            (folder / "stale").mkdir(parents=True, exist_ok=True)
+            for f in lists:
+                if f.exists():
+                    f.replace(folder / "stale" / f.name)
+            log.warning(
+                "%s: its settings changed (%s → %s); its cached test lists moved to %s",
+                name,
+                before,
+                now,
+                folder / "stale",
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"settings": overrides, "call": call}, indent=1, default=str))
 
     def p4_users(self, ctx: _Context) -> list[str]:
         """The simulated users of P4 (``protocols.p4_users`` of the evaluated users, drawn with seed + 4)."""

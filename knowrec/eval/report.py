@@ -307,7 +307,15 @@ def write_report(res: dict[str, Any], out: Path) -> Path:
     if res.get("llm_weight_tuning"):
         w = res["llm_weight_tuning"]
         grid = ", ".join(f"{r['llm_weight']}: {r['NDCG@10']:.4f}" for r in w["grid"])
-        lines.append(f"- LLM fusion weight chosen on validation (P2 NDCG@10 by weight — {grid}): **{w['llm_weight']}**")
+        line = f"- LLM fusion weight chosen on validation (P2 NDCG@10 by weight — {grid}): **{w['llm_weight']}**"
+        if w.get("rule") == "paired" and w.get("test"):
+            line += (
+                f" (rule `paired`: the best, {w['best']}, against 0: p = {w['test']['p_t']:.3g}, "
+                f"threshold {w['threshold']:.4f})"
+            )
+        elif w.get("rule"):
+            line += f" (rule `{w['rule']}`)"
+        lines.append(line)
     lines.append("")
     for proto in cfg["protocols"]["names"]:
         if proto in ("p3", "p4"):

@@ -416,3 +416,71 @@ def test_reuse_stores_is_relative_to_the_config_and_offered_to_the_fit(tmp_path:
     with pytest.raises(RuntimeError, match="stop here"):
         harness.recommender(harness.load(), "val")
     assert offered == [[tmp_path / "other" / "stores" / "val" / "models"]]
+
+
+def _noisy(rng: random.Random, base: dict[str, float], shift: float, noise: float) -> dict[str, float]:
+    return {u: v + shift + rng.gauss(0.0, noise) for u, v in base.items()}
+
+
+def test_the_llm_weight_must_beat_weight_zero_on_validation_to_be_chosen():
+    from knowrec.eval.harness import choose_llm_weight
+
+    rng = random.Random(0)
+    zero = {str(u): rng.random() for u in range(400)}
+    grid = [0.0, 0.1, 0.3, 0.5, 1.0]
+    # a tie, or a small noisy edge, at every weight: the grid's maximum is not 0, but nothing beats 0
+    flat = {w: (zero if w == 0.0 else _noisy(rng, zero, 0.0, 0.05)) for w in grid}
+    meta = choose_llm_weight(flat)
+    assert meta["best"] != 0.0 and meta["llm_weight"] == 0.0 and meta["test"]["p_t"] >= meta["threshold"]
+    assert choose_llm_weight(flat, "max")["llm_weight"] == meta["best"]  # the old rule took the noise
+    # a real gain at 0.3 (every user a little better) is taken
+    gain = {**flat, 0.3: _noisy(rng, zero, 0.02, 0.01)}
+    meta = choose_llm_weight(gain)
+    assert meta["llm_weight"] == 0.3 and meta["test"]["p_t"] < meta["threshold"]
+    # exact ties go to the smaller weight; a loss is never chosen
+    assert choose_llm_weight({0.0: zero, 0.5: dict(zero), 1.0: dict(zero)})["llm_weight"] == 0.0
+    assert choose_llm_weight({0.0: zero, 0.5: _noisy(rng, zero, -0.02, 0.01)})["llm_weight"] == 0.0
+    # Bonferroni: an edge significant at 0.05 with one weight tried is not with four
+    edge = _noisy(random.Random(7), zero, 0.003, 0.03)
+    one = choose_llm_weight({0.0: zero, 0.5: edge})
+    four = choose_llm_weight({0.0: zero, 0.1: zero, 0.2: zero, 0.3: zero, 0.5: edge})
+    assert 0.05 / 4 <= one["test"]["p_t"] < 0.05
+    assert one["llm_weight"] == 0.5 and four["llm_weight"] == 0.0
+
+
+def test_a_new_weight_rule_is_applied_to_cached_validation_lists_and_retires_stale_test_lists(tmp_path: Path):
+    cfg = load_config(write_config(tmp_path, pipeline='["knowrec"]'))
+    h = Harness(cfg)
+    ctx = h.load()
+
+    def no_store(*args: object, **kw: object) -> None:
+        raise AssertionError("the cached validation lists need no recommender")
+
+    h.recommender = no_store  # type: ignore[method-assign]
+    folder = h.out / "cache" / "knowrec"
+    folder.mkdir(parents=True)
+    with (folder / "val-p2.jsonl").open("w") as fh:  # the LLM puts the validation item last: it only loses
+        for user in ctx.llm_users:
+            val = ctx.split.val[user]
+            retrieval = [val] + [f"x{i}" for i in range(4)]
+            llm = {item: (0.0 if item == val else 0.5) for item in retrieval}
+            fh.write(json.dumps({"user": user, "retrieval": retrieval, "llm": llm, "fallback": False}) + "\n")
+    (folder / "weight.json").write_text(json.dumps({"llm_weight": 1.0, "grid": [], "users": len(ctx.llm_users)}))
+    meta = h.tune_llm_weight(ctx)  # a choice made under the old rule (no "rule" recorded) is made again
+    assert meta["rule"] == "paired" and meta["llm_weight"] == 0.0 and meta["users"] == len(ctx.llm_users)
+    assert json.loads((folder / "weight.json").read_text())["llm_weight"] == 0.0
+
+    # the test lists a run cached at the old weight (recorded in its results.json) are not reused at the new one
+    old = {"retrieval": {"fusion": "learned"}, "ranker": {"llm_weight": 1.0}}
+    (h.out / "results.json").write_text(json.dumps({"systems": {"knowrec": {"meta": {"settings": old, "call": {}}}}}))
+    (folder / "p2.jsonl").write_text('{"user": "u1"}\n')
+    h._retire_stale_lists("knowrec", {"retrieval": {"fusion": "learned"}, "ranker": {"llm_weight": 0.0}}, {})
+    assert not (folder / "p2.jsonl").exists() and (folder / "stale" / "p2.jsonl").exists()
+    (folder / "p2.jsonl").write_text('{"user": "u1"}\n')  # made again at 0.0: kept while the settings hold
+    h._retire_stale_lists("knowrec", {"retrieval": {"fusion": "learned"}, "ranker": {"llm_weight": 0.0}}, {})
+    assert (folder / "p2.jsonl").exists()
+    adapter = {"llm": {"adapter": "/elsewhere/adapters/main"}, "ranker": {"llm_weight": 0.0}}
+    h._retire_stale_lists("knowrec", {**adapter, "llm": {"adapter": "adapters/main"}}, {})
+    (folder / "p2.jsonl").write_text('{"user": "u1"}\n')
+    h._retire_stale_lists("knowrec", adapter, {})  # the same adapter named from another folder
+    assert (folder / "p2.jsonl").exists()

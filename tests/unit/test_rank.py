@@ -4,6 +4,7 @@ import pytest
 
 from knowrec.agent.rank import (
     ListwiseRanker,
+    PointwiseRanker,
     RankContext,
     RankItem,
     RetrievalRanker,
@@ -74,6 +75,17 @@ def test_verbalizer_weight_zero_is_retrieval_order():
     llm = FakeLLM(logprobs={"A": -5.0, "B": -4.0, "C": -3.0, "D": -0.1})
     res = VerbalizerRanker(llm, llm_weight=0.0).rank(CTX, items(4), 4)
     assert res.order == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("ranker", [VerbalizerRanker, ListwiseRanker, PointwiseRanker])
+def test_at_weight_zero_the_llm_is_not_asked(ranker):
+    llm = FakeLLM(logprobs={"A": -5.0, "B": -4.0, "C": -3.0, "D": -0.1})
+    res = ranker(llm, llm_weight=0.0).rank(CTX, items(4), 4)
+    assert llm.calls == [] and res.model == "none" and not res.llm_scores and not res.fallback
+    assert res.order == ["0", "1", "2", "3"]
+    asked = FakeLLM(logprobs={"A": -5.0, "B": -4.0, "C": -3.0, "D": -0.1})
+    ranker(asked, llm_weight=0.1).rank(CTX, items(4), 4)
+    assert asked.calls  # any other weight asks it
 
 
 def test_verbalizer_llm_error_falls_back_flagged():
