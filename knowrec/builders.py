@@ -58,14 +58,15 @@ def build_embedder(settings: Settings) -> Embedder:
 
 
 def build_index(settings: Settings, embedder: Embedder) -> ItemIndex:
-    """The item index: a Chroma server when ``chroma_url`` is set, else Chroma on disk in the data dir."""
+    """The item index: a Chroma server when ``chroma_url`` is set, else Chroma on disk in the data dir (exact search
+    up to ``retrieval.exact_search_items`` items)."""
     from knowrec.kg_store.chroma_index import ChromaItemIndex
 
     s = settings
     if s.chroma_url:
         token = s.chroma_token.get_secret_value() if s.chroma_token else None
         return ChromaItemIndex(embedder, url=s.chroma_url, token=token)
-    return ChromaItemIndex(embedder, path=s.chroma_path)
+    return ChromaItemIndex(embedder, path=s.chroma_path, exact_max_items=s.retrieval.exact_search_items)
 
 
 def build_llm(settings: Settings) -> tuple[LLMClient | None, bool]:

@@ -67,6 +67,12 @@ class RetrievalConfig(_Stage):
     rrf_k: int = 60
     max_entity_items: int = 200
     """KG generator: ignore entities shared by more items than this (genres, years)."""
+    exact_search_items: int = Field(default=50_000, ge=0)
+    """The embedded item index answers the vector generator's queries by exact search (all vectors in memory, one
+    matrix product) while it holds at most this many items, and by Chroma's HNSW graph above that (and always on a
+    Chroma server). HNSW is approximate (90% of the exact top 50 on 3,650 random vectors) and not the same when built
+    twice from the same vectors, so lists would vary from one ingest to the next; exact search costs ~1 ms a query
+    at 10k items (``docs/benchmarks/stores.md``). 0: always HNSW."""
     ease_lambda: float = 200.0
     ease_max_items: int = 6000
     ease_min_count: int = 2

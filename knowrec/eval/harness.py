@@ -586,9 +586,10 @@ class Harness:
         return meta
 
     def _retire_stale_lists(self, name: str, overrides: dict[str, Any], call: dict[str, Any]) -> None:
-        """The per-user test lists of ``name`` hold only while its settings do: lists cached under other settings
-        (an LLM weight chosen again under a new rule, another adapter) move to ``cache/NAME/stale/`` and are made
-        again. A cache from before this check is judged by the settings its ``results.json`` recorded."""
+        """The per-user test lists (P1–P3, P4's dialogues) of ``name`` hold only while its settings do: lists cached
+        under other settings (an LLM weight chosen again under a new rule, another adapter) move to
+        ``cache/NAME/stale/`` and are made again. A cache from before this check is judged by the settings its
+        ``results.json`` recorded."""
 
         def signature(settings: dict[str, Any], call: dict[str, Any]) -> str:
             settings = json.loads(json.dumps(settings))
@@ -607,7 +608,7 @@ class Harness:
             meta = json.loads((self.out / "results.json").read_text()).get("systems", {}).get(name, {}).get("meta")
             if meta and "settings" in meta:
                 before = signature(meta["settings"], meta.get("call", {}))
-        lists = [folder / f"{proto}.jsonl" for proto in ("p1", "p2", "p3")]
+        lists = [folder / f"{proto}.jsonl" for proto in ("p1", "p2", "p3", "p4")]
         if before is not None and before != now and any(f.exists() for f in lists):
             (folder / "stale").mkdir(parents=True, exist_ok=True)
             for f in lists:

@@ -110,6 +110,9 @@ class ChromaItemIndex:
         port: the server port with ``host``.
         collection: collection name.
         connect_timeout: seconds allowed to reach the server (probe and each connection).
+        exact_max_items: an embedded index holding at most this many items answers :meth:`query` by exact search
+            over its vectors in memory instead of Chroma's HNSW graph (which is approximate, and not the same when
+            built twice from the same vectors); 0: always HNSW. A server index always uses HNSW.
 
     Raises:
         ConfigError: not exactly one of ``path``, ``url`` and ``host``; ``port`` without ``host``; a ``url`` that is
@@ -134,6 +137,7 @@ class ChromaItemIndex:
         port: int | None = None,
         collection: str = COLLECTION,
         connect_timeout: float = 5.0,
+        exact_max_items: int = 50_000,
     ) -> None:
         if sum(x is not None for x in (path, url, host)) != 1:
             raise ConfigError("Chroma item index: give exactly one of path (embedded), url (server) or host (server)")
@@ -167,6 +171,10 @@ class ChromaItemIndex:
         self._vectors: dict[str, np.ndarray] = {}
         self._vector_writes = 0  # bumped by every write here: a read that overlapped one is not cached
         self.vector_cache_items = 250_000
+        self.exact_max_items = exact_max_items
+        # exact search: (write count when read, ids, unit vectors), or (write count, None, None) when too many items
+        self._exact: tuple[int, list[str] | None, np.ndarray | None] | None = None
+        self._exact_lock = threading.Lock()
 
     @property
     def is_server(self) -> bool:
@@ -405,11 +413,65 @@ class ChromaItemIndex:
                 out[i] = vec
         return out
 
+    def _exact_matrix(self) -> tuple[list[str] | None, np.ndarray | None]:
+        """Every stored vector, unit length, read once and again after a write by this index (a write by another
+        process is seen after a restart); ``(None, None)`` for a server or a collection over ``exact_max_items``."""
+        if self.is_server or self.exact_max_items <= 0:
+            return None, None
+        exact = self._exact
+        if exact is not None and exact[0] == self._vector_writes:
+            return exact[1], exact[2]
+        with self._exact_lock:
+            exact = self._exact
+            if exact is not None and exact[0] == self._vector_writes:
+                return exact[1], exact[2]
+            col = self._collection()
+            writes = self._vector_writes
+            with self._guard():
+                total = int(col.count())
+                if total > self.exact_max_items:
+                    self._exact = (writes, None, None)
+                    return None, None
+                ids: list[str] = []
+                rows: list[np.ndarray] = []
+                for offset in range(0, total, 5000):
+                    got = col.get(limit=5000, offset=offset, include=["embeddings"])
+                    embs = got.get("embeddings")
+                    if embs is not None and len(got["ids"]):
+                        ids.extend(got["ids"])
+                        rows.append(np.asarray(embs, dtype=np.float32))
+            matrix = np.concatenate(rows) if rows else np.zeros((0, 1), dtype=np.float32)
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            matrix = matrix / np.where(norms > 0, norms, 1.0)
+            matrix.flags.writeable = False
+            if writes == self._vector_writes:  # a write meanwhile: read again next time
+                self._exact = (writes, ids, matrix)
+            return ids, matrix
+
     def query(
         self, vector: np.ndarray, k: int, exclude: set[str] | frozenset[str] = frozenset()
     ) -> list[tuple[str, float]]:
+        """The ``k`` items most similar to ``vector`` (cosine), best first, equal scores (to 6 decimals) by id.
+        Exact (and so the same on every build of the same vectors) while an embedded index holds at most
+        ``exact_max_items`` items; Chroma's HNSW above that and on a server."""
         if k <= 0:
             return []
+        ids, matrix = self._exact_matrix()
+        if ids is not None and matrix is not None:
+            if not ids:
+                return []
+            v = np.asarray(vector, dtype=np.float32).reshape(-1)
+            norm = float(np.linalg.norm(v))
+            sims = matrix @ (v / norm if norm > 0 else v)
+            n = min(k + len(exclude) + 8, len(ids))
+            if n < len(ids):  # the n best, and every item tied with the last of them (ties go by id below)
+                cut = np.partition(-sims, n - 1)[n - 1]
+                top = np.flatnonzero(-sims <= cut + 1e-6)
+            else:
+                top = np.arange(len(ids))
+            exact_hits = [(ids[j], float(sims[j])) for j in top if ids[j] not in exclude]
+            exact_hits.sort(key=lambda h: (-round(h[1], 6), h[0]))
+            return exact_hits[:k]
         col = self._collection()
         with self._guard():
             # a few more than needed, so that equal scores at the cut are broken by id (Chroma's order for ties

@@ -40,7 +40,8 @@ def _collection_name() -> str:
 @pytest.fixture(
     params=[
         "memory",
-        pytest.param("embedded", marks=pytest.mark.integration),  # a folder in tmp_path
+        pytest.param("embedded", marks=pytest.mark.integration),  # a folder in tmp_path: exact search
+        pytest.param("embedded-hnsw", marks=pytest.mark.integration),  # the same, queries through Chroma's HNSW
         pytest.param("server", marks=pytest.mark.integration),
     ]
 )
@@ -48,8 +49,11 @@ def index(request: pytest.FixtureRequest) -> Iterator[ItemIndex]:
     if request.param == "memory":
         yield InMemoryItemIndex(HashEmbedder())
         return
-    if request.param == "embedded":
-        yield ChromaItemIndex(HashEmbedder(), path=request.getfixturevalue("tmp_path") / "chroma")
+    if request.param.startswith("embedded"):
+        exact = 0 if request.param == "embedded-hnsw" else 50_000
+        yield ChromaItemIndex(
+            HashEmbedder(), path=request.getfixturevalue("tmp_path") / "chroma", exact_max_items=exact
+        )
         return
     url = request.getfixturevalue("chroma_server")
     name = _collection_name()
@@ -261,3 +265,51 @@ def test_chroma_a_vector_read_beside_a_write_is_not_kept(chroma: ChromaItemIndex
     monkeypatch.setattr(col, "get", read_then_write)
     np.testing.assert_allclose(chroma.vectors(["1"])["1"], _vec(DOCS["1"]), atol=1e-6)
     np.testing.assert_allclose(chroma.vectors(["1"])["1"], _vec(new_text), atol=1e-6)
+
+
+# --- exact search (an embedded index up to ``exact_max_items`` items) -----------------------------------------------
+
+
+def _random_docs(n: int, seed: int) -> dict[str, str]:
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(60)]
+    return {f"i{j:04d}": " ".join(rng.choice(words, size=8)) for j in range(n)}
+
+
+@pytest.mark.integration
+def test_chroma_exact_search_is_the_true_top_k_and_the_same_on_every_build(tmp_path):
+    docs = _random_docs(400, 0)
+    builds = []
+    for n in (1, 2):
+        idx = ChromaItemIndex(HashEmbedder(), path=tmp_path / f"b{n}")
+        idx.upsert(list(docs), list(docs.values()))
+        builds.append(idx)
+    ids = list(docs)
+    unit = HashEmbedder().embed(list(docs.values()))
+    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+    for q in ids[:60]:
+        v = _vec(docs[q])
+        got = builds[0].query(v, 10, exclude={q})
+        assert got == builds[1].query(v, 10, exclude={q})  # the same on both builds
+        sims = unit @ (v / np.linalg.norm(v))
+        truth = sorted((i for i in ids if i != q), key=lambda i: (-round(float(sims[ids.index(i)]), 6), i))[:10]
+        assert [i for i, _ in got] == truth
+        np.testing.assert_allclose([s for _, s in got], [sims[ids.index(i)] for i in truth], atol=1e-5)
+    assert builds[0]._exact is not None and builds[0]._exact[1] is not None
+
+
+@pytest.mark.integration
+def test_chroma_exact_search_sees_this_index_s_writes(chroma: ChromaItemIndex):
+    assert [i for i, _ in chroma.query(_vec(DOCS["3"]), 1)] == ["3"]
+    chroma.upsert(["9"], ["Alien (1979). Science fiction horror by Ridley Scott, director's cut"])
+    assert "9" in [i for i, _ in chroma.query(_vec(DOCS["3"]), 2)]
+    chroma.delete(["3"])
+    assert "3" not in [i for i, _ in chroma.query(_vec(DOCS["3"]), 5)]
+
+
+@pytest.mark.integration
+def test_chroma_over_exact_max_items_queries_hnsw(tmp_path):
+    idx = ChromaItemIndex(HashEmbedder(), path=tmp_path / "chroma", exact_max_items=len(DOCS) - 1)
+    idx.upsert(list(DOCS), list(DOCS.values()))
+    assert [i for i, _ in idx.query(_vec(DOCS["3"]), 2)] == ["3", "4"]
+    assert idx._exact is not None and idx._exact[1] is None  # too many items: HNSW answered
