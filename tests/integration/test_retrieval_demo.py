@@ -42,6 +42,9 @@ def test_the_demo_reuses_the_shipped_models(full_demo: Recommender):
     info = full_demo.models_info()
     assert info["fitted"] and info["fusion"] == "learned" and not info["stale"]
     assert "reused from" in (info["sequential"]["served"] or "")
+    # the fusion too: a fingerprint the shipped models no longer match (a new retrieval setting, a feature) would
+    # train it again here, minutes of the demo's first run
+    assert "reused_from" in full_demo.models.manifest["fusion"]
     r = full_demo.recommend("1", k=5)
     assert r.fusion == "learned" and len(r.items) == 5
 
