@@ -344,7 +344,8 @@ def info(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json
         else:
             out.print(f"[bold]data dir[/] {rec.settings.data_dir}")
             out.print("[bold]stored[/] " + ", ".join(f"{k} {v}" for k, v in data["stats"].items()))
-            out.print(f"[bold]indexed[/] {data['index_count']} item documents")
+            search = f" (vector search: {data['vector_search']})" if data.get("vector_search") else ""
+            out.print(f"[bold]indexed[/] {data['index_count']} item documents{search}")
             _print_models(data["models"])
             s = rec.settings
             out.print(

@@ -626,6 +626,8 @@ class Recommender:
         return {
             "stats": self.store.stats(),
             "index_count": self.index.count(),
+            # exact or hnsw (approximate) for Chroma (retrieval.exact_search_items); None for another index
+            "vector_search": kind() if (kind := getattr(self.index, "search_kind", None)) else None,
             "models": self.models_info(),
             "settings": self.settings.describe(),
         }

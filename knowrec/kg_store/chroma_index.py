@@ -413,6 +413,12 @@ class ChromaItemIndex:
                 out[i] = vec
         return out
 
+    def search_kind(self) -> str:
+        """How :meth:`query` answers now: ``exact`` (an embedded index within ``exact_max_items``) or ``hnsw``."""
+        if self.is_server or self.exact_max_items <= 0 or self.count() > self.exact_max_items:
+            return "hnsw"
+        return "exact"
+
     def _exact_matrix(self) -> tuple[list[str] | None, np.ndarray | None]:
         """Every stored vector, unit length, read once and again after a write by this index (a write by another
         process is seen after a restart); ``(None, None)`` for a server or a collection over ``exact_max_items``."""

@@ -81,6 +81,7 @@ def test_info_and_similar(demo_dir: Path):
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)
     assert data["stats"]["users"] == DEMO_USERS and data["index_count"] == data["stats"]["items"]
+    assert data["vector_search"] == "exact"  # the embedded index, well under retrieval.exact_search_items
     sim = run_cli("similar", "1", "--k", "3", "--data-dir", str(demo_dir))
     assert sim.returncode == 0, sim.stderr
     assert "Toy Story 2" in sim.stdout

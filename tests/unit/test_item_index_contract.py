@@ -313,3 +313,6 @@ def test_chroma_over_exact_max_items_queries_hnsw(tmp_path):
     idx.upsert(list(DOCS), list(DOCS.values()))
     assert [i for i, _ in idx.query(_vec(DOCS["3"]), 2)] == ["3", "4"]
     assert idx._exact is not None and idx._exact[1] is None  # too many items: HNSW answered
+    assert idx.search_kind() == "hnsw"
+    idx.exact_max_items = len(DOCS)
+    assert idx.search_kind() == "exact"
