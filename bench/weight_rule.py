@@ -23,7 +23,7 @@ from knowrec.eval.metrics import mean
 from knowrec.eval.report import paired_test
 
 
-def test_ndcg(folder: Path, name: str, proto: str, users: list[str]) -> dict[str, float] | None:
+def cached_ndcg(folder: Path, name: str, proto: str, users: list[str]) -> dict[str, float] | None:
     cache = UserCache(folder / name / f"{proto}.jsonl")
     if not all(cache.done(u) for u in users):
         return None
@@ -55,13 +55,13 @@ def main() -> None:
         row["p_val"] = new.get("test", {}).get("p_t")
         row["threshold"] = new.get("threshold")
         for proto in ("p2", "p1"):
-            recorded = test_ndcg(folder, name, proto, scope)
-            served = test_ndcg(folder, "no-llm", proto, scope) if new["llm_weight"] == 0.0 else None
+            recorded = cached_ndcg(folder, name, proto, scope)
+            served = cached_ndcg(folder, "no-llm", proto, scope) if new["llm_weight"] == 0.0 else None
             if new["llm_weight"] == old["llm_weight"]:
                 served = recorded
             row[f"{proto}_old"] = mean(list(recorded.values())) if recorded else None
             row[f"{proto}_new"] = mean(list(served.values())) if served else None
-            baseline = test_ndcg(folder, "no-llm", proto, scope)
+            baseline = cached_ndcg(folder, "no-llm", proto, scope)
             row[f"{proto}_no_llm"] = mean(list(baseline.values())) if baseline else None
             if recorded and served and recorded != served:
                 row[f"{proto}_p_old_vs_new"] = paired_test(recorded, served)["p_t"]
