@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +78,7 @@ class _State:
     facts: dict[str, Fact] = field(default_factory=dict)  # as written (labels: the rule of GraphStore.write)
     users: set[str] = field(default_factory=set)
     interactions: dict[tuple[str, str], Interaction] = field(default_factory=dict)
+    seq: dict[tuple[str, str], int] = field(default_factory=dict)  # write order: breaks ties of equal timestamps
     version: int = 0
 
     def copy(self) -> _State:
@@ -87,8 +88,14 @@ class _State:
             dict(self.facts),
             set(self.users),
             dict(self.interactions),
+            dict(self.seq),
             self.version + 1,
         )
+
+
+def _write_order(state: _State) -> Callable[[Interaction], int]:
+    """Sort key: the order an interaction was written in (a rewrite with a new timestamp counts as written then)."""
+    return lambda x: state.seq[(x.user_id, x.item_id)]
 
 
 class _Graph:
@@ -129,10 +136,10 @@ class _Derived:
         self._lock = threading.Lock()
 
     def by_user(self) -> dict[str, list[Interaction]]:
-        """Each user's interactions, most recent first (no timestamp: oldest; ties by item id descending)."""
+        """Each user's interactions, most recent first (no timestamp: oldest; ties: the one written last first)."""
         with self._lock:
             if self._by_user is None:
-                rows = sorted(self.state.interactions.values(), key=lambda x: x.item_id, reverse=True)
+                rows = sorted(self.state.interactions.values(), key=_write_order(self.state), reverse=True)
                 rows.sort(key=lambda x: (x.timestamp is None, -(x.timestamp or 0)))
                 by_user: dict[str, list[Interaction]] = {}
                 for x in rows:
@@ -293,11 +300,17 @@ class InMemoryGraphStore:
                 for node, label in endpoint_labels(batch.facts).items():
                     if node not in new.items and (label or node not in new.entities):
                         new.entities[node] = label
+            last_seq = max(new.seq.values(), default=0)
             for x_chunk in chunks(batch.interactions, WRITE_CHUNK):
                 for x in x_chunk:
                     new.users.add(x.user_id)
-                    n_interactions += (x.user_id, x.item_id) not in new.interactions
-                    new.interactions[(x.user_id, x.item_id)] = x
+                    key = (x.user_id, x.item_id)
+                    old_x = new.interactions.get(key)
+                    n_interactions += old_x is None
+                    if old_x is None or old_x.timestamp != x.timestamp:  # a new timestamp: written now
+                        last_seq += 1
+                        new.seq[key] = last_seq
+                    new.interactions[key] = x
                 if progress is not None:
                     progress("interactions", len(x_chunk))
             self._graph.state = new
@@ -340,16 +353,18 @@ class InMemoryGraphStore:
     # --- interactions -------------------------------------------------------------------------------------------
 
     def history(self, user_id: str, n: int | None = None) -> list[Interaction]:
-        """The user's interactions, most recent first; no timestamp counts as oldest; ties by item id descending."""
+        """The user's interactions, most recent first; no timestamp counts as oldest; equal timestamps: the one
+        written last first (as :meth:`~knowrec.kg_store.base.GraphStore.history`)."""
         if n is not None and n <= 0:
             return []
         rows = self._derived().by_user().get(user_id, [])
         return list(rows if n is None else rows[:n])
 
     def interactions(self) -> Iterator[Interaction]:
-        """Every interaction in (user, timestamp, item) order; missing timestamps first within a user."""
-        rows = list(self._state().interactions.values())
-        rows.sort(key=lambda x: (x.user_id, x.timestamp is not None, x.timestamp or 0, x.item_id))
+        """Every interaction in (user, timestamp, write order) order; missing timestamps first within a user."""
+        state = self._state()
+        rows = sorted(state.interactions.values(), key=_write_order(state))
+        rows.sort(key=lambda x: (x.user_id, x.timestamp is not None, x.timestamp or 0))
         yield from rows
 
     def popular(self, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, int]]:

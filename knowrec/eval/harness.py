@@ -45,6 +45,10 @@ __all__ = ["Harness", "UserCache", "choose_llm_weight", "llm_weight_scores", "p1
 
 log = logging.getLogger(__name__)
 
+# What the stores' order of equal timestamps is (part of their fingerprint): since graph store schema v3 they keep
+# the order they were written in, which is the split's (time, then item id numerically), as the harness writes them.
+STORE_ORDER = "interaction ties: write order"
+
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 """``progress(description, total)`` returns ``advance(n)``."""
 
@@ -236,6 +240,9 @@ class Harness:
         if d.extracted_facts is not None:
             dump["extracted_facts"] = hashlib.sha1(Path(d.extracted_facts).read_bytes()).hexdigest()[:12]
         h.update(json.dumps(dump, sort_keys=True).encode())
+        # stores whose equal timestamps tie by write order (the split's order), not by item id: those built before
+        # are rebuilt, and the lists made over them retired (_retire_stale_lists)
+        h.update(STORE_ORDER.encode())
         return h.hexdigest()[:12]
 
     def recommender(
@@ -529,7 +536,7 @@ class Harness:
                 "weight_tuning": weight,
             }
         call = dict(spec["call"])
-        self._retire_stale_lists(name, overrides, call)
+        self._retire_stale_lists(name, overrides, call, store=self._fingerprint(ctx))
         rec = self.recommender(ctx, "test", overrides, models=spec.get("models"))
         list_len = self.cfg.protocols.list_len
         meta: dict[str, Any] = {"settings": overrides, "call": call, "users": len(users), "llm": spec["llm"]}
@@ -585,29 +592,30 @@ class Harness:
         rec.close()
         return meta
 
-    def _retire_stale_lists(self, name: str, overrides: dict[str, Any], call: dict[str, Any]) -> None:
-        """The per-user test lists (P1–P3, P4's dialogues) of ``name`` hold only while its settings do: lists cached
-        under other settings (an LLM weight chosen again under a new rule, another adapter) move to
-        ``cache/NAME/stale/`` and are made again. A cache from before this check is judged by the settings its
-        ``results.json`` recorded."""
+    def _retire_stale_lists(self, name: str, overrides: dict[str, Any], call: dict[str, Any], store: str) -> None:
+        """The per-user test lists (P1–P3, P4's dialogues) of ``name`` hold only while its settings and its store
+        (``store``: the stores' fingerprint) do: lists cached under other settings (an LLM weight chosen again under a
+        new rule, another adapter) or over another store move to ``cache/NAME/stale/`` and are made again. A cache
+        from before this check is judged by the settings its ``results.json`` recorded, and one that recorded no
+        store by the store of that time (stores before :data:`STORE_ORDER` tied equal timestamps by item id)."""
 
-        def signature(settings: dict[str, Any], call: dict[str, Any]) -> str:
+        def signature(settings: dict[str, Any], call: dict[str, Any], store: str | None) -> str:
             settings = json.loads(json.dumps(settings))
             if "adapter" in settings.get("llm", {}):  # the adapter's folder name: the run may start elsewhere
                 settings["llm"]["adapter"] = Path(str(settings["llm"]["adapter"])).name
-            return json.dumps({"settings": settings, "call": call}, sort_keys=True)
+            return json.dumps({"settings": settings, "call": call, "store": store}, sort_keys=True)
 
         folder = self.out / "cache" / name
         record = folder / "settings.json"
-        now = signature(overrides, call)
+        now = signature(overrides, call, store)
         before: str | None = None
         if record.exists():
             saved = json.loads(record.read_text())
-            before = signature(saved["settings"], saved["call"])
+            before = signature(saved["settings"], saved["call"], saved.get("store"))
         elif (self.out / "results.json").exists():
             meta = json.loads((self.out / "results.json").read_text()).get("systems", {}).get(name, {}).get("meta")
             if meta and "settings" in meta:
-                before = signature(meta["settings"], meta.get("call", {}))
+                before = signature(meta["settings"], meta.get("call", {}), None)
         lists = [folder / f"{proto}.jsonl" for proto in ("p1", "p2", "p3", "p4")]
         if before is not None and before != now and any(f.exists() for f in lists):
             (folder / "stale").mkdir(parents=True, exist_ok=True)
@@ -622,7 +630,7 @@ class Harness:
                 folder / "stale",
             )
         folder.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"settings": overrides, "call": call}, indent=1, default=str))
+        record.write_text(json.dumps({"settings": overrides, "call": call, "store": store}, indent=1, default=str))
 
     def p4_users(self, ctx: _Context) -> list[str]:
         """The simulated users of P4 (``protocols.p4_users`` of the evaluated users, drawn with seed + 4)."""

@@ -95,11 +95,15 @@ class GraphStore(Protocol):
         ...
 
     def history(self, user_id: str, n: int | None = None) -> list[Interaction]:
-        """The user's interactions, most recent first (ties: item id descending). Unknown user: ``[]``."""
+        """The user's interactions, most recent first. Unknown user: ``[]``.
+
+        Equal timestamps keep the order they were written in (the one written last counts as the most recent); a
+        rewrite with a new timestamp counts as written then, one with only a new rating keeps its place.
+        """
         ...
 
     def interactions(self) -> Iterator[Interaction]:
-        """Every interaction (for fitting collaborative models), in (user, timestamp, item) order.
+        """Every interaction (for fitting collaborative models), in (user, timestamp, write order) order.
 
         A missing timestamp sorts first within a user (it counts as oldest), as in :meth:`history`.
         """

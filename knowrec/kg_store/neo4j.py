@@ -8,7 +8,9 @@ The model mirrors :mod:`knowrec.kg_store.sqlite`:
 * a fact is a ``(head)-[:FACT {id, relation, head_label, tail_label, source, provenance}]->(tail)`` relationship
   (``provenance`` as JSON, ``''`` when none; a fact stored before these two existed reads as ``dataset`` without
   provenance). Relation names are data, so they are a property, never a relationship type;
-* users are ``(:User {id})``; an interaction is ``(:User)-[:INTERACTED {rating, ts}]->(:Item)``, one per pair.
+* users are ``(:User {id})``; an interaction is ``(:User)-[:INTERACTED {rating, ts, seq}]->(:Item)``, one per pair;
+  ``seq`` is the write order that breaks ties of equal timestamps (an interaction stored before it existed has none:
+  it counts as written before the others and ties with its like by item id).
 
 A store opened with ``fact_sources`` runs the variants of the read statements in :data:`_FILTERED`: they follow only
 the FACT relationships whose source is in ``$sources`` and count degrees over those on the fly (``COUNT {}``), where
@@ -70,6 +72,7 @@ _SCHEMA = (
     "CREATE CONSTRAINT knowrec_entity_id IF NOT EXISTS FOR (n:Entity) REQUIRE n.id IS UNIQUE",
     "CREATE CONSTRAINT knowrec_user_id IF NOT EXISTS FOR (n:User) REQUIRE n.id IS UNIQUE",
     "CREATE CONSTRAINT knowrec_fact_id IF NOT EXISTS FOR ()-[r:FACT]-() REQUIRE r.id IS UNIQUE",
+    "CREATE RANGE INDEX knowrec_interacted_seq IF NOT EXISTS FOR ()-[r:INTERACTED]-() ON (r.seq)",
 )
 
 # --- write statements -------------------------------------------------------------------------------------------
@@ -152,7 +155,15 @@ UNWIND $rows AS row
 MATCH (i:Item {id: row.item})
 MERGE (u:User {id: row.user})
 MERGE (u)-[r:INTERACTED]->(i)
+  ON CREATE SET r.seq = row.seq
+  ON MATCH SET r.seq = CASE WHEN r.ts = row.ts OR (r.ts IS NULL AND row.ts IS NULL) THEN r.seq ELSE row.seq END
 SET r.rating = row.rating, r.ts = row.ts
+"""
+
+# The last write order given (the index answers it without walking the interactions).
+_LAST_SEQ = """
+MATCH ()-[r:INTERACTED]->() WHERE r.seq IS NOT NULL
+RETURN r.seq ORDER BY r.seq DESC LIMIT 1
 """
 
 # --- read statements --------------------------------------------------------------------------------------------
@@ -174,7 +185,8 @@ RETURN i.id, i.title, i.text, i.attributes ORDER BY c DESC, i.id LIMIT $n
 
 _HISTORY = """
 MATCH (u:User {id: $user})-[r:INTERACTED]->(i:Item)
-RETURN u.id, i.id, r.rating, r.ts ORDER BY r.ts IS NULL, r.ts DESC, i.id DESC LIMIT $n
+RETURN u.id, i.id, r.rating, r.ts ORDER BY r.ts IS NULL, r.ts DESC, r.seq IS NULL, r.seq DESC, i.id DESC
+LIMIT $n
 """
 
 _USER_PAGE = "MATCH (u:User) WHERE $last IS NULL OR u.id > $last RETURN u.id ORDER BY u.id LIMIT $n"
@@ -183,7 +195,7 @@ _USER_PAGE = "MATCH (u:User) WHERE $last IS NULL OR u.id > $last RETURN u.id ORD
 _INTERACTIONS_PAGE = """
 UNWIND $users AS uid
 MATCH (u:User {id: uid})-[r:INTERACTED]->(i:Item)
-RETURN u.id, i.id, r.rating, r.ts ORDER BY u.id, r.ts IS NOT NULL, r.ts, i.id
+RETURN u.id, i.id, r.rating, r.ts ORDER BY u.id, r.ts IS NOT NULL, r.ts, r.seq IS NOT NULL, r.seq, i.id
 """
 
 _N_INTERACTIONS = "MATCH ()-[r:INTERACTED]->() RETURN count(r)"
@@ -606,15 +618,20 @@ class Neo4jGraphStore:
             for tchunk in chunks(sorted(touched), WRITE_CHUNK):
                 self._run(tx, _RECOMPUTE_DF, ids=list(tchunk))
 
+        # seq: the write order, which breaks ties of equal timestamps (the order the data gave them in)
+        seq = (self._rows(tx, _LAST_SEQ) or [[0]])[0][0] if batch.interactions else 0
         for xchunk in chunks(batch.interactions, WRITE_CHUNK):
             xrows: dict[tuple[str, str], dict[str, Any]] = {}
-            for x in xchunk:  # a later row of the same pair wins
+            for n, x in enumerate(xchunk, seq + 1):  # a later row of the same pair wins (a new timestamp: its place)
+                prev = xrows.get((x.user_id, x.item_id))
                 xrows[(x.user_id, x.item_id)] = {
                     "user": x.user_id,
                     "item": x.item_id,
                     "rating": x.rating,
                     "ts": x.timestamp,
+                    "seq": prev["seq"] if prev is not None and prev["ts"] == x.timestamp else n,
                 }
+            seq += len(xchunk)
             self._run(tx, _UPSERT_INTERACTIONS, rows=list(xrows.values()))
             if progress is not None:
                 progress("interactions", len(xchunk))
@@ -696,7 +713,7 @@ class Neo4jGraphStore:
         return [interaction_from_row(r) for r in rows]
 
     def interactions(self) -> Iterator[Interaction]:
-        """Every interaction in (user, timestamp, item) order; missing timestamps first within a user.
+        """Every interaction in (user, timestamp, write order) order; missing timestamps first within a user.
 
         Read in pages of users, each in its own transaction, so a concurrent write may show up between pages.
         """

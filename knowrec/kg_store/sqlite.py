@@ -55,9 +55,10 @@ __all__ = ["SCHEMA_VERSION", "SQLiteGraphStore"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-"""Stored in ``PRAGMA user_version``. Version 1 (facts without ``source`` and ``provenance``) is migrated on open; a
-database with any other non-zero version is refused."""
+SCHEMA_VERSION = 3
+"""Stored in ``PRAGMA user_version``. Versions 1 (facts without ``source`` and ``provenance``) and 2 (interactions
+without ``seq``, the write order of equal timestamps) are migrated on open; a database with any other non-zero
+version is refused."""
 
 _IN_CHUNK = 500
 """Ids per generated ``IN (?,?,…)`` list (well below SQLite's variable limit)."""
@@ -92,9 +93,11 @@ _SCHEMA = (
         item_id TEXT NOT NULL REFERENCES items(id),
         rating REAL,
         ts INTEGER,
+        seq INTEGER,
         PRIMARY KEY (user_id, item_id)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS interactions_item ON interactions(item_id)",
+    "CREATE INDEX IF NOT EXISTS interactions_seq ON interactions(seq)",
     """CREATE TABLE IF NOT EXISTS entity_df (
         entity TEXT PRIMARY KEY,
         df INTEGER NOT NULL
@@ -106,6 +109,13 @@ _TABLES = frozenset({"items", "entities", "facts", "users", "interactions", "ent
 _MIGRATE_V1 = (
     "ALTER TABLE facts ADD COLUMN source TEXT NOT NULL DEFAULT 'dataset'",
     "ALTER TABLE facts ADD COLUMN provenance TEXT NOT NULL DEFAULT ''",
+)
+
+# v2 -> v3: interactions get ``seq``, the write order that breaks ties of equal timestamps. Rows stored before it
+# have none (NULL): they count as written before every later row, and tie among themselves by item id.
+_MIGRATE_V2 = (
+    "ALTER TABLE interactions ADD COLUMN seq INTEGER",
+    "CREATE INDEX IF NOT EXISTS interactions_seq ON interactions(seq)",
 )
 
 _TEMP_TABLES = (
@@ -152,11 +162,17 @@ WHERE (excluded.head_label <> '' AND excluded.head_label IS NOT facts.head_label
 
 _INSERT_USER = "INSERT OR IGNORE INTO users (id) VALUES (?)"
 
+# A new timestamp moves the interaction to the end of the write order; a new rating alone leaves it where it was.
 _UPSERT_INTERACTION = """
-INSERT INTO interactions (user_id, item_id, rating, ts) VALUES (?, ?, ?, ?)
-ON CONFLICT (user_id, item_id) DO UPDATE SET rating = excluded.rating, ts = excluded.ts
+INSERT INTO interactions (user_id, item_id, rating, ts, seq) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (user_id, item_id) DO UPDATE SET
+    rating = excluded.rating,
+    seq = CASE WHEN interactions.ts IS excluded.ts THEN interactions.seq ELSE excluded.seq END,
+    ts = excluded.ts
 WHERE interactions.rating IS NOT excluded.rating OR interactions.ts IS NOT excluded.ts
 """
+
+_LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM interactions"
 
 # Endpoints of the batch's facts that are not items become entities (label: non-empty wins).
 _UPSERT_ENTITIES = """
@@ -278,13 +294,13 @@ CROSS JOIN items AS i ON i.id = f.tail WHERE f.head BETWEEN ?1 AND ?2
 
 _HISTORY = """
 SELECT user_id, item_id, rating, ts FROM interactions WHERE user_id = ?
-ORDER BY ts IS NULL, ts DESC, item_id DESC
+ORDER BY ts IS NULL, ts DESC, seq DESC, item_id DESC
 LIMIT ?
 """
 
 _INTERACTIONS_PAGE = """
 SELECT user_id, item_id, rating, ts FROM interactions WHERE user_id >= ? AND user_id <= ?
-ORDER BY user_id, ts, item_id
+ORDER BY user_id, ts, seq, item_id
 """
 
 _SEARCH = """
@@ -418,7 +434,7 @@ class SQLiteGraphStore:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if version == 0 and tables:
             raise self._unavailable(f"not a knowrec graph store (has tables {sorted(tables)[:5]})")
-        if version not in (0, 1, SCHEMA_VERSION):
+        if version not in (0, 1, 2, SCHEMA_VERSION):
             raise self._unavailable(f"schema version {version}, this knowrec reads version {SCHEMA_VERSION}")
         if version != 0 and (missing := _TABLES - tables):
             raise self._unavailable(f"schema v{version} lacks tables {sorted(missing)}")
@@ -438,8 +454,8 @@ class SQLiteGraphStore:
                 conn.execute("ROLLBACK")
                 raise
             logger.info("created graph store schema v%d in %s", SCHEMA_VERSION, self.path)
-        elif version == 1:
-            self._migrate_v1(conn)
+        elif version in (1, 2):
+            self._migrate(conn, version)
         for sql in _TEMP_TABLES:
             conn.execute(sql)
         if self.fact_sources is not None:
@@ -449,13 +465,15 @@ class SQLiteGraphStore:
             conn.executemany("INSERT INTO _sources (source) VALUES (?)", [(s,) for s in sorted(self.fact_sources)])
             self._vdf_generation = None
 
-    def _migrate_v1(self, conn: sqlite3.Connection) -> None:
-        """Schema v1 -> v2 in one transaction: facts get ``source`` (``dataset``) and ``provenance`` (``''``)."""
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Schema v1 or v2 -> v3 in one transaction. v1 -> v2: facts get ``source`` (``dataset``) and ``provenance``
+        (``''``); v2 -> v3: interactions get ``seq`` (the write order of equal timestamps; NULL for the rows there)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            migrate = conn.execute("PRAGMA user_version").fetchone()[0] == 1  # not done meanwhile by another process
+            now = conn.execute("PRAGMA user_version").fetchone()[0]
+            migrate = now == version  # not done meanwhile by another process
             if migrate:
-                for sql in _MIGRATE_V1:
+                for sql in (_MIGRATE_V1 if version == 1 else ()) + _MIGRATE_V2:
                     conn.execute(sql)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
             conn.execute("COMMIT")
@@ -463,7 +481,7 @@ class SQLiteGraphStore:
             conn.execute("ROLLBACK")
             raise
         if migrate:
-            logger.info("migrated graph store %s from schema v1 to v%d", self.path, SCHEMA_VERSION)
+            logger.info("migrated graph store %s from schema v%d to v%d", self.path, version, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the connection. Safe to call twice; later use raises :class:`StoreUnavailable`."""
@@ -572,9 +590,12 @@ class SQLiteGraphStore:
         if batch.items or batch.facts:
             self._update_entities(conn, batch, batch_item_ids)
 
+        # seq: the write order, which breaks ties of equal timestamps (the order the data gave them in)
+        seq = int(self._execute(conn, _LAST_SEQ).fetchone()[0]) if batch.interactions else 0
         for ichunk in chunks(batch.interactions, WRITE_CHUNK):
             self._executemany(conn, _INSERT_USER, [(u,) for u in unique(x.user_id for x in ichunk)])
-            irows = [(x.user_id, x.item_id, x.rating, x.timestamp) for x in ichunk]
+            irows = [(x.user_id, x.item_id, x.rating, x.timestamp, seq + n) for n, x in enumerate(ichunk, 1)]
+            seq += len(ichunk)
             try:
                 self._executemany(conn, _UPSERT_INTERACTION, irows)
             except sqlite3.IntegrityError as e:  # the check above should have caught it
@@ -677,7 +698,8 @@ class SQLiteGraphStore:
     # --- interactions -------------------------------------------------------------------------------------------
 
     def history(self, user_id: str, n: int | None = None) -> list[Interaction]:
-        """The user's interactions, most recent first; no timestamp counts as oldest; ties by item id descending."""
+        """The user's interactions, most recent first; no timestamp counts as oldest; equal timestamps: the one written
+        last first (rows from before schema v3, which kept no write order, after those and by item id descending)."""
         if n is not None and n <= 0:
             return []
         with self._db() as conn:
@@ -685,7 +707,7 @@ class SQLiteGraphStore:
         return [interaction_from_row(r) for r in rows]
 
     def interactions(self) -> Iterator[Interaction]:
-        """Every interaction in (user, timestamp, item) order; missing timestamps first within a user.
+        """Every interaction in (user, timestamp, write order) order; missing timestamps first within a user.
 
         Read in pages of users, each under the lock, so a concurrent write may show up between pages.
         """

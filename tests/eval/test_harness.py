@@ -418,6 +418,37 @@ def test_reuse_stores_is_relative_to_the_config_and_offered_to_the_fit(tmp_path:
     assert offered == [[tmp_path / "other" / "stores" / "val" / "models"]]
 
 
+@pytest.mark.integration
+def test_the_stores_keep_the_splits_order_where_timestamps_tie(tmp_path: Path):
+    """Each user's last three items share one second, written in the file in no order: the split orders them by
+    item id numerically (9, 10, 23: validation 10, test 23) and the stores must read them back in that order, so
+    the validation item is the test store's latest item (text order would put "9" last, a store tying by item id
+    read the validation item as older than a training item)."""
+    path = write_config(tmp_path)
+    rng = random.Random(11)
+    rows = ["user_id,item_id,rating,timestamp"]
+    for u in range(24):
+        tied = [["9", "10", "23"], ["2", "11", "20"], ["5", "12", "21"]][u % 3]
+        rest = rng.sample([str(i) for i in range(24) if str(i) not in tied], 6)
+        rows += [f"u{u},{item},4,{1000 + k}" for k, item in enumerate(rest)]
+        rows += [f"u{u},{item},5,5000" for item in rng.sample(tied, 3)]
+    (tmp_path / "data" / "interactions.csv").write_text("\n".join(rows) + "\n")
+    harness = Harness(load_config(path))
+    ctx = harness.load()
+    assert all(ctx.split.val[u] in ("10", "11", "12") for u in ctx.split.users)
+    for phase in ("val", "test"):
+        rec = harness.recommender(ctx, phase, fitted=False)
+        stored: dict[str, list[str]] = {}
+        for x in rec.store.interactions():
+            stored.setdefault(x.user_id, []).append(x.item_id)
+        latest = {u: rec.store.history(u, 1)[0].item_id for u in ctx.split.users}
+        rec.close()
+        want = {u: ctx.split.train[u] + ([ctx.split.val[u]] if phase == "test" else []) for u in ctx.split.users}
+        assert stored == want
+        assert latest == {u: seq[-1] for u, seq in want.items()}
+    assert latest == ctx.split.val
+
+
 def _noisy(rng: random.Random, base: dict[str, float], shift: float, noise: float) -> dict[str, float]:
     return {u: v + shift + rng.gauss(0.0, noise) for u, v in base.items()}
 
@@ -474,13 +505,21 @@ def test_a_new_weight_rule_is_applied_to_cached_validation_lists_and_retires_sta
     old = {"retrieval": {"fusion": "learned"}, "ranker": {"llm_weight": 1.0}}
     (h.out / "results.json").write_text(json.dumps({"systems": {"knowrec": {"meta": {"settings": old, "call": {}}}}}))
     (folder / "p2.jsonl").write_text('{"user": "u1"}\n')
-    h._retire_stale_lists("knowrec", {"retrieval": {"fusion": "learned"}, "ranker": {"llm_weight": 0.0}}, {})
+    h._retire_stale_lists("knowrec", {"retrieval": {"fusion": "learned"}, "ranker": {"llm_weight": 0.0}}, {}, "s1")
     assert not (folder / "p2.jsonl").exists() and (folder / "stale" / "p2.jsonl").exists()
     (folder / "p2.jsonl").write_text('{"user": "u1"}\n')  # made again at 0.0: kept while the settings hold
-    h._retire_stale_lists("knowrec", {"retrieval": {"fusion": "learned"}, "ranker": {"llm_weight": 0.0}}, {})
+    h._retire_stale_lists("knowrec", {"retrieval": {"fusion": "learned"}, "ranker": {"llm_weight": 0.0}}, {}, "s1")
     assert (folder / "p2.jsonl").exists()
     adapter = {"llm": {"adapter": "/elsewhere/adapters/main"}, "ranker": {"llm_weight": 0.0}}
-    h._retire_stale_lists("knowrec", {**adapter, "llm": {"adapter": "adapters/main"}}, {})
+    h._retire_stale_lists("knowrec", {**adapter, "llm": {"adapter": "adapters/main"}}, {}, "s1")
     (folder / "p2.jsonl").write_text('{"user": "u1"}\n')
-    h._retire_stale_lists("knowrec", adapter, {})  # the same adapter named from another folder
+    h._retire_stale_lists("knowrec", adapter, {}, "s1")  # the same adapter named from another folder
     assert (folder / "p2.jsonl").exists()
+    h._retire_stale_lists("knowrec", adapter, {}, "s2")  # the same settings over another store
+    assert not (folder / "p2.jsonl").exists()
+    # a record from before the store was part of it: its lists were made over a store that tied by item id
+    (folder / "p2.jsonl").write_text('{"user": "u1"}\n')
+    (folder / "settings.json").write_text(json.dumps({"settings": adapter, "call": {}}))
+    h._retire_stale_lists("knowrec", adapter, {}, "s2")
+    assert not (folder / "p2.jsonl").exists()
+    assert json.loads((folder / "settings.json").read_text())["store"] == "s2"

@@ -262,3 +262,19 @@ def test_recommender_end_to_end_on_neo4j(neo4j_server: str, tmp_path: Path) -> N
             assert set(rec.store.get_facts(context)) == set(context)
     finally:
         rec.close()
+
+
+def test_interactions_stored_before_the_write_order_tie_by_item_id(store: Neo4jGraphStore, neo4j_server: str) -> None:
+    """A store written before ``seq`` existed: its interactions of one second tie by item id and count as written
+    before any stored since (as SQLite's rows migrated from schema v2)."""
+    import neo4j
+
+    items = [Item(id=i, title=i.upper()) for i in ("a", "b", "c")]
+    store.write(GraphBatch(items=items, interactions=[Interaction(user_id="u", item_id=i, timestamp=20) for i in "cb"]))
+    assert [x.item_id for x in store.history("u")] == ["b", "c"]  # write order
+    with neo4j.GraphDatabase.driver(neo4j_server, auth=None) as driver:
+        driver.execute_query("MATCH ()-[r:INTERACTED]->() REMOVE r.seq")
+    assert [x.item_id for x in store.history("u")] == ["c", "b"]  # no write order kept: id descending
+    store.write(GraphBatch(interactions=[Interaction(user_id="u", item_id=i, timestamp=20) for i in ("b", "a")]))
+    assert [x.item_id for x in store.history("u")] == ["a", "c", "b"]  # b unchanged, a new
+    assert [x.item_id for x in store.interactions()] == ["b", "c", "a"]

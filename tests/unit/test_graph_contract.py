@@ -270,11 +270,43 @@ def test_search_items(loaded: GraphStore) -> None:
 
 
 def test_history_order(loaded: GraphStore) -> None:
-    # ts 200 twice (ties by item id descending), then 100, then the one without a timestamp.
+    # ts 200 twice (m2 written before m4), then 100, then the one without a timestamp.
     assert [x.item_id for x in loaded.history("u1")] == ["m4", "m2", "m1", "m3"]
     assert [x.item_id for x in loaded.history("u1", n=2)] == ["m4", "m2"]
     assert loaded.history("u2")[0] == Interaction(user_id="u2", item_id="m5", rating=2.0, timestamp=60)
     assert loaded.history("u3")[-1] == Interaction(user_id="u3", item_id="m1", rating=None, timestamp=10)
+
+
+def test_equal_timestamps_keep_the_order_they_were_written_in(loaded: GraphStore) -> None:
+    """Ties of the same second go by write order, not by item id (a data file's order is the one a split keeps)."""
+
+    def write(*rows: tuple[str, int | None, float | None]) -> None:
+        loaded.write(
+            GraphBatch(interactions=[Interaction(user_id="t", item_id=i, timestamp=ts, rating=r) for i, ts, r in rows])
+        )
+
+    def order() -> list[str]:
+        newest_first = [x.item_id for x in loaded.history("t")]
+        assert [x.item_id for x in loaded.interactions() if x.user_id == "t"] == newest_first[::-1]
+        return newest_first
+
+    # neither id order (m1 < m3 < m5) nor its reverse: within a batch and across batches
+    write(("m5", 500, None), ("m1", 500, None), ("m3", 500, None))
+    assert order() == ["m3", "m1", "m5"]
+    write(("m2", 500, None))
+    write(("m6", 400, None), ("m4", None, None))
+    assert order() == ["m2", "m3", "m1", "m5", "m6", "m4"]
+    # a new rating alone keeps the place; writing the same row again too (a second ingest changes nothing)
+    write(("m1", 500, 4.0), ("m5", 500, None))
+    assert order() == ["m2", "m3", "m1", "m5", "m6", "m4"]
+    assert loaded.history("t")[2].rating == 4.0
+    # a new timestamp is a new write: m6 moved to 500 now counts as the most recent of that second
+    write(("m6", 500, None))
+    assert order() == ["m6", "m2", "m3", "m1", "m5", "m4"]
+    # the same pair twice in one batch: the later row wins, and its timestamp decides its place
+    write(("m4", 500, None), ("m5", 600, 1.0), ("m4", 300, 2.0))
+    assert order() == ["m5", "m6", "m2", "m3", "m1", "m4"]
+    assert loaded.history("t")[-1] == Interaction(user_id="t", item_id="m4", timestamp=300, rating=2.0)
 
 
 def test_unknown_user_has_no_history(loaded: GraphStore) -> None:

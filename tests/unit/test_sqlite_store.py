@@ -272,7 +272,7 @@ def test_v1_database_is_migrated(tmp_path: Path) -> None:
     store = SQLiteGraphStore(path)
     assert store.stats() == {"items": 3, "entities": 2, "facts": 3, "users": 1, "interactions": 1}
     version, columns = _facts_columns(path)
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
     assert columns[-2:] == ["source", "provenance"]
     ids = [fact_id(h, r, t) for h, r, t, _, _ in _V1_FACTS]
     got = store.get_facts(ids)
@@ -297,12 +297,53 @@ def test_v1_database_is_migrated(tmp_path: Path) -> None:
         provenance=Provenance(model="m", evidence="e"),
     )
     store.close()
-    # Opened again (as v2 now), and with a source filter: the old facts came with the data.
+    # Opened again (as v3 now), and with a source filter: the old facts came with the data.
     again = SQLiteGraphStore(path, fact_sources={"dataset"})
     assert again.entity_degrees(["g", "h"]) == {"g": 2, "h": 1}
     assert [c.item_id for c in again.kg_candidates({"a": 1.0}, set(), 5)] == ["b"]
     again.close()
-    assert _facts_columns(path) == (2, columns)
+    assert _facts_columns(path) == (3, columns)
+    assert _interaction_columns(path) == ["user_id", "item_id", "rating", "ts", "seq"]
+
+
+def _interaction_columns(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[1] for r in conn.execute("PRAGMA table_info(interactions)")]
+    finally:
+        conn.close()
+
+
+def _v2_database(path: Path) -> None:
+    """A version-2 graph store: v1 with the facts' ``source`` and ``provenance``; interactions with no write order.
+    User u has a (ts 10, from v1) and b, c (ts 20, written c first: v2 kept no order, so they tie by item id)."""
+    _v1_database(path)
+    conn = sqlite3.connect(path)
+    for sql in (
+        "ALTER TABLE facts ADD COLUMN source TEXT NOT NULL DEFAULT 'dataset'",
+        "ALTER TABLE facts ADD COLUMN provenance TEXT NOT NULL DEFAULT ''",
+    ):
+        conn.execute(sql)
+    conn.executemany("INSERT INTO interactions VALUES ('u', ?, NULL, 20)", [("c",), ("b",)])
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+
+def test_v2_database_is_migrated_and_its_ties_stay_in_id_order(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    _v2_database(path)
+    store = SQLiteGraphStore(path)
+    assert store.stats()["interactions"] == 3
+    assert _facts_columns(path)[0] == SCHEMA_VERSION
+    assert _interaction_columns(path) == ["user_id", "item_id", "rating", "ts", "seq"]
+    assert [x.item_id for x in store.history("u")] == ["c", "b", "a"]  # no write order kept: id descending
+    # rows written from now on have one, and count as written after the old ones of the same second
+    store.write(GraphBatch(interactions=[Interaction(user_id="u", item_id=i, timestamp=20) for i in ("b", "a")]))
+    assert [x.item_id for x in store.history("u")] == ["a", "c", "b"]  # b unchanged, a moved to 20 (a new write)
+    assert [x.item_id for x in store.interactions()] == ["b", "c", "a"]
+    store.close()
+    assert [x.item_id for x in SQLiteGraphStore(path).history("u")] == ["a", "c", "b"]
 
 
 def test_v1_migration_is_one_transaction(tmp_path: Path) -> None:
