@@ -24,7 +24,7 @@ from knowrec.api import RecommenderAPI
 from knowrec.config import RankerConfig, Settings
 from knowrec.errors import KnowrecError
 from knowrec.recommender import Recommender
-from knowrec.types import ChatProgress, Recommendation
+from knowrec.types import ChatProgress, Recommendation, display_title
 
 app = typer.Typer(
     name="knowrec",
@@ -97,8 +97,10 @@ def _print_recommendation(rec: Recommendation) -> None:
     table.add_column("why", ratio=3)
     table.add_column("found by")
     for it in rec.items:
-        why = "\n".join(f"{r.text} [dim]{' '.join(r.fact_ids)}[/]" for r in it.reasons) or "[dim]—[/]"
-        table.add_row(str(it.rank), f"{it.title}\n[dim]id {it.item_id}[/]", why, ", ".join(it.sources))
+        why = "\n".join(f"{escape(r.text)} [dim]{' '.join(r.fact_ids)}[/]" for r in it.reasons) or "[dim]—[/]"
+        table.add_row(
+            str(it.rank), f"{escape(it.display_title)}\n[dim]id {escape(it.item_id)}[/]", why, ", ".join(it.sources)
+        )
     out.print(table)
     timing = ", ".join(f"{k} {v:.0f} ms" for k, v in rec.timings_ms.items() if "." not in k)
     flag = f" [yellow]fallback: {rec.fallback_reason}[/]" if rec.fallback else ""
@@ -326,7 +328,7 @@ def similar(
     def go() -> None:
         rec = _api(data_dir)
         for it, score in rec.similar(item, k):
-            out.print(f"{score:.3f}  {it.title}  [dim]id {it.id}[/]")
+            out.print(f"{score:.3f}  {escape(display_title(it.title))}  [dim]id {escape(it.id)}[/]")
         rec.close()
 
     _run(go)
@@ -417,7 +419,7 @@ def _print_turn(turn: Any) -> None:
             notes = "\n".join(f"[dim][{n}] {escape(facts[f].text())}[/]" for n, f in enumerate(order, start=1))
             table.add_row(
                 str(it.rank),
-                f"{escape(it.title)}\n[dim]id {escape(it.item_id)}[/]",
+                f"{escape(it.display_title)}\n[dim]id {escape(it.item_id)}[/]",
                 ("\n".join(why) or "[dim]—[/]") + ("\n" + notes if notes else ""),
             )
         out.print(table)

@@ -6,9 +6,10 @@ Everything here is a frozen pydantic model with extra fields forbidden. Item, us
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "DATASET_SOURCE",
@@ -29,8 +30,35 @@ __all__ = [
     "Recommendation",
     "RecommendedItem",
     "SessionProfile",
+    "display_title",
     "fact_id",
 ]
+
+
+_TITLE_YEAR = re.compile(r"^(?P<base>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
+_TITLE_ALT = re.compile(r"\s*\([^()]*\)\s*$")
+_TITLE_ARTICLE = re.compile(r"^(?P<rest>.+), (?P<art>The|A|An|Les|Le|La|Los|Las|Il|El|Das|Der|Die|L')$")
+
+
+def display_title(title: str) -> str:
+    """A title as people write it: the article in front, alternative titles dropped, the year kept.
+
+    Example:
+        >>> display_title("Good, the Bad and the Ugly, The (Buono, il brutto, il cattivo, Il) (1966)")
+        'The Good, the Bad and the Ugly (1966)'
+        >>> display_title("Seven (a.k.a. Se7en) (1995)"), display_title("Heat")
+        ('Seven (1995)', 'Heat')
+    """
+    m = _TITLE_YEAR.match(title)
+    base, year = (m.group("base"), m.group("year")) if m else (title.strip(), None)
+    stripped = base
+    while _TITLE_ALT.search(stripped) and _TITLE_ALT.sub("", stripped):
+        stripped = _TITLE_ALT.sub("", stripped)
+    a = _TITLE_ARTICLE.match(stripped)
+    if a:
+        art = a.group("art")
+        stripped = f"{art}{a.group('rest')}" if art.endswith("'") else f"{art} {a.group('rest')}"
+    return f"{stripped} ({year})" if year else stripped
 
 
 class _Frozen(BaseModel):
@@ -232,6 +260,10 @@ class RecommendedItem(_Frozen):
 
     item_id: str
     title: str
+    """The title as the catalogue stores it (``Matrix, The (1999)``)."""
+    display_title: str = ""
+    """The title as people write it (``The Matrix (1999)``, :func:`display_title`): what the CLI, the chat and the
+    web page show. Filled from ``title`` when not given."""
     rank: int
     score: float
     retrieval_score: float
@@ -240,6 +272,13 @@ class RecommendedItem(_Frozen):
     reasons: tuple[Reason, ...] = ()
     facts: tuple[Fact, ...] = ()
     """Every fact cited by a reason, so a caller can show or check them."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _display(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("display_title") and isinstance(data.get("title"), str):
+            data = {**data, "display_title": display_title(data["title"])}
+        return data
 
 
 class Recommendation(_Frozen):

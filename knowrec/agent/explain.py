@@ -8,6 +8,7 @@ and touches that item.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from knowrec.agent.llm.base import LLMClient
 from knowrec.agent.rank import LABELS
 from knowrec.errors import LLMError
 from knowrec.prompts import load_prompt
-from knowrec.types import DATASET_SOURCE, Fact, KGPath, Reason
+from knowrec.types import DATASET_SOURCE, Fact, KGPath, Reason, display_title
 
 __all__ = ["ExplainInput", "LLMExplainer", "is_grounded", "relation_phrase", "template_reasons"]
 
@@ -47,6 +48,9 @@ SPECIFICITY = (
 """Relations from the most telling connection to the least: a shared director before a shared distributor."""
 
 
+_DISAMBIGUATION = re.compile(r"\s+\([^()]*\)$")
+
+
 def _article(word: str) -> str:
     return "An" if word[:1].lower() in "aeiou" else "A"
 
@@ -54,13 +58,20 @@ def _article(word: str) -> str:
 def relation_phrase(relation: str, entity_label: str) -> str:
     """Readable phrase for an item's fact, e.g. ``relation_phrase("director", "Jim Jarmusch")``.
 
+    A knowledge graph's disambiguation in brackets is dropped from the name (DBpedia's ``Michael Kahn (film
+    editor)``); a tag is quoted as it is.
+
     Example:
         >>> relation_phrase("director", "Jim Jarmusch"), relation_phrase("genre", "Action")
         ('Directed by Jim Jarmusch', 'An action film')
+        >>> relation_phrase("editing", "Michael Kahn (film editor)")
+        'Edited by Michael Kahn'
     """
     if relation == "genre":
         name = entity_label if entity_label.isupper() else entity_label.lower()  # "IMAX" stays
         return f"{_article(name)} {name} film"
+    if relation != "tag":
+        entity_label = _DISAMBIGUATION.sub("", entity_label) or entity_label
     return _PHRASES.get(relation, "{r}: {e}").format(e=entity_label, r=relation)
 
 
@@ -109,7 +120,7 @@ def template_reasons(
         if len(reasons) >= max_reasons:
             break
         first = paths[0]
-        titles = list(dict.fromkeys(history_titles.get(p.source_item, p.source_item) for p in paths))[:2]
+        titles = list(dict.fromkeys(display_title(history_titles.get(p.source_item, p.source_item)) for p in paths))[:2]
         phrase = relation_phrase(first.target_relation, first.entity_label or first.entity)
         if all(p.source_relation == first.target_relation for p in paths):
             text = f"{phrase}, like {_join_titles(titles)}, which you liked"

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import math
 import random
-import re
 import statistics
 import string
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from typing import Any, Protocol
 from knowrec.agent.llm.base import LLMClient, Message, logsumexp
 from knowrec.errors import InvalidInput, LLMError
 from knowrec.prompts import Prompt, load_prompt
-from knowrec.types import Candidate, Fact
+from knowrec.types import Candidate, Fact, display_title
 
 __all__ = [
     "LABELS",
@@ -70,32 +69,6 @@ _RELATION_WORDS = {
     "year": "year",
     "tag": "tag",
 }
-
-
-_YEAR = re.compile(r"^(?P<base>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
-_ALT = re.compile(r"\s*\([^()]*\)\s*$")
-_ARTICLE = re.compile(r"^(?P<rest>.+), (?P<art>The|A|An|Les|Le|La|Los|Las|Il|El|Das|Der|Die|L')$")
-
-
-def display_title(title: str) -> str:
-    """A title as people write it: the article in front, alternative titles dropped, the year kept.
-
-    Example:
-        >>> display_title("Good, the Bad and the Ugly, The (Buono, il brutto, il cattivo, Il) (1966)")
-        'The Good, the Bad and the Ugly (1966)'
-        >>> display_title("Seven (a.k.a. Se7en) (1995)"), display_title("Heat")
-        ('Seven (1995)', 'Heat')
-    """
-    m = _YEAR.match(title)
-    base, year = (m.group("base"), m.group("year")) if m else (title.strip(), None)
-    stripped = base
-    while _ALT.search(stripped) and _ALT.sub("", stripped):
-        stripped = _ALT.sub("", stripped)
-    a = _ARTICLE.match(stripped)
-    if a:
-        art = a.group("art")
-        stripped = f"{art}{a.group('rest')}" if art.endswith("'") else f"{art} {a.group('rest')}"
-    return f"{stripped} ({year})" if year else stripped
 
 
 def short_fact(fact: Fact, item_id: str) -> str:

@@ -474,10 +474,26 @@ def test_why_did_you_pick_answers_from_the_cited_facts(rec: Recommender):
     assert top.reasons and top.facts
     title = top.title.rsplit(" (", 1)[0]
     why = rec.chat(sid, f"Why did you pick {title}?")
-    assert why.action == "lookup" and why.text.startswith(f"I picked {top.title} because:")
+    assert why.action == "lookup" and why.text.startswith(f"I picked {top.display_title} because:")
     assert why.facts and all(f"[{f.id}]" in why.text for f in why.facts)
     assert {f.id for f in why.facts} <= {f.id for f in top.facts}
     second = first.recommendation.items[1]
-    assert rec.chat(sid, "why did you recommend the second one?").text.startswith(f"I picked {second.title}")
+    assert rec.chat(sid, "why did you recommend the second one?").text.startswith(f"I picked {second.display_title}")
     never = rec.chat(sid, "why did you pick Cars?")
     assert never.action == "answer" and "not recommended" in never.text
+
+
+def test_answers_show_titles_as_people_write_them(rec: Recommender):
+    """The catalogue's "Godfather, The (1972)" is "The Godfather (1972)" wherever the chat names it."""
+    sid = rec.new_session()
+    turn = rec.chat(sid, "something like The Godfather", k=4)
+    assert turn.recommendation is not None and turn.items
+    assert "like The Godfather (1972)" in turn.text.splitlines()[0]
+    heat = rec.chat(sid, "more like Heat", k=4)
+    assert heat.recommendation is not None
+    shown = {it.item_id: it.display_title for it in heat.recommendation.items}
+    assert shown.get("11") == "The Godfather (1972)", heat.text
+    assert "1. " in heat.text and "The Godfather (1972)" in heat.text
+    assert not any(", The (" in t.text for t in (turn, heat))
+    why = rec.chat(sid, "why did you pick The Godfather?")
+    assert why.text.startswith("I picked The Godfather (1972)"), why.text

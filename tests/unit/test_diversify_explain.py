@@ -2,7 +2,7 @@ import numpy as np
 
 from knowrec.agent.diversify import item_similarity, mmr
 from knowrec.agent.explain import ExplainInput, LLMExplainer, is_grounded, template_reasons
-from knowrec.types import Fact, KGPath, Reason
+from knowrec.types import Fact, KGPath, Reason, RecommendedItem
 from tests.fakes import FakeLLM
 
 V = {"a": np.array([1.0, 0.0]), "b": np.array([1.0, 0.0]), "c": np.array([0.0, 1.0])}
@@ -84,6 +84,27 @@ def test_reasons_read_well_put_the_most_specific_connection_first_and_skip_commo
     shares = {"dbr:Universal": 0.045, "genre:Action": 0.25, "dbr:Williams": 0.003, "dbr:Spielberg": 0.002}
     kept = [r.text for r in template_reasons(inp, titles, 4, shares, max_share=0.02)]
     assert kept == got[:2]  # what a quarter of the catalogue shares is no reason
+
+
+def test_reasons_name_films_and_people_as_people_write_them():
+    kahn = _path("dbr:Michael_Kahn_(film_editor)", "Michael Kahn (film editor)", "editing", 2.0, source="ark")
+    tag = _path("tag:spoof", "spoof (parody)", "tag", 1.0, source="ark")
+    inp = ExplainInput(item_id="et", title="E.T.", paths=(kahn, tag), own_facts=())
+    got = [r.text for r in template_reasons(inp, {"ark": "Conversation, The (1974)"}, max_reasons=2)]
+    assert got == [
+        "Edited by Michael Kahn, like The Conversation (1974), which you liked.",
+        "Tagged “spoof (parody)”, like The Conversation (1974), which you liked.",  # a tag is quoted whole
+    ]
+
+
+def test_a_recommended_item_carries_its_display_title_through_json():
+    item = RecommendedItem(item_id="9", title="Matrix, The (1999)", rank=1, score=1.0, retrieval_score=1.0)
+    assert item.display_title == "The Matrix (1999)"
+    assert RecommendedItem.model_validate_json(item.model_dump_json()) == item
+    given = RecommendedItem(
+        item_id="9", title="Matrix, The (1999)", display_title="Matrix", rank=1, score=1.0, retrieval_score=1.0
+    )
+    assert given.display_title == "Matrix"
 
 
 def test_grounding_rejects_missing_foreign_and_uncited():

@@ -26,7 +26,7 @@ from knowrec.agent.llm.base import LLMClient
 from knowrec.config import ChatConfig
 from knowrec.errors import InvalidInput, KnowrecError, NotFound
 from knowrec.kg_store.base import GraphBatch, GraphStore
-from knowrec.types import ChatProfile, ChatProgress, ChatTurn, Fact, Interaction, Recommendation
+from knowrec.types import ChatProfile, ChatProgress, ChatTurn, Fact, Interaction, Recommendation, display_title
 
 __all__ = ["DISLIKED_RATING", "LIKED_RATING", "ChatAgent", "RecommendFn"]
 
@@ -243,7 +243,7 @@ class ChatAgent:
         if kind == "item":
             item = self.store.items([what]).get(what)
             facts = self.store.facts([what]).get(what, [])
-            name = item.title if item else what
+            name = display_title(item.title) if item else what
             if relation:
                 facts = [f for f in facts if f.relation == relation] or facts
             facts = facts[:10]
@@ -280,7 +280,7 @@ class ChatAgent:
             None,
         )
         item = self.store.items([item_id]).get(item_id)
-        name = item.title if item else item_id
+        name = display_title(item.title) if item else item_id
         if shown is None:
             return self._turn(sid, "answer", f"I have not recommended {name} in this conversation.", profile)
         facts = {f.id: f for f in shown.facts}

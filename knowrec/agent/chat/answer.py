@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from knowrec.agent.chat.rules import StoreTitles, TitleResolver
 from knowrec.kg_store.base import GraphStore
-from knowrec.types import ChatProfile, Fact, Recommendation
+from knowrec.types import ChatProfile, Fact, Recommendation, display_title
 
 __all__ = ["answer_text", "head_line", "profile_summary", "relaxation_note"]
 
@@ -16,7 +16,7 @@ def _describe(profile: ChatProfile, titles: TitleResolver) -> str:
     """A short readable summary of a profile ("no Comedy; 1990–1999; like Toy Story (1995)")."""
     parts: list[str] = []
     ids = [*profile.liked, *profile.disliked, *([profile.like_item] if profile.like_item else [])]
-    names = titles.titles(ids) if ids else {}
+    names = {i: display_title(t) for i, t in titles.titles(ids).items()} if ids else {}
     if profile.like_item:
         parts.append(f"like {names.get(profile.like_item, profile.like_item)}")
     if profile.modifier:
@@ -75,7 +75,7 @@ def answer_text(
         reasons = "; ".join(
             r.text + ("" if not r.fact_ids else " " + "".join(f"[{f}]" for f in r.fact_ids)) for r in it.reasons[:2]
         )
-        lines.append(f"{it.rank}. {it.title}" + (f" — {reasons}" if reasons else ""))
+        lines.append(f"{it.rank}. {it.display_title}" + (f" — {reasons}" if reasons else ""))
         for f in it.facts:
             facts.setdefault(f.id, f)
     if relaxed:

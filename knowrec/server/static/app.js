@@ -165,7 +165,7 @@
       "data-item-id": item.item_id,
       "data-turn": String(turnIndex),
     }, [
-      el("h3", { class: "rec-title", "data-testid": "rec-title", text: item.title }),
+      el("h3", { class: "rec-title", "data-testid": "rec-title", text: item.display_title || item.title }),
       reasons,
       factList(order, facts, "rec-facts"),
       el("div", { class: "rec-actions" }, [like, dislike]),
@@ -183,7 +183,7 @@
     node.dataset.action = "pending";
     node.appendChild(el("div", { class: "cards", "data-testid": "preliminary-cards" }, progress.items.map((it) =>
       el("article", { class: "rec-card preliminary", "data-testid": "preliminary-card", "data-item-id": it.item_id }, [
-        el("h3", { class: "rec-title", text: it.title }),
+        el("h3", { class: "rec-title", text: it.display_title || it.title }),
         el("div", { class: "meta", text: "ranking…" }),
       ]))));
     scrollDown();
