@@ -497,3 +497,40 @@ def test_answers_show_titles_as_people_write_them(rec: Recommender):
     assert not any(", The (" in t.text for t in (turn, heat))
     why = rec.chat(sid, "why did you pick The Godfather?")
     assert why.text.startswith("I picked The Godfather (1972)"), why.text
+
+
+def test_titles_resolve_through_punctuation_and_by_their_year():
+    """P4 showed "Something like Kill Bill: Vol. 2 (2004)" anchored on Vol. 1 (the words "vol 2" never matched the
+    stored "Vol. 2", so only "kill bill" did, and the more popular film won) and "I enjoyed (500) Days of Summer"
+    matched nothing (the bracket hid the title)."""
+    from knowrec.agent.chat.rules import StoreTitles, resolve_title
+    from knowrec.agent.chat.vocabulary import Vocabulary
+    from knowrec.kg_store.base import GraphBatch
+
+    store = InMemoryGraphStore()
+    titles = {
+        "1": "Kill Bill: Vol. 1 (2003)",
+        "2": "Kill Bill: Vol. 2 (2004)",
+        "3": "(500) Days of Summer (2009)",
+        "4": "Star Wars: Episode IV - A New Hope (1977)",
+        "5": "Star Wars: Episode V - The Empire Strikes Back (1980)",
+    }
+    # Vol. 1 and Episode IV are the popular ones
+    seen = [Interaction(user_id=f"u{n}", item_id=i, rating=4.0) for n in range(5) for i in ("1", "4")]
+    store.write(GraphBatch(items=[Item(id=i, title=t) for i, t in titles.items()], interactions=seen))
+    for text, want in [
+        ("Kill Bill: Vol. 2 (2004)", "2"),
+        ("Kill Bill Vol. 2", "2"),
+        ("kill bill vol 2 2004", "2"),
+        ("Kill Bill: Vol. 1", "1"),
+        ("Kill Bill", "1"),  # no volume said: the most popular
+        ("(500) Days of Summer", "3"),
+        ("500 Days of Summer (2009)", "3"),
+        ("Star Wars: Episode V - The Empire Strikes Back", "5"),  # was Episode IV, the more popular "star wars"
+        ("Star Wars", "4"),
+    ]:
+        got = resolve_title(store, text)
+        assert got is not None and got.id == want, (text, got)
+    assert resolve_title(store, "Days of Thunder") is None
+    d = extract_rules("I enjoyed (500) Days of Summer; more like that.", Vocabulary.build(store), StoreTitles(store))
+    assert d.liked == ["3"] and d.like_item == "3" and not d.query

@@ -262,22 +262,40 @@ _GENERIC = {
 _GREETING = re.compile(r"^\s*(?:hi|hello|hey|yo|good (?:morning|evening|afternoon)|thanks?|thank you)\b[\s!.]*$", re.I)
 
 
-def resolve_title(store: GraphStore, text: str) -> Item | None:
-    """The stored item a user's title text names: exact (core) title first, then the most popular prefix match.
+def _title_keys(title: str) -> tuple[str, str]:
+    """A stored title's two normalised forms a user may type: without the year and with it (``"kill bill vol 2"``,
+    ``"kill bill vol 2 2004"``), the leading article dropped."""
+    core = _strip_article(_core_title(title))
+    year = _YEAR_SUFFIX.search(title)
+    return core, f"{core} {_norm(year.group(0))}" if year else core
 
-    Trailing words are dropped one at a time until something matches ("Toy Story please" → "Toy Story").
+
+def resolve_title(store: GraphStore, text: str) -> Item | None:
+    """The stored item a user's title text names: exact (core) title first — with its year when the text gives one
+    ("Kill Bill: Vol. 2 (2004)" is not Vol. 1) —, then the most popular prefix match.
+
+    Trailing words are dropped one at a time until something matches ("Toy Story please" → "Toy Story"). The store is
+    searched by the typed words and, where punctuation hides them ("(500) Days of Summer", "Vol. 2"), by the longest
+    word, whose hits are compared in normalised form.
     """
     words = _norm(text).split()
+    by_word: dict[str, list[Item]] = {}
     while words:
         phrase = " ".join(words)
         bare = _strip_article(phrase)
         if len(bare) >= 3 and bare not in _GENERIC and bare not in _GENRE_SYNONYMS:
             hits = store.search_items(bare, 25)
-            exact = [h for h in hits if _strip_article(_core_title(h.title)) == bare]
+            exact = [h for h in hits if bare in _title_keys(h.title)]
+            if not exact:
+                key = max(bare.split(), key=len)
+                if key not in by_word:
+                    by_word[key] = store.search_items(key, 200) if len(key) >= 3 else []
+                hits = [*hits, *(h for h in by_word[key] if h not in hits)]
+                exact = [h for h in hits if bare in _title_keys(h.title)]
             if exact:
                 return exact[0]
             if len(bare.split()) >= 2:
-                prefix = [h for h in hits if _strip_article(_core_title(h.title)).startswith(bare + " ")]
+                prefix = [h for h in hits if _title_keys(h.title)[0].startswith(bare + " ")]
                 if prefix:
                     return prefix[0]
         words = words[:-1]
