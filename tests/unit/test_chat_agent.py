@@ -534,3 +534,30 @@ def test_titles_resolve_through_punctuation_and_by_their_year():
     assert resolve_title(store, "Days of Thunder") is None
     d = extract_rules("I enjoyed (500) Days of Summer; more like that.", Vocabulary.build(store), StoreTitles(store))
     assert d.liked == ["3"] and d.like_item == "3" and not d.query
+
+
+def test_what_p4_users_said_is_read_whole():
+    """P4 dialogues: "a science fiction film" added Sci-Fi but left "science fiction" as a keyword query; "a film by
+    McG" (a three-letter name) became the query "id like a film by mcg"; "I enjoyed Seven (1995)" missed the film
+    stored as "Seven (a.k.a. Se7en) (1995)"."""
+    from knowrec.agent.chat.rules import StoreTitles
+    from knowrec.agent.chat.vocabulary import Vocabulary
+    from knowrec.kg_store.base import GraphBatch
+
+    store = InMemoryGraphStore()
+    items = [Item(id="1", title="Charlie's Angels (2000)"), Item(id="2", title="Seven (a.k.a. Se7en) (1995)")]
+    facts = [
+        Fact(head="1", relation="director", tail="dbr:McG", tail_label="McG"),
+        Fact(head="1", relation="genre", tail="genre:Sci-Fi", tail_label="Sci-Fi"),
+        Fact(head="2", relation="starring", tail="dbr:Ben", tail_label="Ben"),
+    ]
+    store.write(GraphBatch(items=items, facts=facts))
+    vocab, titles = Vocabulary.build(store), StoreTitles(store)
+    for text in ("I'm in the mood for a science fiction film.", "Can you recommend a science fiction movie?"):
+        d = extract_rules(text, vocab, titles)
+        assert d.include_genres == ["Sci-Fi"] and d.query is None and not d.unparsed, (text, d)
+    d = extract_rules("I'd like a film by McG.", vocab, titles)
+    assert d.include_people == ["McG"] and d.query is None, d
+    assert extract_rules("no Ben tonight", vocab, titles).exclude_people == []  # a short name needs "by"/"with"
+    d = extract_rules("I enjoyed Seven (1995); more like that.", vocab, titles)
+    assert d.liked == ["2"] and d.like_item == "2" and d.query is None, d

@@ -19,7 +19,7 @@ from knowrec.agent.chat.vocabulary import (
     _strip_article,
 )
 from knowrec.kg_store.base import GraphStore
-from knowrec.types import ChatProfile, Item
+from knowrec.types import ChatProfile, Item, display_title
 
 __all__ = [
     "ProfileDelta",
@@ -262,12 +262,16 @@ _GENERIC = {
 _GREETING = re.compile(r"^\s*(?:hi|hello|hey|yo|good (?:morning|evening|afternoon)|thanks?|thank you)\b[\s!.]*$", re.I)
 
 
-def _title_keys(title: str) -> tuple[str, str]:
-    """A stored title's two normalised forms a user may type: without the year and with it (``"kill bill vol 2"``,
-    ``"kill bill vol 2 2004"``), the leading article dropped."""
-    core = _strip_article(_core_title(title))
-    year = _YEAR_SUFFIX.search(title)
-    return core, f"{core} {_norm(year.group(0))}" if year else core
+def _title_keys(title: str) -> tuple[str, ...]:
+    """A stored title's normalised forms a user may type, the leading article dropped: as stored and as people write
+    it (alternative titles dropped: "Seven (a.k.a. Se7en) (1995)" is "seven"), each without the year and with it
+    (``"kill bill vol 2"``, ``"kill bill vol 2 2004"``). The first is the stored form without the year."""
+    keys: list[str] = []
+    for form in dict.fromkeys((title, display_title(title))):
+        core = _strip_article(_core_title(form))
+        year = _YEAR_SUFFIX.search(form)
+        keys += [core, f"{core} {_norm(year.group(0))}"] if year else [core]
+    return tuple(dict.fromkeys(keys))
 
 
 def resolve_title(store: GraphStore, text: str) -> Item | None:
@@ -295,7 +299,7 @@ def resolve_title(store: GraphStore, text: str) -> Item | None:
             if exact:
                 return exact[0]
             if len(bare.split()) >= 2:
-                prefix = [h for h in hits if _title_keys(h.title)[0].startswith(bare + " ")]
+                prefix = [h for h in hits if any(k.startswith(bare + " ") for k in _title_keys(h.title))]
                 if prefix:
                     return prefix[0]
         words = words[:-1]
@@ -378,8 +382,20 @@ def _era(text: str) -> tuple[int | None, int | None] | None:
     return None
 
 
-def _mentions(clause: str, vocab: Vocabulary) -> list[tuple[int, str, str]]:
-    """``(word position, kind, label)`` of the genres and people named in a clause, longest match first."""
+_PERSON_CUES = {"by", "with", "starring", "featuring"}
+
+
+def _mention_words(clause: str, vocab: Vocabulary) -> set[str]:
+    """The words a clause's genre and person mentions use: the words said ("science fiction") and the label's
+    ("sci fi")."""
+    words = _norm(clause).split()
+    return {
+        w for pos, _, label, size in _mentions(clause, vocab) for w in [*words[pos : pos + size], *_norm(label).split()]
+    }
+
+
+def _mentions(clause: str, vocab: Vocabulary) -> list[tuple[int, str, str, int]]:
+    """``(word position, kind, label, words)`` of the genres and people named in a clause, longest match first."""
     words = _norm(clause).split()
     out: list[tuple[int, str, str]] = []
     taken: set[int] = set()
@@ -389,12 +405,14 @@ def _mentions(clause: str, vocab: Vocabulary) -> list[tuple[int, str, str]]:
                 continue
             phrase = " ".join(words[i : i + size])
             genre = vocab.genre(phrase) if size <= 3 else None
-            person = vocab.person(phrase) if genre is None and (size > 1 or len(phrase) >= 5) else None
+            # one short word is a person only after "by"/"with"/"starring" ("a film by McG"): "Ben" alone is no one
+            named = size > 1 or len(phrase) >= 5 or (i > 0 and words[i - 1] in _PERSON_CUES)
+            person = vocab.person(phrase) if genre is None and named else None
             if genre is None and person is None:
                 continue
             if person is not None and size == 1 and phrase in _GENERIC:
                 continue
-            out.append((i, "genre" if genre else "person", genre or person or ""))
+            out.append((i, "genre" if genre else "person", genre or person or "", size))
             taken.update(range(i, i + size))
     return sorted(out)
 
@@ -501,7 +519,7 @@ def extract_rules(
     # genres and people, negated or not, clause by clause
     for clause in _CLAUSE_SPLIT.split(rest):
         words = _norm(clause).split()
-        for pos, kind, label in _mentions(clause, vocab):
+        for pos, kind, label, _ in _mentions(clause, vocab):
             negated = bool(set(words[:pos]) & _NEGATIONS) or words[pos - 2 : pos] == ["do", "not"]
             if kind == "genre":
                 _add(d.exclude_genres if negated else d.include_genres, label)
@@ -513,7 +531,7 @@ def extract_rules(
     if candidate is None and dataclasses.replace(d, rejected=False).is_empty() and not _GREETING.match(text):
         candidate = rest
     if candidate:
-        mention_words = {w for _, _, label in _mentions(candidate, vocab) for w in _norm(label).split()}
+        mention_words = _mention_words(candidate, vocab)
         words = [w for w in _norm(candidate).split() if w not in mention_words]
         content = [w for w in words if w not in _GENERIC and w not in _NEGATIONS and not w.isdigit()]
         content = [w for w in content if not vocab.genre(w)]
@@ -538,7 +556,7 @@ _FUNCTION_WORDS = {
 
 def _unparsed(text: str, vocab: Vocabulary, titles: TitleResolver, d: ProfileDelta) -> list[str]:
     """The message's content words that no rule used (see :attr:`ProfileDelta.unparsed`)."""
-    used = {w for _, _, label in _mentions(text, vocab) for w in _norm(label).split()}
+    used = _mention_words(text, vocab)
     ids = [*d.liked, *d.disliked, *([d.like_item] if d.like_item else [])]
     if ids:
         used |= {w for title in titles.titles(ids).values() for w in _norm(_YEAR_SUFFIX.sub("", title)).split()}
