@@ -561,3 +561,52 @@ def test_what_p4_users_said_is_read_whole():
     assert extract_rules("no Ben tonight", vocab, titles).exclude_people == []  # a short name needs "by"/"with"
     d = extract_rules("I enjoyed Seven (1995); more like that.", vocab, titles)
     assert d.liked == ["2"] and d.like_item == "2" and d.query is None, d
+
+
+def test_titles_with_their_own_commas_full_stops_and_apostrophes_and_names_with_initials():
+    """From the 610-user P4 dialogues: "I enjoyed Monsters, Inc. (2001)" was read as the film "Monsters" and the word
+    "inc"; "G.I. Jane", "Mr. & Mrs. Smith" and "Me, Myself & Irene" stopped at their first full stop or comma;
+    "Rosemary's Baby (1968)" and "Monty Python's Life of Brian" never matched (the apostrophe); "directed by George
+    A. Romero" lost the name at the initial's full stop."""
+    from knowrec.agent.chat.rules import StoreTitles
+    from knowrec.agent.chat.vocabulary import Vocabulary
+    from knowrec.kg_store.base import GraphBatch
+
+    store = InMemoryGraphStore()
+    titles = {
+        "1": "Monsters, Inc. (2001)",
+        "2": "Monsters (2010)",
+        "3": "G.I. Jane (1997)",
+        "4": "Mr. & Mrs. Smith (2005)",
+        "5": "Me, Myself & Irene (2000)",
+        "6": "Rosemary's Baby (1968)",
+        "7": "Monty Python's Life of Brian (1979)",
+        "8": "Night of the Living Dead (1968)",
+        "9": "Heat (1995)",
+    }
+    facts = [
+        Fact(head="8", relation="director", tail="dbr:Romero", tail_label="George A. Romero"),
+        Fact(head="9", relation="genre", tail="genre:Drama", tail_label="Drama"),
+    ]
+    store.write(GraphBatch(items=[Item(id=i, title=t) for i, t in titles.items()], facts=facts))
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+    for text, liked in [
+        ("None of these. I enjoyed Monsters, Inc. (2001); more like that.", "1"),
+        ("I enjoyed G.I. Jane (1997); more like that.", "3"),
+        ("I enjoyed Monty Python's Life of Brian (1979); more like that.", "7"),
+    ]:
+        d = extract_rules(text, vocab, resolver)
+        assert d.liked == [liked] and d.like_item == liked and d.query is None and not d.unparsed, (text, d)
+    for text, like in [
+        ("Hmm, no. Something like Mr. & Mrs. Smith.", "4"),
+        ("Something like Me, Myself & Irene.", "5"),
+        ("Anything similar to Rosemary's Baby (1968)?", "6"),
+    ]:
+        d = extract_rules(text, vocab, resolver)
+        assert d.like_item == like and d.query is None, (text, d)
+    d = extract_rules("Not those. Something directed by George A. Romero.", vocab, resolver)
+    assert d.include_people == ["George A. Romero"] and d.query is None, d
+    d = extract_rules("I enjoyed Heat, but no dramas please", vocab, resolver)  # the comma still ends "Heat"
+    assert d.liked == ["9"] and d.exclude_genres == ["Drama"], d
+    d = extract_rules("more like Heat, but darker", vocab, resolver)
+    assert d.like_item == "9" and d.modifier == "darker", d

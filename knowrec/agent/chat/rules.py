@@ -66,7 +66,8 @@ class ProfileDelta:
         return self == ProfileDelta()
 
 
-_CLAUSE_SPLIT = re.compile(r"[.;!?\n]+|,|\bbut\b|\bhowever\b", re.IGNORECASE)
+# a full stop after a lone capital is an initial ("George A. Romero", "John C. Reilly"), not a clause's end
+_CLAUSE_SPLIT = re.compile(r"(?<!\b[A-Z])\.+|[;!?\n]+|,|(?i:\bbut\b|\bhowever\b)")
 _NEGATIONS = {
     "no",
     "not",
@@ -290,8 +291,10 @@ def resolve_title(store: GraphStore, text: str) -> Item | None:
         if len(bare) >= 3 and bare not in _GENERIC and bare not in _GENRE_SYNONYMS:
             hits = store.search_items(bare, 25)
             exact = [h for h in hits if bare in _title_keys(h.title)]
-            if not exact:
-                key = max(bare.split(), key=len)
+            # the two longest words: one may hide behind an apostrophe the normalised form dropped ("pythons")
+            for key in sorted(set(bare.split()), key=lambda w: (-len(w), w))[:2]:
+                if exact:
+                    break
                 if key not in by_word:
                     by_word[key] = store.search_items(key, 200) if len(key) >= 3 else []
                 hits = [*hits, *(h for h in by_word[key] if h not in hits)]
@@ -385,6 +388,27 @@ def _era(text: str) -> tuple[int | None, int | None] | None:
 _PERSON_CUES = {"by", "with", "starring", "featuring"}
 
 
+def _title_at(rest: str, start: int, titles: TitleResolver) -> tuple[Item, int] | None:
+    """A title that starts at ``rest[start:]`` and runs past a comma or full stop of its own ("Monsters, Inc. (2001)",
+    "Mr. & Mrs. Smith", "G.I. Jane"), named exactly: the item and where its words end. The patterns that find a title
+    stop at the first comma or full stop; this looks further, up to the clause's end (``;``, ``!``, ``?``), longest
+    span first, and only takes a span that names a stored title exactly (so "Heat, but no dramas" stays "Heat")."""
+    stop = re.search(r"[;!?]", rest[start:])
+    limit = start + stop.start() if stop else len(rest)
+    marks = [start + p.start() for p in re.finditer(r"[,.]", rest[start:limit])]
+    if not marks:
+        return None
+    ends = sorted({*marks[1:], limit}, reverse=True)[:4]
+    for end in ends:
+        span = rest[start:end]
+        if end <= marks[0] or len(_norm(span).split()) > 12:
+            continue
+        item = titles.resolve(span)
+        if item is not None and _strip_article(_norm(span)) in _title_keys(item.title):
+            return item, end
+    return None
+
+
 def _mention_words(clause: str, vocab: Vocabulary) -> set[str]:
     """The words a clause's genre and person mentions use: the words said ("science fiction") and the label's
     ("sci fi")."""
@@ -397,7 +421,7 @@ def _mention_words(clause: str, vocab: Vocabulary) -> set[str]:
 def _mentions(clause: str, vocab: Vocabulary) -> list[tuple[int, str, str, int]]:
     """``(word position, kind, label, words)`` of the genres and people named in a clause, longest match first."""
     words = _norm(clause).split()
-    out: list[tuple[int, str, str]] = []
+    out: list[tuple[int, str, str, int]] = []
     taken: set[int] = set()
     for size in range(max(vocab.max_words, 3), 0, -1):
         for i in range(len(words) - size + 1):
@@ -481,7 +505,11 @@ def extract_rules(
                 rest = rest[: m.start()] + " " + rest[m.end() :]
     # "more like X (but lighter)"
     m = _LIKE_X.search(rest)
-    if m:
+    wide = _title_at(rest, m.start("x") if m.group("x") else m.start("x2"), titles) if m else None
+    if m and wide:  # "something like Monsters, Inc. (2001)": the title runs past its comma
+        d.like_item = wide[0].id
+        rest = rest[: m.start()] + " " + rest[wide[1] :]
+    elif m:
         x = (m.group("x") or m.group("x2") or "").strip()
         mod = (m.group("mod") or m.group("mod2") or "").strip()
         item = titles.resolve(x)
@@ -498,6 +526,11 @@ def extract_rules(
             x = m.group("x")
             if not _norm(x) or _norm(x).split()[0] in ("it", "that", "this", "them"):
                 continue
+            wide = _title_at(rest, m.start("x"), titles)
+            if wide:  # "I enjoyed G.I. Jane (1997)": the title runs past its full stop
+                _add(target, wide[0].id)
+                rest = rest[: m.start()] + " " + rest[wide[1] :]
+                break
             parts = [p for p in re.split(r"\s+and\s+|\s*&\s*", x) if p.strip()]
             found = [titles.resolve(p) for p in parts]
             if len(parts) > 1 and not all(found):
