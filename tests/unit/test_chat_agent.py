@@ -15,7 +15,10 @@ import pytest
 
 from knowrec import ChatProfile, InvalidInput, NotFound, Recommender, Settings
 from knowrec.agent.chat import ProfileDelta, SessionStore, apply_delta, extract_rules, merge_deltas
+from knowrec.agent.chat.rules import StoreTitles, resolve_title
+from knowrec.agent.chat.vocabulary import Vocabulary
 from knowrec.datasets import Dataset
+from knowrec.kg_store.base import GraphBatch
 from knowrec.testing import InMemoryGraphStore, InMemoryItemIndex
 from knowrec.types import ChatProgress, ChatTurn, Fact, Interaction, Item
 from tests.fakes import FakeLLM, HashEmbedder
@@ -499,15 +502,21 @@ def test_answers_show_titles_as_people_write_them(rec: Recommender):
     assert why.text.startswith("I picked The Godfather (1972)"), why.text
 
 
+def catalogue(
+    titles: dict[str, str], facts: list[Fact] | None = None, seen: list[Interaction] | None = None
+) -> InMemoryGraphStore:
+    """An in-memory store of these items (and facts, interactions), for the tests of how messages are read."""
+    store = InMemoryGraphStore()
+    items = [Item(id=i, title=t) for i, t in titles.items()]
+    store.write(GraphBatch(items=items, facts=facts or [], interactions=seen or []))
+    return store
+
+
 def test_titles_resolve_through_punctuation_and_by_their_year():
     """P4 showed "Something like Kill Bill: Vol. 2 (2004)" anchored on Vol. 1 (the words "vol 2" never matched the
     stored "Vol. 2", so only "kill bill" did, and the more popular film won) and "I enjoyed (500) Days of Summer"
     matched nothing (the bracket hid the title)."""
-    from knowrec.agent.chat.rules import StoreTitles, resolve_title
-    from knowrec.agent.chat.vocabulary import Vocabulary
-    from knowrec.kg_store.base import GraphBatch
 
-    store = InMemoryGraphStore()
     titles = {
         "1": "Kill Bill: Vol. 1 (2003)",
         "2": "Kill Bill: Vol. 2 (2004)",
@@ -517,7 +526,7 @@ def test_titles_resolve_through_punctuation_and_by_their_year():
     }
     # Vol. 1 and Episode IV are the popular ones
     seen = [Interaction(user_id=f"u{n}", item_id=i, rating=4.0) for n in range(5) for i in ("1", "4")]
-    store.write(GraphBatch(items=[Item(id=i, title=t) for i, t in titles.items()], interactions=seen))
+    store = catalogue(titles, seen=seen)
     for text, want in [
         ("Kill Bill: Vol. 2 (2004)", "2"),
         ("Kill Bill Vol. 2", "2"),
@@ -540,18 +549,14 @@ def test_what_p4_users_said_is_read_whole():
     """P4 dialogues: "a science fiction film" added Sci-Fi but left "science fiction" as a keyword query; "a film by
     McG" (a three-letter name) became the query "id like a film by mcg"; "I enjoyed Seven (1995)" missed the film
     stored as "Seven (a.k.a. Se7en) (1995)"."""
-    from knowrec.agent.chat.rules import StoreTitles
-    from knowrec.agent.chat.vocabulary import Vocabulary
-    from knowrec.kg_store.base import GraphBatch
 
-    store = InMemoryGraphStore()
-    items = [Item(id="1", title="Charlie's Angels (2000)"), Item(id="2", title="Seven (a.k.a. Se7en) (1995)")]
+    titles = {"1": "Charlie's Angels (2000)", "2": "Seven (a.k.a. Se7en) (1995)"}
     facts = [
         Fact(head="1", relation="director", tail="dbr:McG", tail_label="McG"),
         Fact(head="1", relation="genre", tail="genre:Sci-Fi", tail_label="Sci-Fi"),
         Fact(head="2", relation="starring", tail="dbr:Ben", tail_label="Ben"),
     ]
-    store.write(GraphBatch(items=items, facts=facts))
+    store = catalogue(titles, facts)
     vocab, titles = Vocabulary.build(store), StoreTitles(store)
     for text in ("I'm in the mood for a science fiction film.", "Can you recommend a science fiction movie?"):
         d = extract_rules(text, vocab, titles)
@@ -568,11 +573,7 @@ def test_titles_with_their_own_commas_full_stops_and_apostrophes_and_names_with_
     "inc"; "G.I. Jane", "Mr. & Mrs. Smith" and "Me, Myself & Irene" stopped at their first full stop or comma;
     "Rosemary's Baby (1968)" and "Monty Python's Life of Brian" never matched (the apostrophe); "directed by George
     A. Romero" lost the name at the initial's full stop."""
-    from knowrec.agent.chat.rules import StoreTitles
-    from knowrec.agent.chat.vocabulary import Vocabulary
-    from knowrec.kg_store.base import GraphBatch
 
-    store = InMemoryGraphStore()
     titles = {
         "1": "Monsters, Inc. (2001)",
         "2": "Monsters (2010)",
@@ -588,7 +589,7 @@ def test_titles_with_their_own_commas_full_stops_and_apostrophes_and_names_with_
         Fact(head="8", relation="director", tail="dbr:Romero", tail_label="George A. Romero"),
         Fact(head="9", relation="genre", tail="genre:Drama", tail_label="Drama"),
     ]
-    store.write(GraphBatch(items=[Item(id=i, title=t) for i, t in titles.items()], facts=facts))
+    store = catalogue(titles, facts)
     vocab, resolver = Vocabulary.build(store), StoreTitles(store)
     for text, liked in [
         ("None of these. I enjoyed Monsters, Inc. (2001); more like that.", "1"),
