@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -263,6 +264,7 @@ _GENERIC = {
 _GREETING = re.compile(r"^\s*(?:hi|hello|hey|yo|good (?:morning|evening|afternoon)|thanks?|thank you)\b[\s!.]*$", re.I)
 
 
+@functools.lru_cache(maxsize=65536)
 def _title_keys(title: str) -> tuple[str, ...]:
     """A stored title's normalised forms a user may type, the leading article dropped: as stored and as people write
     it (alternative titles dropped: "Seven (a.k.a. Se7en) (1995)" is "seven"), each without the year and with it
@@ -280,8 +282,8 @@ def resolve_title(store: GraphStore, text: str) -> Item | None:
     ("Kill Bill: Vol. 2 (2004)" is not Vol. 1) —, then the most popular prefix match.
 
     Trailing words are dropped one at a time until something matches ("Toy Story please" → "Toy Story"). The store is
-    searched by the typed words and, where punctuation hides them ("(500) Days of Summer", "Vol. 2"), by the longest
-    word, whose hits are compared in normalised form.
+    searched by the typed words and, where punctuation hides them ("(500) Days of Summer", "Vol. 2"), by the two
+    longest words, whose hits are compared in normalised form (a title's forms are computed once per process).
     """
     words = _norm(text).split()
     by_word: dict[str, list[Item]] = {}
@@ -297,7 +299,8 @@ def resolve_title(store: GraphStore, text: str) -> Item | None:
                     break
                 if key not in by_word:
                     by_word[key] = store.search_items(key, 200) if len(key) >= 3 else []
-                hits = [*hits, *(h for h in by_word[key] if h not in hits)]
+                have = {h.id for h in hits}
+                hits = [*hits, *(h for h in by_word[key] if h.id not in have)]
                 exact = [h for h in hits if bare in _title_keys(h.title)]
             if exact:
                 return exact[0]
