@@ -146,8 +146,18 @@ class Fact(_Frozen):
             object.__setattr__(self, "id", fact_id(self.head, self.relation, self.tail))
 
     def text(self) -> str:
-        """A one-line readable form, e.g. ``Toy Story (1995) —director→ John Lasseter``."""
-        return f"{self.head_label or self.head} —{self.relation}→ {self.tail_label or self.tail}"
+        """A one-line readable form, the labels as people write them (:func:`display_title`: the article in front,
+        a disambiguation dropped; tags as written).
+
+        Example:
+            >>> Fact(head="1", relation="editing", tail="p", head_label="Lion King, The (1994)",
+            ...      tail_label="Ivan Bilancio (film editor)").text()
+            'The Lion King (1994) —editing→ Ivan Bilancio'
+        """
+        head = display_title(self.head_label) if self.head_label else self.head
+        tail = self.tail_label or self.tail
+        tail = tail if self.relation == "tag" else display_title(tail)  # a tag is kept as users wrote it
+        return f"{head} —{self.relation}→ {tail}"
 
 
 class Interaction(_Frozen):

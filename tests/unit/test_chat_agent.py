@@ -15,7 +15,7 @@ import pytest
 
 from knowrec import ChatProfile, InvalidInput, NotFound, Recommender, Settings
 from knowrec.agent.chat import ProfileDelta, SessionStore, apply_delta, extract_rules, merge_deltas
-from knowrec.agent.chat.rules import StoreTitles, resolve_title
+from knowrec.agent.chat.rules import StoreTitles, resolve_title, rules_left_something
 from knowrec.agent.chat.vocabulary import Vocabulary
 from knowrec.datasets import Dataset
 from knowrec.kg_store.base import GraphBatch
@@ -611,3 +611,67 @@ def test_titles_with_their_own_commas_full_stops_and_apostrophes_and_names_with_
     assert d.liked == ["9"] and d.exclude_genres == ["Drama"], d
     d = extract_rules("more like Heat, but darker", vocab, resolver)
     assert d.like_item == "9" and d.modifier == "darker", d
+
+
+def test_ordinary_requests_typed_into_the_demo_chat():
+    """Requests typed into the demo chat (2026-12-07) that were misread: "Star Wars" alone was the genre War plus
+    an LLM call; "something like Se7en" missed "Seven (a.k.a. Se7en)"; "westerns from the 60s" kept "from the 60s"
+    as a keyword query and "a thriller from the nineties" left "nineties" for the LLM; "what should I watch
+    tonight?" searched for "should", "a feel-good movie" for "feel", "best films of 1994" for all four words; a
+    last name alone ("by Spielberg") named no one when two people share it; a director known only from the
+    MovieLens tags ("christopher nolan") had one film."""
+
+    titles = {
+        "1": "Star Wars: Episode IV - A New Hope (1977)",
+        "2": "Seven (a.k.a. Se7en) (1995)",
+        "3": "Jaws (1975)",
+        "4": "E.T. the Extra-Terrestrial (1982)",
+        "5": "Interstellar (2014)",
+        "6": "Steel (1997)",
+        "7": "The Player (1992)",
+        "8": "Casino (1995)",
+        "9": "Seven Samurai (Shichinin no samurai) (1954)",
+    }
+    facts = [
+        Fact(head="1", relation="genre", tail="genre:Sci-Fi", tail_label="Sci-Fi"),
+        Fact(head="3", relation="genre", tail="genre:War", tail_label="War"),
+        Fact(head="8", relation="genre", tail="genre:Thriller", tail_label="Thriller"),
+        Fact(head="9", relation="genre", tail="genre:Western", tail_label="Western"),
+        Fact(head="3", relation="director", tail="dbr:Steven_Spielberg", tail_label="Steven Spielberg"),
+        Fact(head="4", relation="director", tail="dbr:Steven_Spielberg", tail_label="Steven Spielberg"),
+        Fact(head="7", relation="starring", tail="dbr:Anne_Spielberg", tail_label="Anne Spielberg"),
+        Fact(head="6", relation="producer", tail="dbr:Christopher_Nolan", tail_label="Christopher Nolan"),
+        Fact(head="5", relation="tag", tail="tag:christopher nolan", tail_label="christopher nolan"),
+        Fact(head="7", relation="starring", tail="dbr:Sharon_Stone", tail_label="Sharon Stone"),
+        Fact(head="8", relation="director", tail="dbr:Oliver_Stone", tail_label="Oliver Stone"),
+        Fact(head="8", relation="starring", tail="dbr:Courtney_Love", tail_label="Courtney Love"),
+    ]
+    store = catalogue(titles, facts)
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+
+    d = extract_rules("Star Wars", vocab, resolver)
+    assert d.query == "star wars" and d.include_genres == [] and not rules_left_something(d), d
+    d = extract_rules("the star wars please", vocab, resolver)
+    assert d.query == "star wars" and d.query_is_title, d
+    d = extract_rules("a war film", vocab, resolver)  # a genre alone is still the genre
+    assert d.include_genres == ["War"] and not d.query_is_title, d
+    assert extract_rules("something like Se7en", vocab, resolver).like_item == "2"
+    assert extract_rules("I enjoyed Seven Samurai", vocab, resolver).liked == ["9"]  # its own title before "Seven"
+    assert extract_rules("something like Shichinin no samurai", vocab, resolver).like_item == "9"
+    for text, era in [
+        ("show me westerns from the 60s", (1960, 1969)),
+        ("a thriller from the nineties", (1990, 1999)),
+        ("best films of 1994", (1994, 1994)),
+    ]:
+        d = extract_rules(text, vocab, resolver)
+        assert d.era == era and d.query is None and not d.unparsed and not rules_left_something(d), (text, d)
+    assert extract_rules("what should I watch tonight?", vocab, resolver).is_empty()
+    assert extract_rules("a feel-good movie", vocab, resolver).query == "feel good"
+    assert extract_rules("Love stories please", vocab, resolver).query == "love stories"
+
+    assert extract_rules("something by Spielberg", vocab, resolver).include_people == ["Steven Spielberg"]
+    assert extract_rules("Spielberg", vocab, resolver).include_people == ["Steven Spielberg"]
+    assert extract_rules("no Stone please", vocab, resolver).exclude_people == []  # Sharon or Oliver: no one
+    assert extract_rules("Love stories please", vocab, resolver).include_people == []  # a capital opening a clause
+    assert vocab.items_of(["Christopher Nolan"]) == {"5", "6"}
+    assert extract_rules("a film by Nolan", vocab, resolver).include_people == ["Christopher Nolan"]

@@ -60,6 +60,8 @@ class ProfileDelta:
     more: int | None = None
     """The message asks for more of the same ("more", "next", "something else", "three more"): how many (0 = as
     many as usual); the profile stays, the items already shown are not shown again."""
+    query_is_title: bool = False
+    """The whole message is a stored title's name ("Star Wars"), kept as the query: read completely, no LLM call."""
     rejected: bool = False
     """The message turns down the last answer ("none of these", "not those", "no."), and may go on to say more."""
 
@@ -260,20 +262,32 @@ _GENERIC = {
     "have",
     "is",
     "are",
+    "best",
+    "greatest",
+    "finest",
 }
 _GREETING = re.compile(r"^\s*(?:hi|hello|hey|yo|good (?:morning|evening|afternoon)|thanks?|thank you)\b[\s!.]*$", re.I)
 
 
+_ALT_TITLE = re.compile(r"\(([^()]*[^\d()][^()]*)\)")
+
+
 @functools.lru_cache(maxsize=65536)
-def _title_keys(title: str) -> tuple[str, ...]:
+def _title_keys(title: str, alternatives: bool = True) -> tuple[str, ...]:
     """A stored title's normalised forms a user may type, the leading article dropped: as stored and as people write
-    it (alternative titles dropped: "Seven (a.k.a. Se7en) (1995)" is "seven"), each without the year and with it
-    (``"kill bill vol 2"``, ``"kill bill vol 2 2004"``). The first is the stored form without the year."""
+    it, and each alternative title in parentheses ("Seven (a.k.a. Se7en) (1995)" is "seven" and "se7en"), each
+    without the year and with it (``"kill bill vol 2"``, ``"kill bill vol 2 2004"``). The first is the stored form
+    without the year. ``alternatives=False``: the title's own forms only."""
     keys: list[str] = []
+    year = _YEAR_SUFFIX.search(title)
     for form in dict.fromkeys((title, display_title(title))):
         core = _strip_article(_core_title(form))
-        year = _YEAR_SUFFIX.search(form)
         keys += [core, f"{core} {_norm(year.group(0))}"] if year else [core]
+    # the alternative titles in parentheses: "Se7en" (a.k.a.), "La Cité des enfants perdus" (the original title)
+    for alt in _ALT_TITLE.findall(_YEAR_SUFFIX.sub("", title)) if alternatives else ():
+        core = _strip_article(_norm(display_title(re.sub(r"^a\.?k\.?a\.?\s+", "", alt.strip(), flags=re.I))))
+        if len(core) >= 4 and core not in _GENERIC:
+            keys += [core, f"{core} {_norm(year.group(0))}"] if year else [core]
     return tuple(dict.fromkeys(keys))
 
 
@@ -302,8 +316,8 @@ def resolve_title(store: GraphStore, text: str) -> Item | None:
                 have = {h.id for h in hits}
                 hits = [*hits, *(h for h in by_word[key] if h.id not in have)]
                 exact = [h for h in hits if bare in _title_keys(h.title)]
-            if exact:
-                return exact[0]
+            if exact:  # a title's own name before another's alternative title
+                return next((h for h in exact if bare in _title_keys(h.title, False)), exact[0])
             if len(bare.split()) >= 2:
                 prefix = [h for h in hits if any(k.startswith(bare + " ") for k in _title_keys(h.title))]
                 if prefix:
@@ -353,39 +367,51 @@ def _ref_indices(ref: str, n: int) -> list[int]:
     return [0]  # it / that / this (one): the top item of the last answer
 
 
-def _era(text: str) -> tuple[int | None, int | None] | None:
-    t = text.lower()
-    m = re.search(r"\b(?:between|from)\s+(\d{4})\s*(?:and|to|-|–)\s*(\d{4})\b", t) or re.search(
+def _era(text: str) -> tuple[tuple[int | None, int | None], int, int] | None:
+    """The era a text names and where its words are (start, end): "from 1990 to 1995", "after 2010", "the 80s",
+    "the nineties", "in 1994", "films of 1994"."""
+    t = text  # searched case-insensitively: positions are the text's own
+    m = re.search(r"\b(?:between|from)\s+(\d{4})\s*(?:and|to|-|–)\s*(\d{4})\b", t, re.I) or re.search(
         r"\b(\d{4})\s*(?:-|–|to)\s*(\d{4})\b", t
     )
     if m:
         a, b = sorted((int(m.group(1)), int(m.group(2))))
-        return (a, b)
-    m = re.search(r"\b(after|since|newer than|post)\s+(?:the\s+)?(\d{4})(s?)\b", t)
+        return (a, b), m.start(), m.end()
+    m = re.search(r"\b(after|since|newer than|post)\s+(?:the\s+)?(\d{4})(s?)\b", t, re.I)
     if m:
         y = int(m.group(2))
         if m.group(3):
-            return (y + 10, None) if m.group(1) in ("after", "post", "newer than") else (y, None)
-        return (y + 1 if m.group(1) in ("after", "post", "newer than") else y, None)
-    m = re.search(r"\b(before|older than|pre)\s+(?:the\s+)?(\d{4})s?\b", t)
+            era = (y + 10, None) if m.group(1) in ("after", "post", "newer than") else (y, None)
+        else:
+            era = (y + 1 if m.group(1) in ("after", "post", "newer than") else y, None)
+        return era, m.start(), m.end()
+    m = re.search(r"\b(before|older than|pre)\s+(?:the\s+)?(\d{4})s?\b", t, re.I)
     if m:
-        return (None, int(m.group(2)) - 1)
-    m = re.search(r"(?<![\w'])(?:(1[89]|20)(\d)0|'?(\d)0)'?s\b", t)
+        return (None, int(m.group(2)) - 1), m.start(), m.end()
+    m = re.search(r"(?<![\w'])(?:(1[89]|20)(\d)0|'?(\d)0)'?s\b", t, re.I)
     if m:
         if m.group(1):
             start = int(m.group(1) + m.group(2) + "0")
         else:
             d = int(m.group(3))
             start = (1900 if d >= 3 else 2000) + 10 * d
-        return (start, start + 9)
+        return (start, start + 9), m.start(), m.end()
     for word, start in _DECADE_WORDS.items():
-        if re.search(rf"\b{word}\b", t):
-            return (start, start + 9)
-    m = re.search(r"\b(?:in|from)\s+(\d{4})\b", t)
+        m = re.search(rf"\b{word}\b", t, re.I)
+        if m:
+            return (start, start + 9), m.start(), m.end()
+    m = re.search(r"\b(?:in|from|of)\s+(\d{4})\b", t, re.I)
     if m and 1870 <= int(m.group(1)) <= 2100:
         y = int(m.group(1))
-        return (y, y)
+        return (y, y), m.start(), m.end()
     return None
+
+
+def _without_era(text: str, start: int, end: int) -> str:
+    """``text`` without the era's words and the preposition that leads to them ("westerns from the 60s" →
+    "westerns")."""
+    before = re.sub(r"\b(?:from|in|of|during)\s+(?:the\s+)?$|\bthe\s+$", "", text[:start], flags=re.I)
+    return before + " " + text[end:]
 
 
 _PERSON_CUES = {"by", "with", "starring", "featuring"}
@@ -412,6 +438,27 @@ def _title_at(rest: str, start: int, titles: TitleResolver) -> tuple[Item, int] 
     return None
 
 
+def _whole_title(text: str, vocab: Vocabulary, titles: TitleResolver) -> str | None:
+    """The message is a title and nothing else ("Star Wars", "the lord of the rings please"): its normalised words,
+    when they name a stored title exactly or start one (two words at least) and are not a genre's or a person's
+    name. Reading them word by word would find genres inside titles ("Star Wars" → War, "Mystery Men")."""
+    words = _norm(text).split()
+    while words and words[-1] in ("please", "pls", "thanks"):
+        words.pop()
+    while words and words[0] in ("the", "a", "an"):
+        words.pop(0)
+    phrase = " ".join(words)
+    if not phrase or phrase in _GENERIC or vocab.genre(phrase) or vocab.person(phrase) or _era(phrase):
+        return None
+    item = titles.resolve(phrase)
+    if item is None:
+        return None
+    keys = _title_keys(item.title)
+    if phrase in keys or (len(words) >= 2 and any(k.startswith(phrase + " ") for k in keys)):
+        return phrase
+    return None
+
+
 def _mention_words(clause: str, vocab: Vocabulary) -> set[str]:
     """The words a clause's genre and person mentions use: the words said ("science fiction") and the label's
     ("sci fi")."""
@@ -419,6 +466,18 @@ def _mention_words(clause: str, vocab: Vocabulary) -> set[str]:
     return {
         w for pos, _, label, size in _mentions(clause, vocab) for w in [*words[pos : pos + size], *_norm(label).split()]
     }
+
+
+def _last_name_at(clause: str, words: list[str], i: int) -> bool:
+    """Whether ``words[i]`` may be a last name on its own: four letters or more, not a common word, written with a
+    capital, and not the first word of the clause unless it is the whole clause ("Spielberg") — a capital there says
+    nothing ("Love stories")."""
+    w = words[i]
+    if len(w) < 4 or w in _GENERIC or w in _FUNCTION_WORDS or w in _NEGATIONS or not w.isalpha():
+        return False
+    if i == 0 and len(words) > 1:
+        return False
+    return re.search(rf"\b{re.escape(w[0].upper() + w[1:])}\b", clause) is not None
 
 
 def _mentions(clause: str, vocab: Vocabulary) -> list[tuple[int, str, str, int]]:
@@ -435,6 +494,8 @@ def _mentions(clause: str, vocab: Vocabulary) -> list[tuple[int, str, str, int]]
             # one short word is a person only after "by"/"with"/"starring" ("a film by McG"): "Ben" alone is no one
             named = size > 1 or len(phrase) >= 5 or (i > 0 and words[i - 1] in _PERSON_CUES)
             person = vocab.person(phrase) if genre is None and named else None
+            if person is None and genre is None and size == 1 and _last_name_at(clause, words, i):
+                person = vocab.by_last_name(phrase)  # "a film by Spielberg"
             if genre is None and person is None:
                 continue
             if person is not None and size == 1 and phrase in _GENERIC:
@@ -492,6 +553,10 @@ def extract_rules(
             d.lookup_failed = target
         return d
 
+    whole = _whole_title(text, vocab, titles)
+    if whole is not None:  # "Star Wars", "Lord of the Rings": the films of that name, not the genre War
+        d.query, d.query_is_title = whole, True
+        return d
     rest = text
     # feedback on the last answer ("loved it", "not that one", "hated the second one")
     if last_items:
@@ -551,7 +616,10 @@ def extract_rules(
         mm = _MODIFIER.search(rest)
         if mm:
             d.modifier = mm.group("m").lower()
-    d.era = _era(rest)
+    era = _era(rest)
+    if era is not None:
+        d.era = era[0]
+        rest = _without_era(rest, era[1], era[2])
     # genres and people, negated or not, clause by clause
     for clause in _CLAUSE_SPLIT.split(rest):
         words = _norm(clause).split()
@@ -569,12 +637,17 @@ def extract_rules(
     if candidate:
         mention_words = _mention_words(candidate, vocab)
         words = [w for w in _norm(candidate).split() if w not in mention_words]
-        content = [w for w in words if w not in _GENERIC and w not in _NEGATIONS and not w.isdigit()]
-        content = [w for w in content if not vocab.genre(w)]
+        # a hyphenated word is content as a whole ("feel-good"), whatever its parts are alone
+        compound = {w for c in re.findall(r"\w+(?:-\w+)+", candidate) for w in _norm(c).split()}
+
+        def filler(w: str) -> bool:
+            return w not in compound and (w in _GENERIC or w in _NEGATIONS or w in _QUERY_FILLER)
+
+        content = [w for w in words if not filler(w) and not w.isdigit() and not vocab.genre(w)]
         if content and not re.fullmatch(r"\d+s?", " ".join(content)):
-            while words and (words[0] in _GENERIC or words[0] in _NEGATIONS):
+            while words and filler(words[0]):
                 words.pop(0)
-            while words and words[-1] in _GENERIC:
+            while words and filler(words[-1]):
                 words.pop()
             d.query = " ".join(words) or None
     d.unparsed = _unparsed(text, vocab, titles, d)
@@ -586,7 +659,15 @@ _FUNCTION_WORDS = {
     "was", "be", "my", "we", "us", "maybe", "also", "again", "mood", "era", "decade", "years", "year", "s", "thanks",
     "thank", "ok", "okay", "yes", "loved", "love", "liked", "enjoyed", "recommend", "suggest", "show", "give", "find",
     "need", "looking", "first", "second", "third", "last", "another", "hmm", "id", "im", "see", "prefer", "should",
-    "feel", "watching", "directed", "starring", "director", "similar", "enjoy", "none", "get",
+    "feel", "watching", "directed", "starring", "director", "similar", "enjoy", "none", "get", "set",
+}  # fmt: skip
+
+
+# words of asking, not of what is asked for ("what should I watch", "I feel like watching"); "love" is not one
+_QUERY_FILLER = {
+    "from", "should", "feel", "watching", "recommend", "suggest", "show", "give", "find", "need", "looking", "see",
+    "prefer", "get", "set", "maybe", "really", "just", "too", "very", "also", "again", "mood", "id", "im", "hmm", "by",
+    "is", "are", "was", "be", "my", "tonight", "today",
 }  # fmt: skip
 
 
@@ -600,7 +681,9 @@ def _unparsed(text: str, vocab: Vocabulary, titles: TitleResolver, d: ProfileDel
         used |= set(_norm(free or "").split())
     out = []
     for w in _norm(text).split():
-        if w in used or w in _GENERIC or w in _NEGATIONS or w in _FUNCTION_WORDS or re.fullmatch(r"\d+s?", w):
+        if w in used or w in _GENERIC or w in _NEGATIONS or w in _FUNCTION_WORDS or w in _DECADE_WORDS:
+            continue
+        if re.fullmatch(r"\d+s?", w):
             continue
         if vocab.genre(w):
             continue
@@ -611,8 +694,8 @@ def _unparsed(text: str, vocab: Vocabulary, titles: TitleResolver, d: ProfileDel
 def rules_left_something(d: ProfileDelta) -> bool:
     """Whether the LLM may add to what the rules read: they kept part of the message as free text (``query``) or
     left content words unused (``unparsed``: "no comedies, something with spaceships"). A message the rules read
-    completely ("westerns from the 60s", "more like Alien but no horror") costs no LLM call."""
-    return d.query is not None or bool(d.unparsed)
+    completely ("westerns from the 60s", "more like Alien but no horror", a title alone) costs no LLM call."""
+    return (d.query is not None and not d.query_is_title) or bool(d.unparsed)
 
 
 def merge_deltas(rules: ProfileDelta, llm: ProfileDelta) -> ProfileDelta:

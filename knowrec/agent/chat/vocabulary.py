@@ -87,10 +87,12 @@ class Vocabulary:
     last_word: dict[str, set[str]] = field(default_factory=dict)
     """Normalised last word of a person label → labels (to resolve "Spielberg")."""
     max_words: int = 1
+    _by_last: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, store: GraphStore, batch: int = 500) -> Vocabulary:
         v = cls()
+        tags: dict[str, set[str]] = {}  # normalised tag label → tag entity ids
         item_ids: set[str] = set()
         batches: list[list[Item]] = []
         for items in store.iter_items(batch):
@@ -118,6 +120,8 @@ class Vocabulary:
                     label = label or other.split(":", 1)[-1]
                     if kind == "year" and item_id not in v.years and label[:4].isdigit():
                         v.years[item_id] = int(label[:4])
+                    if kind == "tag":
+                        tags.setdefault(_norm(label), set()).add(other)
                     if kind not in ("genre", "person"):
                         continue
                     key = _norm(label)
@@ -132,6 +136,11 @@ class Vocabulary:
                         if len(bare) >= 3:
                             v.people.setdefault(bare, label)
                         v.max_words = max(v.max_words, min(len(key.split()), 6))
+        # a tag that is a person's name ("christopher nolan") stands for that person too: MovieLens users tag the
+        # films of directors whose DBpedia facts are missing
+        for key, label in v.people.items():
+            if key in tags:
+                v.label_ids[label] |= tags[key]
         for key, label in v.people.items():
             words = key.split()
             if len(words) > 1 and len(words[-1]) >= 4:
@@ -154,13 +163,24 @@ class Vocabulary:
         return self.people.get(phrase)
 
     def resolve_person(self, text: str) -> str | None:
-        """A person label for free text (an exact label, or a unique one with the same last name)."""
+        """A person label for free text (an exact label, or the one a last name names: see :meth:`by_last_name`)."""
         key = _norm(text)
         if key in self.people:
             return self.people[key]
-        last = key.split()[-1] if key else ""
-        hits = self.last_word.get(last, set())
-        return next(iter(hits)) if len(hits) == 1 else None
+        return self.by_last_name(key.split()[-1] if key else "")
+
+    def by_last_name(self, word: str) -> str | None:
+        """The person a normalised last name names ("spielberg" → "Steven Spielberg"): the only one, or the one with
+        at least twice the items of the next (Anne Spielberg has one film here); ``None`` when it is ambiguous
+        ("stone": Sharon and Oliver)."""
+        hits = self.last_word.get(word, set())
+        if len(hits) <= 1:
+            return next(iter(hits), None)
+        if word not in self._by_last:
+            ranked = sorted(((len(self.items_of([h])), h) for h in hits), reverse=True)
+            (n1, top), (n2, _) = ranked[0], ranked[1]
+            self._by_last[word] = top if n1 >= 2 and n1 >= 2 * n2 else None
+        return self._by_last[word]
 
     def items_of(self, labels: Iterable[str]) -> set[str]:
         out: set[str] = set()
