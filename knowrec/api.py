@@ -73,7 +73,7 @@ class RecommenderAPI(Protocol):
         message: str,
         *,
         user_id: str | None = None,
-        k: int = 5,
+        k: int | None = None,
         on_progress: Callable[[ChatProgress], None] | None = None,
     ) -> ChatTurn:
         """Answer one chat message."""

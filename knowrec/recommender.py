@@ -531,10 +531,11 @@ class Recommender:
         message: str,
         *,
         user_id: str | None = None,
-        k: int = 5,
+        k: int | None = None,
         on_progress: Callable[[ChatProgress], None] | None = None,
     ) -> ChatTurn:
-        """Answer one chat message (the session is created if unknown); returns the assistant's turn.
+        """Answer one chat message (the session is created if unknown) with ``k`` items (``chat.k`` by default, or
+        the number the message asks for: "give me 3 comedies"); returns the assistant's turn.
 
         The agent asks one clarifying question when it knows nothing, looks up facts ("who directed Alien?"), or
         recommends ``k`` items through :meth:`recommend`, honouring what the session said (excluded genres or

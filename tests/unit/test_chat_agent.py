@@ -181,7 +181,7 @@ def test_asks_once_when_nothing_is_known_then_recommends(rec: Recommender):
     t1 = rec.chat(sid, "hi")
     assert t1.action == "ask" and not t1.items and t1.role == "assistant"
     t2 = rec.chat(sid, "whatever you think")
-    assert t2.action == "recommend" and len(t2.items) == 5
+    assert t2.action == "recommend" and len(t2.items) == 3  # chat.k
     assert t2.items == tuple(it.item_id for it in t2.recommendation.items)  # type: ignore[union-attr]
 
 
@@ -675,3 +675,52 @@ def test_ordinary_requests_typed_into_the_demo_chat():
     assert extract_rules("Love stories please", vocab, resolver).include_people == []  # a capital opening a clause
     assert vocab.items_of(["Christopher Nolan"]) == {"5", "6"}
     assert extract_rules("a film by Nolan", vocab, resolver).include_people == ["Christopher Nolan"]
+
+
+def test_how_many_how_recent_and_already_seen():
+    """More requests typed into the demo chat: "give me 3 sci-fi movies" gave five; "recent movies" searched for the
+    word "recent"; "I already saw that" searched for "already saw"; "a superhero movie" was the film "Superhero
+    Movie"; "top 10 horror films" left "top" for the LLM."""
+
+    titles = {
+        "1": "Superhero Movie (2008)",
+        "2": "Alien (1979)",
+        "3": "12 Angry Men (1957)",
+        "4": "Interstellar (2014)",
+        "5": "Paddington 2 (2017)",
+    }
+    facts = [
+        Fact(head="2", relation="genre", tail="genre:Sci-Fi", tail_label="Sci-Fi"),
+        Fact(head="2", relation="genre", tail="genre:Horror", tail_label="Horror"),
+        Fact(head="3", relation="genre", tail="genre:Western", tail_label="Western"),
+    ]
+    store = catalogue(titles, facts)
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+    for text, count in [
+        ("give me 3 sci-fi movies", 3),
+        ("top 10 horror films", 10),
+        ("five westerns from the 90s please", 5),
+        ("I want two movies like Alien", 2),
+        ("list 12 westerns", 12),
+    ]:
+        d = extract_rules(text, vocab, resolver)
+        assert d.count == count and d.query is None and not d.unparsed, (text, d)
+    d = extract_rules("something like 12 Angry Men", vocab, resolver)  # a title's number is the title's
+    assert d.like_item == "3" and d.count is None, d
+    d = extract_rules("recent movies", vocab, resolver)
+    assert d.era == (2013, None) and d.query is None and not d.unparsed, d  # the catalogue's last five years
+    assert extract_rules("1994 films", vocab, resolver).era == (1994, 1994)
+    d = extract_rules("I already saw that", vocab, resolver, ["2"])
+    assert d.rejected and d.query is None and d.disliked == [], d
+    d = extract_rules("a superhero movie", vocab, resolver)
+    assert d.query == "superhero" and not d.query_is_title, d
+    assert extract_rules("Superhero Movie (2008)", vocab, resolver).like_item is None  # no anchor, and no crash
+
+
+def test_the_number_asked_for_in_a_new_request_is_delivered(rec: Recommender):
+    sid = rec.new_session()
+    turn = rec.chat(sid, "give me 2 comedies")  # four comedies here; the session's usual number is three
+    assert turn.action == "recommend" and len(turn.items) == 2, turn.text
+    assert all("Comedy" in genres_of(rec, i) for i in turn.items)
+    turn = rec.chat(sid, "more")  # the usual three: the two comedies left, then one more with the genre relaxed
+    assert len(turn.items) == 3 and [("Comedy" in genres_of(rec, i)) for i in turn.items] == [True, True, False]

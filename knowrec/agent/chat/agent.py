@@ -210,7 +210,7 @@ class ChatAgent:
             sid,
             info.user_id,
             profile,
-            delta.more or k,
+            delta.more or delta.count or k,
             feedback=delta.feedback,
             on_progress=on_progress,
             shown=shown,

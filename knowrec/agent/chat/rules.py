@@ -60,6 +60,8 @@ class ProfileDelta:
     more: int | None = None
     """The message asks for more of the same ("more", "next", "something else", "three more"): how many (0 = as
     many as usual); the profile stays, the items already shown are not shown again."""
+    count: int | None = None
+    """How many items the message asks for ("give me 3 sci-fi movies", "top 10 horror films"), 1–50."""
     query_is_title: bool = False
     """The whole message is a stored title's name ("Star Wars"), kept as the query: read completely, no LLM call."""
     rejected: bool = False
@@ -123,7 +125,10 @@ _MORE = re.compile(
 )
 _REJECT = re.compile(
     r"^\s*(?:hmm+[\s,.]*)?(?:(?:no|nope|nah)\s*(?:[.!,;]|$)|none of (?:these|those|them)\b|not (?:these|those)\b"
-    r"|neither\b|i don'?t like (?:any of )?(?:these|those)\b)[\s.!,;]*",
+    r"|neither\b|i don'?t like (?:any of )?(?:these|those)\b"
+    r"|i(?:'?ve| have)? (?:already |just )?(?:saw|seen|watched) "
+    r"(?:that|it|them|those|these|all of (?:them|those|these))"
+    r"(?: ones?)?(?: already)?\b)[\s.!,;]*",
     re.IGNORECASE,
 )
 _LIKE_THAT = re.compile(
@@ -369,7 +374,7 @@ def _ref_indices(ref: str, n: int) -> list[int]:
 
 def _era(text: str) -> tuple[tuple[int | None, int | None], int, int] | None:
     """The era a text names and where its words are (start, end): "from 1990 to 1995", "after 2010", "the 80s",
-    "the nineties", "in 1994", "films of 1994"."""
+    "the nineties", "in 1994", "films of 1994", "1994 films"."""
     t = text  # searched case-insensitively: positions are the text's own
     m = re.search(r"\b(?:between|from)\s+(\d{4})\s*(?:and|to|-|–)\s*(\d{4})\b", t, re.I) or re.search(
         r"\b(\d{4})\s*(?:-|–|to)\s*(\d{4})\b", t
@@ -400,9 +405,9 @@ def _era(text: str) -> tuple[tuple[int | None, int | None], int, int] | None:
         m = re.search(rf"\b{word}\b", t, re.I)
         if m:
             return (start, start + 9), m.start(), m.end()
-    m = re.search(r"\b(?:in|from|of)\s+(\d{4})\b", t, re.I)
-    if m and 1870 <= int(m.group(1)) <= 2100:
-        y = int(m.group(1))
+    m = re.search(r"\b(?:in|from|of)\s+(\d{4})\b|\b(\d{4})(?=\s+(?:movies|films)\b)", t, re.I)
+    if m and 1870 <= int(m.group(1) or m.group(2)) <= 2100:
+        y = int(m.group(1) or m.group(2))
         return (y, y), m.start(), m.end()
     return None
 
@@ -414,6 +419,16 @@ def _without_era(text: str, start: int, end: int) -> str:
     return before + " " + text[end:]
 
 
+_NUM = r"(?P<n>\d{1,2}|two|three|four|five|six|seven|eight|nine|ten|a dozen|a couple of)"
+_COUNTS = [
+    re.compile(p, re.I)
+    for p in (
+        rf"^\s*{_NUM}\s+(?=[a-z])",  # "five comedies from the 90s"
+        rf"\b(?:give|show|recommend|suggest|list|find|name|need|want|top|best|get)(?: me| us)?\s+(?:the\s+)?{_NUM}\b",
+        rf"\b{_NUM}\s+(?:[\w'-]+\s+){{0,3}}?(?:movies|films|picks|titles|suggestions|recommendations)\b",
+    )
+]
+_RECENT = re.compile(r"\b(?:recent|latest|newest|the newest|new releases?)\b", re.I)
 _PERSON_CUES = {"by", "with", "starring", "featuring"}
 
 
@@ -449,6 +464,8 @@ def _whole_title(text: str, vocab: Vocabulary, titles: TitleResolver) -> str | N
         words.pop(0)
     phrase = " ".join(words)
     if not phrase or phrase in _GENERIC or vocab.genre(phrase) or vocab.person(phrase) or _era(phrase):
+        return None
+    if words[-1] in ("movie", "movies", "film", "films"):  # "a superhero movie" asks for a kind, not the title
         return None
     item = titles.resolve(phrase)
     if item is None:
@@ -558,6 +575,13 @@ def extract_rules(
         d.query, d.query_is_title = whole, True
         return d
     rest = text
+    m = next((hit for p in _COUNTS if (hit := p.search(rest))), None)
+    if m:  # "give me 3 sci-fi movies", "top 10 horror films": the number is not a title's or a keyword
+        n = m.group("n").lower()
+        count = int(n) if n.isdigit() else _NUMBER_WORDS.get(n, 12 if n == "a dozen" else 0)
+        if 1 <= count <= 50:
+            d.count = count
+            rest = rest[: m.start("n")] + " " + rest[m.end("n") :]
     # feedback on the last answer ("loved it", "not that one", "hated the second one")
     if last_items:
         for pattern, target in ((_NEG_FEEDBACK, d.disliked), (_POS_FEEDBACK, d.liked)):
@@ -620,6 +644,9 @@ def extract_rules(
     if era is not None:
         d.era = era[0]
         rest = _without_era(rest, era[1], era[2])
+    elif vocab.years and (m := _RECENT.search(rest)):  # the catalogue's last five years
+        d.era = (max(vocab.years.values()) - 4, None)
+        rest = rest[: m.start()] + " " + rest[m.end() :]
     # genres and people, negated or not, clause by clause
     for clause in _CLAUSE_SPLIT.split(rest):
         words = _norm(clause).split()
@@ -659,7 +686,8 @@ _FUNCTION_WORDS = {
     "was", "be", "my", "we", "us", "maybe", "also", "again", "mood", "era", "decade", "years", "year", "s", "thanks",
     "thank", "ok", "okay", "yes", "loved", "love", "liked", "enjoyed", "recommend", "suggest", "show", "give", "find",
     "need", "looking", "first", "second", "third", "last", "another", "hmm", "id", "im", "see", "prefer", "should",
-    "feel", "watching", "directed", "starring", "director", "similar", "enjoy", "none", "get", "set",
+    "feel", "watching", "directed", "starring", "director", "similar", "enjoy", "none", "get", "set", "about", "top",
+    "someone", "somebody", "else", "recent", "latest", "newest", "releases", "release", "list", "name",
 }  # fmt: skip
 
 
@@ -682,6 +710,8 @@ def _unparsed(text: str, vocab: Vocabulary, titles: TitleResolver, d: ProfileDel
     out = []
     for w in _norm(text).split():
         if w in used or w in _GENERIC or w in _NEGATIONS or w in _FUNCTION_WORDS or w in _DECADE_WORDS:
+            continue
+        if w in _NUMBER_WORDS or w == "dozen":
             continue
         if re.fullmatch(r"\d+s?", w):
             continue

@@ -102,6 +102,8 @@ class Vocabulary:
                 y = (it.attributes or {}).get("year", "")
                 if y[:4].isdigit():
                     v.years[it.id] = int(y[:4])
+                elif m := _YEAR_SUFFIX.search(it.title):  # no year attribute: the title's "(1995)"
+                    v.years[it.id] = int(m.group(0).strip(" ()"))
         for items in batches:
             for item_id, facts in store.facts([it.id for it in items]).items():
                 for f in facts:
