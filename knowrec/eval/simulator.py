@@ -241,6 +241,8 @@ class SimulatedUser:
                 "exclude": _GENRE_WORDS.get(value, value.lower()),
             }.get(intent, value)
             text = self.rng.choice(_PHRASES[key]).format(x=shown)
+            if intent == "genre":  # "an action film", "an animation movie"
+                text = re.sub(r"\ba (?=[aeiou])", "an ", text)
             rejects = turn > 1 and self.rng.random() < 0.5
             if rejects:
                 text = self.rng.choice(_PHRASES["reject"]) + text

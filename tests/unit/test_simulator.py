@@ -77,6 +77,14 @@ def test_the_simulator_varies_its_phrasing_and_asks_for_more(demo):
     assert all(len(v) >= 3 for v in texts.values()), {k: len(v) for k, v in texts.items()}
 
 
+def test_the_simulator_writes_an_before_a_vowel(demo):
+    """P4's dialogues had "Can you recommend a animation movie?" and "I feel like watching a adventure."."""
+    cat, items = demo
+    said = [u.text for script in _scripts(cat, items, 0).values() for u in script if u.intent == "genre"]
+    assert any(re.search(r"\ban (action|adventure|animation)\b", t) for t in said)
+    assert not [t for t in said if re.search(r"\ba [aeiou]", t)]
+
+
 class _Fake:
     """A chat system that answers from a fixed list per turn."""
 
