@@ -715,6 +715,8 @@ def test_how_many_how_recent_and_already_seen():
     d = extract_rules("a superhero movie", vocab, resolver)
     assert d.query == "superhero" and not d.query_is_title, d
     assert extract_rules("Superhero Movie (2008)", vocab, resolver).like_item is None  # no anchor, and no crash
+    d = extract_rules("movies like Alien and Interstellar", vocab, resolver)  # the second was left for the LLM
+    assert d.like_item == "2" and d.liked == ["4"] and not d.unparsed, d
 
 
 def test_the_number_asked_for_in_a_new_request_is_delivered(rec: Recommender):

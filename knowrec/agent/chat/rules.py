@@ -605,6 +605,14 @@ def extract_rules(
         x = (m.group("x") or m.group("x2") or "").strip()
         mod = (m.group("mod") or m.group("mod2") or "").strip()
         item = titles.resolve(x)
+        parts = [p for p in re.split(r"\s+and\s+|\s*&\s*|\s+or\s+", x) if p.strip()]
+        if item is not None and len(parts) > 1 and _strip_article(_norm(x)) not in _title_keys(item.title):
+            # "movies like Inception and Interstellar": the first anchors, the others count as liked
+            found = [titles.resolve(p) for p in parts]
+            if all(found):
+                for other in found[1:]:
+                    if other is not None and other.id != item.id:
+                        _add(d.liked, other.id)
         if item is not None:
             d.like_item = item.id
             if mod and not _mentions(mod, vocab) and not (set(_norm(mod).split()) & _NEGATIONS):
