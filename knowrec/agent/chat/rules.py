@@ -31,6 +31,7 @@ __all__ = [
     "merge_deltas",
     "resolve_title",
     "rules_left_something",
+    "title_named",
 ]
 
 
@@ -342,6 +343,11 @@ class TitleResolver(Protocol):
         """Item id → title for the ids that are stored."""
         ...
 
+    def named(self, phrase: str) -> Item | None:
+        """The most popular stored item whose title is ``phrase`` (normalised, leading article dropped) or, for two
+        words or more, starts with it; one search, no words dropped (see :func:`title_named`)."""
+        ...
+
 
 class StoreTitles:
     """A :class:`TitleResolver` over a graph store."""
@@ -354,6 +360,21 @@ class StoreTitles:
 
     def titles(self, item_ids: Sequence[str]) -> dict[str, str]:
         return {i: it.title for i, it in self.store.items(list(item_ids)).items()}
+
+    def named(self, phrase: str) -> Item | None:
+        return title_named(self.store, phrase)
+
+
+def title_named(store: GraphStore, phrase: str) -> Item | None:
+    """The stored item a normalised ``phrase`` names whole: its title exactly (its own name before another's
+    alternative title), else, for two words or more, the most popular title that starts with it ("star wars")."""
+    hits = store.search_items(phrase, 25)
+    exact = [h for h in hits if phrase in _title_keys(h.title)]
+    if exact:
+        return next((h for h in exact if phrase in _title_keys(h.title, False)), exact[0])
+    if len(phrase.split()) >= 2:
+        return next((h for h in hits if any(k.startswith(phrase + " ") for k in _title_keys(h.title))), None)
+    return None
 
 
 def _ref_indices(ref: str, n: int) -> list[int]:
@@ -453,27 +474,33 @@ def _title_at(rest: str, start: int, titles: TitleResolver) -> tuple[Item, int] 
     return None
 
 
+# a message that starts so asks for something ("something like…", "I'd like…", "show me…"): not a bare title
+_REQUEST_START = {
+    "something", "anything", "i", "id", "im", "ive", "can", "could", "would", "any", "more", "show", "give",
+    "recommend", "suggest", "what", "who", "why", "how", "tell", "please", "it", "its", "hmm", "ok", "okay", "yes",
+    "find", "get", "looking", "like", "similar", "maybe", "movies", "films", "movie", "film", "next", "other",
+}  # fmt: skip
+
+
 def _whole_title(text: str, vocab: Vocabulary, titles: TitleResolver) -> str | None:
     """The message is a title and nothing else ("Star Wars", "the lord of the rings please"): its normalised words,
     when they name a stored title exactly or start one (two words at least) and are not a genre's or a person's
     name. Reading them word by word would find genres inside titles ("Star Wars" → War, "Mystery Men")."""
+    if re.search(r"[,;!?]|\.\s+[A-Z][a-z]", text.strip().rstrip(".!?")):  # more than a name: not looked up
+        return None
     words = _norm(text).split()
     while words and words[-1] in ("please", "pls", "thanks"):
         words.pop()
     while words and words[0] in ("the", "a", "an"):
         words.pop(0)
     phrase = " ".join(words)
-    if not phrase or phrase in _GENERIC or vocab.genre(phrase) or vocab.person(phrase) or _era(phrase):
+    if not phrase or len(words) > 8 or words[0] in _REQUEST_START or set(words) & _NEGATIONS:
+        return None
+    if phrase in _GENERIC or vocab.genre(phrase) or vocab.person(phrase) or _era(phrase):
         return None
     if words[-1] in ("movie", "movies", "film", "films"):  # "a superhero movie" asks for a kind, not the title
         return None
-    item = titles.resolve(phrase)
-    if item is None:
-        return None
-    keys = _title_keys(item.title)
-    if phrase in keys or (len(words) >= 2 and any(k.startswith(phrase + " ") for k in keys)):
-        return phrase
-    return None
+    return phrase if titles.named(phrase) is not None else None
 
 
 def _mention_words(clause: str, vocab: Vocabulary) -> set[str]:

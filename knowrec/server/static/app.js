@@ -121,8 +121,25 @@
     return node;
   }
 
+  // a label as people write it, as knowrec.types.display_title does: "Lion King, The (1994)" → "The Lion King
+  // (1994)", "David Brenner (editor)" → "David Brenner"
+  const TITLE_YEAR = /^(.*?)\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$/;
+  const TITLE_ALT = /\s*\([^()]*\)\s*$/;
+  const TITLE_ARTICLE = /^(.+), (The|A|An|Les|Le|La|Los|Las|Il|El|Das|Der|Die|L')$/;
+
+  function displayLabel(label) {
+    const m = TITLE_YEAR.exec(label);
+    let base = m ? m[1] : label.trim();
+    while (TITLE_ALT.test(base) && base.replace(TITLE_ALT, "")) base = base.replace(TITLE_ALT, "");
+    const a = TITLE_ARTICLE.exec(base);
+    if (a) base = a[2].endsWith("'") ? a[2] + a[1] : `${a[2]} ${a[1]}`;
+    return m ? `${base} (${m[2]})` : base;
+  }
+
   function factText(f) {
-    return `${f.head_label || f.head} —${f.relation}→ ${f.tail_label || f.tail}`;
+    const head = f.head_label ? displayLabel(f.head_label) : f.head;
+    const tail = f.tail_label ? (f.relation === "tag" ? f.tail_label : displayLabel(f.tail_label)) : f.tail;
+    return `${head} —${f.relation}→ ${tail}`;
   }
 
   // fact ids ("[F4a453a140f02]") become footnote numbers; the facts are listed, numbered, under the text
@@ -304,5 +321,5 @@
     input.focus();
   });
 
-  window.knowrecChat = { send, feedback, get sessionId() { return store.session; } };
+  window.knowrecChat = { send, feedback, displayLabel, get sessionId() { return store.session; } };
 })();
