@@ -399,7 +399,8 @@ class ChatConfig(_Stage):
     """The conversational agent (``Recommender.chat``, ``knowrec chat``, the server's chat endpoint)."""
 
     k: int = Field(default=5, ge=1, le=50)
-    """How many items a chat answer recommends (the CLI's default)."""
+    """How many items a chat answer recommends (the CLI's and ``Recommender.chat``'s default; a message may ask for
+    another number: "give me 3 comedies")."""
     sessions_file: Path | None = None
     """SQLite file with sessions and turns; ``None`` = ``<data_dir>/sessions.sqlite``."""
     extract_with_llm: bool = True

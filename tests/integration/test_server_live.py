@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from knowrec.types import display_title
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KEY = "live-test-key"
@@ -209,6 +211,13 @@ def test_web_chat_page_in_chromium(live: str, tmp_path: Path):
         titles = [c.find_element(By.CSS_SELECTOR, ".rec-title").text for c in cards]
         assert not any(t in prose for t in titles), prose
         assert not re.search(r"\[F[0-9a-f]{6,}\]", first.text), first.text
+        # fact lines write titles and names as people do, as the Python side does (knowrec.types.display_title)
+        for label in ("Lion King, The (1994)", "Seven (a.k.a. Se7en) (1995)", "David Brenner (editor)", "Heat"):
+            assert d.execute_script("return window.knowrecChat.displayLabel(arguments[0])", label) == display_title(
+                label
+            )
+        for fact in first.find_elements(By.CSS_SELECTOR, ".rec-fact"):
+            assert not re.search(r", (The|A|An) \(\d{4}\)", fact.text), fact.text
         for reason in top.find_elements(By.CSS_SELECTOR, ".rec-reason .fn"):
             assert re.fullmatch(r"(\[\d+\])+", reason.text)  # footnote numbers into the card's fact list
         # the buttons need no emoji font (headless Chromium has none and drew empty boxes)
