@@ -322,13 +322,21 @@ def resolve_title(store: GraphStore, text: str) -> Item | None:
                 have = {h.id for h in hits}
                 hits = [*hits, *(h for h in by_word[key] if h.id not in have)]
                 exact = [h for h in hits if bare in _title_keys(h.title)]
-            if exact:  # a title's own name before another's alternative title
-                return next((h for h in exact if bare in _title_keys(h.title, False)), exact[0])
-            if len(bare.split()) >= 2:
-                prefix = [h for h in hits if any(k.startswith(bare + " ") for k in _title_keys(h.title))]
-                if prefix:
-                    return prefix[0]
+            found = _named_in(hits, bare)
+            if found is not None:
+                return found
         words = words[:-1]
+    return None
+
+
+def _named_in(hits: Sequence[Item], phrase: str) -> Item | None:
+    """Of ``hits`` (most popular first), the one a normalised ``phrase`` names: a title exactly (its own name before
+    another's alternative title), else, for two words or more, the first title that starts with it."""
+    exact = [h for h in hits if phrase in _title_keys(h.title)]
+    if exact:
+        return next((h for h in exact if phrase in _title_keys(h.title, False)), exact[0])
+    if len(phrase.split()) >= 2:
+        return next((h for h in hits if any(k.startswith(phrase + " ") for k in _title_keys(h.title))), None)
     return None
 
 
@@ -368,13 +376,7 @@ class StoreTitles:
 def title_named(store: GraphStore, phrase: str) -> Item | None:
     """The stored item a normalised ``phrase`` names whole: its title exactly (its own name before another's
     alternative title), else, for two words or more, the most popular title that starts with it ("star wars")."""
-    hits = store.search_items(phrase, 25)
-    exact = [h for h in hits if phrase in _title_keys(h.title)]
-    if exact:
-        return next((h for h in exact if phrase in _title_keys(h.title, False)), exact[0])
-    if len(phrase.split()) >= 2:
-        return next((h for h in hits if any(k.startswith(phrase + " ") for k in _title_keys(h.title))), None)
-    return None
+    return _named_in(store.search_items(phrase, 25), phrase)
 
 
 def _ref_indices(ref: str, n: int) -> list[int]:
