@@ -702,6 +702,7 @@ def test_how_many_how_recent_and_already_seen():
         ("five westerns from the 90s please", 5),
         ("I want two movies like Alien", 2),
         ("list 12 westerns", 12),
+        ("give me a dozen westerns", 12),
     ]:
         d = extract_rules(text, vocab, resolver)
         assert d.count == count and d.query is None and not d.unparsed, (text, d)

@@ -113,7 +113,7 @@ _NEG_FEEDBACK = re.compile(
     re.IGNORECASE,
 )
 _NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-                 "ten": 10, "a few": 3, "a couple of": 2, "a couple": 2, "some": 0}  # fmt: skip
+                 "ten": 10, "a dozen": 12, "a few": 3, "a couple of": 2, "a couple": 2, "some": 0}  # fmt: skip
 _MORE = re.compile(
     r"^\s*(?:(?:ok(?:ay)?|and|so|hmm+|well|please|great|thanks|cool)[\s,!.]+)*"
     r"(?:(?:can you |could you )?(?:show|give|get|find|tell|recommend|suggest)(?: me)?\s+|(?:any|got any)\s+)?"
@@ -607,7 +607,7 @@ def extract_rules(
     m = next((hit for p in _COUNTS if (hit := p.search(rest))), None)
     if m:  # "give me 3 sci-fi movies", "top 10 horror films": the number is not a title's or a keyword
         n = m.group("n").lower()
-        count = int(n) if n.isdigit() else _NUMBER_WORDS.get(n, 12 if n == "a dozen" else 0)
+        count = int(n) if n.isdigit() else _NUMBER_WORDS.get(n, 0)
         if 1 <= count <= 50:
             d.count = count
             rest = rest[: m.start("n")] + " " + rest[m.end("n") :]
@@ -748,9 +748,7 @@ def _unparsed(text: str, vocab: Vocabulary, titles: TitleResolver, d: ProfileDel
     for w in _norm(text).split():
         if w in used or w in _GENERIC or w in _NEGATIONS or w in _FUNCTION_WORDS or w in _DECADE_WORDS:
             continue
-        if w in _NUMBER_WORDS or w == "dozen":
-            continue
-        if re.fullmatch(r"\d+s?", w):
+        if w in _NUMBER_WORDS or w == "dozen" or re.fullmatch(r"\d+s?", w):
             continue
         if vocab.genre(w):
             continue
