@@ -16,6 +16,7 @@ from knowrec.datasets.movielens import load_movielens
 
 __all__ = [
     "Dataset",
+    "demo_embeddings_path",
     "demo_models_path",
     "demo_path",
     "load_demo",
@@ -40,6 +41,12 @@ def demo_models_path() -> Path:
     """The models fitted on the full demo data, shipped so that ``knowrec demo`` answers without training first
     (rebuilt by ``python scripts/build_demo_models.py``; used only when the stored data is exactly the demo's)."""
     return demo_path() / "models"
+
+
+def demo_embeddings_path() -> Path:
+    """The vectors of the full demo's item documents by the bundled embedder, shipped so that ingesting the demo (or
+    a slice of it) does not embed 9,742 texts first (rebuilt by ``python scripts/build_demo_embeddings.py``)."""
+    return demo_path() / "embeddings.npz"
 
 
 def load_demo(max_users: int | None = None) -> Dataset:

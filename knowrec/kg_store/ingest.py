@@ -23,7 +23,7 @@ from knowrec.kg_store.base import GraphStore, ItemIndex, Progress
 from knowrec.kg_store.chroma_index import doc_hash
 from knowrec.types import Fact, IngestSummary, Item
 
-__all__ = ["ingest_dataset", "item_document", "rich_progress"]
+__all__ = ["ingest_dataset", "item_document", "item_documents", "rich_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,14 @@ def item_document(item: Item, facts: list[Fact]) -> str:
             name = {"basedOn": "Based on", "musicComposer": "Music"}.get(rel, rel.capitalize())
             parts.append(f"{name}: {', '.join(by_rel[rel])}.")
     return " ".join(parts)
+
+
+def item_documents(dataset: Dataset) -> dict[str, str]:
+    """:func:`item_document` of every item of ``dataset``, by item id."""
+    facts_by_item: dict[str, list[Fact]] = defaultdict(list)
+    for f in dataset.facts:
+        facts_by_item[f.head].append(f)
+    return {it.id: item_document(it, facts_by_item.get(it.id, [])) for it in dataset.items}
 
 
 @contextmanager
@@ -95,10 +103,7 @@ def ingest_dataset(
     dataset.validate(known_items=store.has_items(sorted(referenced)) if referenced else set())
 
     # 2. item documents: only new or changed ones are embedded
-    facts_by_item: dict[str, list[Fact]] = defaultdict(list)
-    for f in dataset.facts:
-        facts_by_item[f.head].append(f)
-    docs = {it.id: item_document(it, facts_by_item.get(it.id, [])) for it in dataset.items}
+    docs = item_documents(dataset)
     stored = index.doc_hashes(list(docs))
     changed = [i for i, d in docs.items() if stored.get(i) != doc_hash(d)]
     before = index.snapshot([i for i in changed if i in stored])

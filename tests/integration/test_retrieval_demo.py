@@ -1,8 +1,8 @@
 """The full bundled demo with its shipped fitted models: cold start with constraints prefers well-known films.
 
-The full demo (9,742 films) is ingested once for this module with the real embedder; the fit reuses the sequential
-model and the fusion shipped in the package (their data fingerprint matches), so it fits only EASE and the item
-statistics.
+The full demo (9,742 films) is ingested once for this module with the real embedder, which reads the item documents'
+vectors shipped in the package; the fit reuses the sequential model and the fusion shipped there too (their data
+fingerprint matches), so it fits only EASE and the item statistics.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import statistics
 import pytest
 
 from knowrec import Recommender, Settings
+from knowrec.datasets import demo_embeddings_path, load_demo
+from knowrec.kg_store.embedder import PrecomputedVectors, SentenceTransformerEmbedder, bundled_embedder_path
+from knowrec.kg_store.ingest import item_documents
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,6 +50,23 @@ def test_the_demo_reuses_the_shipped_models(full_demo: Recommender):
     assert "reused_from" in full_demo.models.manifest["fusion"]
     r = full_demo.recommend("1", k=5)
     assert r.fusion == "learned" and len(r.items) == 5
+
+
+def test_the_demo_reads_the_shipped_vectors_and_they_are_the_models(full_demo: Recommender):
+    # every item document of the demo was in the shipped table: the model embedded nothing at ingest (a change to the
+    # documents or to the demo data needs `python scripts/build_demo_embeddings.py`)
+    assert full_demo.embedder.counts["embedded"] == 0, "the shipped demo vectors are stale"
+    assert full_demo.embedder.counts["precomputed"] == 9742
+    # … and they are what the model gives for those texts (a table built wrong, rows shifted, would fail here)
+    docs = list(item_documents(load_demo()).values())[::487]
+    table = PrecomputedVectors.load(demo_embeddings_path())
+    positions, shipped = table.lookup(docs)
+    fresh = SentenceTransformerEmbedder(bundled_embedder_path()).embed(docs)
+    assert positions == list(range(len(docs))) and len(docs) == 21
+    assert (shipped * fresh).sum(axis=1).min() > 0.9999
+    stored = full_demo.index.vectors(["1", "2571"])
+    assert (stored["1"] @ fresh[0]) > 0.9999  # Toy Story, the first document
+    assert stored["2571"] @ stored["1"] < 0.9
 
 
 def test_cold_start_westerns_from_the_60s_are_well_known(full_demo: Recommender):
