@@ -44,14 +44,14 @@ SETTINGS = Annotated[Settings, Depends(get_settings)]
 """A route parameter receiving the app's settings."""
 
 
-def check_k(settings: Settings, k: int) -> None:
-    """Refuse a ``k`` above ``server.max_k`` (422 naming ``body.k``)."""
-    if k > settings.server.max_k:
+def check_k(settings: Settings, k: int | None) -> None:
+    """Refuse a ``k`` above ``server.max_k`` (422 naming ``body.k``); ``None`` leaves it to the SDK's default."""
+    if k is not None and k > settings.server.max_k:
         raise InvalidInput(f"k must be at most {settings.server.max_k}", field="body.k")
 
 
 async def chat_events(
-    api: RecommenderAPI, session_id: str, message: str, user_id: str | None, k: int
+    api: RecommenderAPI, session_id: str, message: str, user_id: str | None, k: int | None
 ) -> AsyncIterator[ChatProgress | ChatTurn]:
     """One chat turn as it happens: each :class:`ChatProgress` as its stage starts, then the :class:`ChatTurn` (the
     SDK call runs in a worker thread; a failure is raised after the progress already sent)."""

@@ -87,7 +87,8 @@ class SessionCreated(BaseModel):
 class MessageRequest(_Request):
     message: str = Field(min_length=1, max_length=4000)
     user_id: str | None = Field(default=None, max_length=200)
-    k: int = Field(default=5, ge=1, le=200)
+    k: int | None = Field(default=None, ge=1, le=200)
+    """How many items to recommend; default: the settings' ``chat.k``."""
     stream: bool = False
     """Answer with server-sent events: ``progress`` while the turn runs, then ``turn`` (or ``error``)."""
 
@@ -152,8 +153,8 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     user: str | None = Field(default=None, max_length=200)
     """The end user; the same value continues the same chat session (``X-Session-Id`` takes precedence)."""
-    k: int = Field(default=5, ge=1, le=200)
-    """knowrec extra: how many items to recommend."""
+    k: int | None = Field(default=None, ge=1, le=200)
+    """knowrec extra: how many items to recommend; default: the settings' ``chat.k``."""
 
 
 class CompletionMessage(BaseModel):

@@ -86,7 +86,7 @@ class FakeRecommender:
         message: str,
         *,
         user_id: str | None = None,
-        k: int = 5,
+        k: int | None = None,
         on_progress: Callable[[ChatProgress], None] | None = None,
     ) -> ChatTurn:
         self.calls.append(("chat", {"session_id": session_id, "message": message, "user_id": user_id, "k": k}))
@@ -338,6 +338,9 @@ def test_sessions_messages_feedback(client):
     assert hist["session_id"] == sid and [t["role"] for t in hist["turns"]] == ["user", "assistant"]
     _err(c.get("/v1/sessions/unknown"), 404, "not_found")
     _err(c.post(f"/v1/sessions/{sid}/messages", json={"message": "hi", "k": 500}), 422, field="body.k")
+    # no k: the SDK's chat.k decides, not a number of the server's own
+    assert c.post(f"/v1/sessions/{sid}/messages", json={"message": "more"}).status_code == 200
+    assert fake.calls[-1][1]["k"] is None
 
 
 def test_openai_chat_completion(client):
@@ -350,6 +353,9 @@ def test_openai_chat_completion(client):
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["knowrec"]["items"] == ["m1", "m2"] and body["knowrec"]["action"] == "recommend"
     assert r.headers["x-session-id"] == body["knowrec"]["session_id"]
+    assert fake.calls[-1][1]["k"] is None  # chat.k decides
+    c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hello"}], "k": 7})
+    assert fake.calls[-1][1]["k"] == 7
     # the same `user` continues the same session; X-Session-Id wins over it
     msgs = [{"role": "system", "content": "be nice"}, {"role": "user", "content": [{"type": "text", "text": "more"}]}]
     a = c.post("/v1/chat/completions", json={"messages": msgs, "user": "alice"}).json()["knowrec"]["session_id"]
