@@ -37,7 +37,12 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Recommender:
-    rec = Recommender(Settings(data_dir=tmp_path_factory.mktemp("tune-store"), progress=False, llm={"backend": "none"}))
+    # the fusion of user histories only: tuning prompts never come from a cold start (its two models cost half the fit)
+    fusion = {"cold_start_share": 0.0, "constrained_users": 0}
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("tune-store"), progress=False, llm={"backend": "none"}, fit={"fusion": fusion}
+    )
+    rec = Recommender(settings)
     rec.ingest_demo(max_users=30)
     yield rec
     rec.close()
