@@ -55,8 +55,12 @@ def tuned(small: Recommender, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("llm-cache")
+def cache_dir() -> Path:
+    """The dequantised model where ``knowrec tune`` itself keeps it (the user's cache): converting the GGUF again into
+    a folder of the test's own costs 40 s and tests nothing new (``test_llm_torch`` converts into a fresh one)."""
+    from knowrec.config import default_cache_dir
+
+    return default_cache_dir() / "llm"
 
 
 def test_a_tiny_tune_writes_an_adapter_for_every_backend(tuned: tuple[Path, dict[str, Any]]):
