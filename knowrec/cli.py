@@ -9,8 +9,9 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args
 
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -453,6 +455,7 @@ def chat(
     rec = _run(lambda: _api(data_dir, mode, progress=False))
     sid = _run(lambda: session or rec.new_session(user))
     n = k or rec.settings.chat.k
+    warming = _warm_up_in_background(rec)
     out.print(f"[dim]session {sid} — type a wish (“something like Heat but no dramas”), /help, or /quit[/]")
     last: list[str] = []
     while True:
@@ -503,7 +506,28 @@ def chat(
             out.print()
             break
     out.print(f"[dim]bye — continue with: knowrec chat --session {sid}[/]")
+    if warming is not None:
+        with suppress(KeyboardInterrupt):  # a second Ctrl-C does not wait
+            warming.join()  # a model half loaded, a cache half written, must not be cut off by the exit
     rec.close()
+
+
+def _warm_up_in_background(rec: RecommenderAPI) -> threading.Thread | None:
+    """Load the models (``Recommender.warm_up``) while the person types the first message; the first turn then
+    waits only for what is not loaded yet. ``None`` for an API without a warm-up (a remote server warms itself)."""
+    warm_up = getattr(rec, "warm_up", None)
+    if warm_up is None:
+        return None
+
+    def run() -> None:
+        try:
+            log.debug("warmed up in %s s", warm_up())
+        except Exception as exc:  # best effort: the first message meets the same problem and says it
+            log.debug("warm-up failed: %s", exc)
+
+    thread = threading.Thread(target=run, name="knowrec-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 kg_app = typer.Typer(help="The knowledge graph: build it from item text.", no_args_is_help=True)

@@ -339,10 +339,13 @@ class Recommender:
 
     def warm_up(self, mode: str | None = None) -> dict[str, float]:
         """Load now what the first recommendations would otherwise load: the fitted models and the pipeline, the
-        graph store's in-memory item–entity links, and every item vector (when they fit the index's cache).
+        in-process LLM when the ranking ``mode`` uses one (on first use ever that converts the bundled GGUF for the
+        torch engine, about 40 s on 2 cores; then about 1 s), the graph store's in-memory item–entity links, and every
+        item vector (when they fit the index's cache).
 
-        A long-lived process calls it once at start (``knowrec serve`` does); a one-off command need not. Returns the
-        seconds each part took (a part the configured stores do not have is left out).
+        A long-lived process calls it once at start (``knowrec serve`` does, and ``knowrec chat`` while you type); a
+        one-off command need not. Returns the seconds each part took (a part the configured stores, LLM backend or
+        mode do not have is left out).
         """
         import time
 
@@ -354,6 +357,11 @@ class Recommender:
             timings[name] = round(time.perf_counter() - t, 3)
 
         timed("pipeline", lambda: self.pipeline(mode))
+        if (mode or self.settings.ranker.mode) != "none" and self.settings.llm.backend == "llama_cpp":
+            llm = self.llm  # in process: its weights load now (a server behind llm.base_url loads its own)
+            load = getattr(llm, "verify", None)
+            if load is not None:
+                timed("llm", load)
         links = getattr(self.store, "warm_up", None)  # the SQLite store; Neo4j keeps its own caches
         if links is not None:
             timed("kg_links", links)

@@ -97,6 +97,21 @@ def test_reingest_is_idempotent_and_bad_input_changes_nothing(demo_dir: Path, tm
     r.close()
 
 
+def test_warm_up_loads_the_in_process_llm_when_the_mode_ranks_with_it(demo_dir: Path):
+    rec = Recommender(Settings(data_dir=demo_dir, progress=False))  # verbalizer on the bundled model, in process
+    assert "llm" not in rec.warm_up(mode="none")
+    llm = rec.llm
+    engines = [getattr(llm, "scoring", llm), getattr(llm, "generation", llm)]  # torch and llama.cpp by default
+
+    def loaded(engine: object) -> bool:
+        return getattr(engine, "_model", None) is not None or getattr(engine, "_llm", None) is not None
+
+    assert not any(loaded(e) for e in engines)  # nothing loaded before
+    assert "llm" in rec.warm_up()
+    assert all(loaded(e) for e in engines)
+    rec.close()
+
+
 def test_warm_up_loads_what_the_first_call_needs_and_changes_no_answer(demo_dir: Path):
     cold = Recommender(Settings(data_dir=demo_dir, progress=False))
     warm = Recommender(Settings(data_dir=demo_dir, progress=False))

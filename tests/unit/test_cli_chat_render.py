@@ -48,3 +48,31 @@ def test_a_recommendation_lists_each_pick_once_with_footnotes(monkeypatch):
     assert shown.count("Heat (1995) [REC]") == 1  # the card-like table only, not the numbered text too
     assert HEAT.id not in shown
     assert "which you liked. [1]" in shown and "[1] Heat (1995) —director→ Michael Mann" in shown
+
+
+def test_the_terminal_chat_warms_up_while_you_type_and_a_failure_stays_quiet():
+    import threading
+    from types import SimpleNamespace
+
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def warm_up() -> dict[str, float]:
+        started.set()
+        assert release.wait(10)
+        calls.append("warm_up")
+        return {"llm": 1.0}
+
+    thread = cli._warm_up_in_background(SimpleNamespace(warm_up=warm_up))  # type: ignore[arg-type]
+    assert thread is not None and started.wait(10) and thread.is_alive()  # running beside the prompt …
+    release.set()
+    thread.join(10)
+    assert calls == ["warm_up"] and not thread.is_alive()  # … and done
+
+    def broken() -> dict[str, float]:
+        raise RuntimeError("no model here")
+
+    failed = cli._warm_up_in_background(SimpleNamespace(warm_up=broken))  # type: ignore[arg-type]
+    assert failed is not None
+    failed.join(10)  # the error is logged, not printed as a thread traceback, and the chat goes on
+    assert cli._warm_up_in_background(SimpleNamespace()) is None  # type: ignore[arg-type]  # a remote API
