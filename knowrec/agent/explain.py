@@ -19,7 +19,7 @@ from knowrec.errors import LLMError
 from knowrec.prompts import load_prompt
 from knowrec.types import DATASET_SOURCE, Fact, KGPath, Reason, display_title
 
-__all__ = ["ExplainInput", "LLMExplainer", "is_grounded", "relation_phrase", "template_reasons"]
+__all__ = ["ExplainInput", "LLMExplainer", "dismissive", "is_grounded", "relation_phrase", "template_reasons"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,27 @@ SPECIFICITY = (
 
 
 _DISAMBIGUATION = re.compile(r"\s+\([^()]*\)$")
+# a user's tag that judges the film badly: true as a fact, never a reason to watch it ("Tagged “bad dialogue”")
+_DISMISSIVE = re.compile(
+    r"\b(?:bad(?![\s-]*ass\b)(?! language\b)|poor (?:story|plot|dialogue|acting|writing|script|\w+ development)"
+    r"|boring|predictable|predictible|over-?rated|worst|awful|terrible|stupid(?! is as)|dumb|disappoint\w*|weak"
+    r"|clich[eé]d?|cheesy|waste of|meh|mediocre|pointless|unfunny|annoying|forgettable|bland|lame|pretentious"
+    r"|horrible|ridiculous|confusing|plot ?holes?|overlong|tedious|nonsense|dull|not funny|too (?:long|many|much|slow)"
+    r"|slow[ -]paced|slow action)\b",
+    re.IGNORECASE,
+)
+
+
+def dismissive(relation: str, label: str) -> bool:
+    """Whether a fact is a tag that judges the item badly (no reason to pick it, however many share it).
+
+    Example:
+        >>> dismissive("tag", "bad dialogue"), dismissive("tag", "badass"), dismissive("tag", "dark comedy")
+        (True, False, False)
+        >>> dismissive("tag", "Plot holes"), dismissive("director", "Terrible Films Inc.")
+        (True, False)
+    """
+    return relation == "tag" and _DISMISSIVE.search(label) is not None
 
 
 def _article(word: str) -> str:
@@ -111,7 +132,7 @@ def template_reasons(
     reasons: list[Reason] = []
     by_entity: dict[str, list[KGPath]] = {}
     for p in sorted(inp.paths, key=lambda p: -p.weight):
-        if (shares or {}).get(p.entity, 0.0) > max_share:
+        if (shares or {}).get(p.entity, 0.0) > max_share or dismissive(p.target_relation, p.entity_label or ""):
             continue
         by_entity.setdefault(p.entity, []).append(p)
     rank = {r: n for n, r in enumerate(SPECIFICITY)}
@@ -134,10 +155,11 @@ def template_reasons(
                 context_fact_ids=tuple(dict.fromkeys(p.source_fact for p in paths[:2])),
             )
         )
-    if not reasons and inp.own_facts:
+    own = [f for f in inp.own_facts if not dismissive(f.relation, _other_label(f, inp.item_id))]
+    if not reasons and own:
         # the two most telling of the item's facts (a director before a tag), rarest first within a relation
-        order = sorted(range(len(inp.own_facts)), key=lambda n: (rank.get(inp.own_facts[n].relation, len(rank)), n))
-        facts = [inp.own_facts[n] for n in order[:2]]
+        order = sorted(range(len(own)), key=lambda n: (rank.get(own[n].relation, len(rank)), n))
+        facts = [own[n] for n in order[:2]]
         text = _sentence([relation_phrase(f.relation, _other_label(f, inp.item_id)) for f in facts])
         if any(f.source != DATASET_SOURCE for f in facts):
             text = f"{text[:-1]} {FROM_TEXT}."
@@ -179,6 +201,8 @@ class LLMExplainer:
         for n, it in enumerate(items):
             facts = []
             for f in it.own_facts:
+                if dismissive(f.relation, _other_label(f, it.item_id)):
+                    continue
                 alias = f"f{len(alias_to_fact) + 1}"
                 alias_to_fact[alias] = f.id
                 facts.append({"alias": alias, "text": relation_phrase(f.relation, _other_label(f, it.item_id))})

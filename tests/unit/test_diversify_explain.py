@@ -97,6 +97,25 @@ def test_reasons_name_films_and_people_as_people_write_them():
     ]
 
 
+def test_a_tag_that_runs_the_film_down_is_never_a_reason():
+    # MovieLens users tag films "bad dialogue", "predictible plot", "plot holes": facts, but no reason to watch
+    bad = Fact(head="et", relation="tag", tail="tag:bad dialogue", tail_label="bad dialogue")
+    holes = Fact(head="et", relation="tag", tail="tag:plot holes", tail_label="Plot holes")
+    black_hole = Fact(head="et", relation="tag", tail="tag:black hole", tail_label="black hole")
+    inp = ExplainInput(item_id="et", title="E.T.", paths=(), own_facts=(bad, holes, black_hole, GENRE_ET))
+    [reason] = template_reasons(inp, {})
+    assert reason.text == "Tagged “black hole”; a sci-fi film." and reason.fact_ids == (black_hole.id, GENRE_ET.id)
+    boring = _path("tag:boring", "boring", "tag", 9.0)  # the heaviest connection, and a shared opinion of it
+    badass = _path("tag:badass", "badass", "tag", 1.0)
+    got = [r.text for r in template_reasons(ExplainInput("et", "E.T.", (boring, badass), ()), {"jaws": "Jaws"})]
+    assert got == ["Tagged “badass”, like Jaws, which you liked."]
+    # nor is it offered to the LLM explainer as a fact to cite
+    llm = FakeLLM(replies=['{"reasons": []}'])
+    LLMExplainer(llm).explain([inp], [])
+    prompt = "\n".join(m["content"] for m in llm.calls[0]["messages"])
+    assert "black hole" in prompt and "bad dialogue" not in prompt and "Plot holes" not in prompt
+
+
 def test_a_recommended_item_carries_its_display_title_through_json():
     item = RecommendedItem(item_id="9", title="Matrix, The (1999)", rank=1, score=1.0, retrieval_score=1.0)
     assert item.display_title == "The Matrix (1999)"
