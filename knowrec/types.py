@@ -326,6 +326,9 @@ class ChatProfile(_Frozen):
     include_people: tuple[str, ...] = ()
     """Entity labels (directors, actors, …)."""
     exclude_people: tuple[str, ...] = ()
+    exclude_titles: tuple[str, ...] = ()
+    """Titles as the user wrote them ("Star Wars"): no item whose title is one of them, or starts with it (two words
+    or more), is recommended in the session."""
     era: tuple[int | None, int | None] | None = None
     """``(from_year, to_year)``, either end open."""
     like_item: str | None = None

@@ -727,3 +727,65 @@ def test_the_number_asked_for_in_a_new_request_is_delivered(rec: Recommender):
     assert all("Comedy" in genres_of(rec, i) for i in turn.items)
     turn = rec.chat(sid, "more")  # the usual three: the two comedies left, then one more with the genre relaxed
     assert len(turn.items) == 3 and [("Comedy" in genres_of(rec, i)) for i in turn.items] == [True, True, False]
+
+
+def test_a_title_turned_down_by_name_is_left_out_and_a_wish_that_says_no_is_no_keyword():
+    """Typed into the demo chat (2026-12-07): "not Star Wars" excluded the genre War and, through the LLM, added
+    Star Wars to the liked films; "no subtitles please" searched for "subtitles"; "I loved Amelie, anything
+    similar?" only counted Amelie as liked."""
+    titles = {
+        "1": "Star Wars: Episode IV - A New Hope (1977)",
+        "2": "Star Wars: Episode V - The Empire Strikes Back (1980)",
+        "3": "Alien (1979)",
+        "4": "Aliens (1986)",
+        "5": "Amelie (Fabuleux destin d'Amélie Poulain, Le) (2001)",
+        "6": "Platoon (1986)",
+        "7": "Violence (2010)",
+    }
+    facts = [
+        Fact(head="6", relation="genre", tail="genre:War", tail_label="War"),
+        Fact(head="3", relation="genre", tail="genre:Horror", tail_label="Horror"),
+        Fact(head="3", relation="director", tail="dbr:Ridley_Scott", tail_label="Ridley Scott"),
+    ]
+    store = catalogue(titles, facts)
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+    for text, said in [
+        ("not Star Wars", "Star Wars"),
+        ("no Star Wars movies please", "Star Wars"),
+        ("I want a heist movie, but not Star Wars", "Star Wars"),
+        ("nothing like Alien", "Alien"),
+    ]:
+        d = extract_rules(text, vocab, resolver)
+        assert d.exclude_titles == [said] and d.exclude_genres == [] and d.liked == [], (text, d)
+        assert not d.unparsed, (text, d)  # read completely: no LLM call for the title's words
+    assert extract_rules("I want a heist movie, but not Star Wars", vocab, resolver).query == "heist"
+    assert [it.id for it in resolver.all_named("Star Wars")] == ["1", "2"]
+    assert [it.id for it in resolver.all_named("Alien")] == ["3"]  # one word names one title, not "Aliens"
+    # a genre, a person, a common word or an uncapitalised single word is not read as a title
+    assert extract_rules("no war films", vocab, resolver).exclude_genres == ["War"]
+    assert extract_rules("not Ridley Scott", vocab, resolver).exclude_people == ["Ridley Scott"]
+    d = extract_rules("no violence", vocab, resolver)
+    assert d.exclude_titles == [] and d.query is None, d
+    d = extract_rules("no subtitles please", vocab, resolver)
+    assert d.query is None and d.unparsed == ["subtitles"], d  # nothing to search for; the LLM may read it
+    d = extract_rules("I loved Amelie, anything similar?", vocab, resolver)
+    assert d.liked == ["5"] and d.like_item == "5", d
+    assert extract_rules("anything similar?", vocab, resolver).more == 0
+    # asking for the title by name again lifts the exclusion; turning it down drops it as the kept wish
+    profile = apply_delta(ChatProfile(), extract_rules("Star Wars", vocab, resolver))
+    assert profile.query == "star wars"
+    profile = apply_delta(profile, extract_rules("not Star Wars", vocab, resolver))
+    assert profile.exclude_titles == ("Star Wars",) and profile.query is None
+    profile = apply_delta(profile, extract_rules("Star Wars", vocab, resolver))
+    assert profile.exclude_titles == () and profile.query == "star wars"
+
+
+def test_not_a_franchise_keeps_every_film_of_it_out_of_later_answers(rec: Recommender):
+    sid = rec.new_session()
+    first = rec.chat(sid, "an animated comedy", k=3)
+    assert {"1", "2"} & set(first.items)  # the Toy Story films are the animated comedies here
+    turn = rec.chat(sid, "not Toy Story", k=3)
+    assert turn.profile is not None and turn.profile.exclude_titles == ("Toy Story",)
+    assert turn.items and not {"1", "2"} & set(turn.items) and "no Toy Story" in turn.text
+    later = rec.chat(sid, "more", k=3)
+    assert not {"1", "2"} & set(later.items)

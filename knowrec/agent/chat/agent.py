@@ -305,6 +305,8 @@ class ChatAgent:
         if profile.like_item:
             banned.add(profile.like_item)
         banned |= vocab.items_of(profile.exclude_genres) | vocab.items_of(profile.exclude_people)
+        for title in profile.exclude_titles:
+            banned |= {it.id for it in self.titles.all_named(title)}
         if profile.era is not None:
             lo, hi = profile.era
             lo_, hi_ = lo if lo is not None else -10_000, hi if hi is not None else 10_000

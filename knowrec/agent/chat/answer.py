@@ -23,8 +23,8 @@ def _describe(profile: ChatProfile, titles: TitleResolver) -> str:
         parts.append(profile.modifier)
     if profile.include_genres or profile.include_people:
         parts.append("with " + ", ".join([*profile.include_genres, *profile.include_people]))
-    if profile.exclude_genres or profile.exclude_people:
-        parts.append("no " + ", ".join([*profile.exclude_genres, *profile.exclude_people]))
+    if profile.exclude_genres or profile.exclude_people or profile.exclude_titles:
+        parts.append("no " + ", ".join([*profile.exclude_genres, *profile.exclude_people, *profile.exclude_titles]))
     if profile.era:
         lo, hi = profile.era
         parts.append(f"{lo or '…'}–{hi or '…'}")

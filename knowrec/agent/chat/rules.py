@@ -45,6 +45,8 @@ class ProfileDelta:
     exclude_genres: list[str] = field(default_factory=list)
     include_people: list[str] = field(default_factory=list)
     exclude_people: list[str] = field(default_factory=list)
+    exclude_titles: list[str] = field(default_factory=list)
+    """Titles turned down by name ("not Star Wars"), as written."""
     era: tuple[int | None, int | None] | None = None
     like_item: str | None = None
     modifier: str | None = None
@@ -119,7 +121,8 @@ _MORE = re.compile(
     r"(?:(?:can you |could you )?(?:show|give|get|find|tell|recommend|suggest)(?: me)?\s+|(?:any|got any)\s+)?"
     r"(?:(?P<n>\d+|one|two|three|four|five|six|seven|eight|nine|ten|a few|a couple(?: of)?|some)\s+)?"
     r"(?:more|next(?: ones?| few| page)?|others?|other (?:ones|options|picks|suggestions|ideas|films|movies|titles)"
-    r"|(?:something|anything|someone) else|(?:different|new) ones|another(?: one)?|something different)"
+    r"|(?:something|anything|someone) else|(?:different|new) ones|another(?: one)?|something different"
+    r"|(?:something|anything|more) similar(?: to (?:that|this|these|those|them))?)"
     r"(?:[\s,]+(?:ones|options|picks|suggestions|ideas|films|movies|titles|recommendations|please"
     r"|of (?:those|these|them)|like (?:that|this|these|those|them)|then))*\s*[.!?]*\s*(?:,?\s*please[.!]*)?\s*$",
     re.IGNORECASE,
@@ -133,7 +136,15 @@ _REJECT = re.compile(
     re.IGNORECASE,
 )
 _LIKE_THAT = re.compile(
-    r"\b(?:more|something|anything|stuff|films?|movies?)\s+(?:just\s+)?like\s+(?:that|this|it)\b", re.I
+    r"\b(?:(?:more|something|anything|stuff|films?|movies?|ones?)\s+(?:just\s+)?"
+    r"(?:like\s+(?:that|this|it)|similar(?:\s+to\s+(?:that|this|it))?)|similar\s+(?:ones|films|movies|titles))\b",
+    re.I,
+)
+# a clause that turns a title down by name: "not Star Wars", "no Harry Potter movies please", "nothing like Cats"
+_NOT_TITLE = re.compile(
+    r"^\s*(?:(?:and|so|please|just|also|oh)\s+)*(?:not|no more|no|without|except(?: for)?|nothing like|skip|avoid"
+    r"|exclude|excluding|minus)\s+(?:the\s+)?(?P<x>.+?)\s*$",
+    re.I,
 )
 _PREPOSITION_LIKE = re.compile(r"\b(?:more|something|anything|stuff|films?|movies?|ones?)\s+(?:just\s+)?$", re.I)
 _RESET = re.compile(r"^\s*(?:reset|start over|start again|forget (?:everything|it all|all that)|clear)\b", re.I)
@@ -343,6 +354,10 @@ def _named_in(hits: Sequence[Item], phrase: str) -> Item | None:
 class TitleResolver(Protocol):
     """What reading a message needs from the catalogue: the item a title text names, and items' titles."""
 
+    def all_named(self, title: str) -> list[Item]:
+        """Every stored item a title as written ("Star Wars") names whole (see :func:`titles_named`)."""
+        ...
+
     def resolve(self, text: str) -> Item | None:
         """The stored item a user's title text names (see :func:`resolve_title`), if any."""
         ...
@@ -372,11 +387,25 @@ class StoreTitles:
     def named(self, phrase: str) -> Item | None:
         return title_named(self.store, phrase)
 
+    def all_named(self, title: str) -> list[Item]:
+        return titles_named(self.store, _strip_article(_norm(title)))
+
 
 def title_named(store: GraphStore, phrase: str) -> Item | None:
     """The stored item a normalised ``phrase`` names whole: its title exactly (its own name before another's
     alternative title), else, for two words or more, the most popular title that starts with it ("star wars")."""
     return _named_in(store.search_items(phrase, 25), phrase)
+
+
+def titles_named(store: GraphStore, phrase: str, limit: int = 500) -> list[Item]:
+    """Every stored item a normalised ``phrase`` names whole: a title that is it, or, for two words or more, starts
+    with it ("star wars": the whole series; "alien": Alien, not Aliens)."""
+    several = len(phrase.split()) >= 2
+    return [
+        h
+        for h in store.search_items(phrase, limit)
+        if any(k == phrase or (several and k.startswith(phrase + " ")) for k in _title_keys(h.title))
+    ]
 
 
 def _ref_indices(ref: str, n: int) -> list[int]:
@@ -503,6 +532,27 @@ def _whole_title(text: str, vocab: Vocabulary, titles: TitleResolver) -> str | N
     if words[-1] in ("movie", "movies", "film", "films"):  # "a superhero movie" asks for a kind, not the title
         return None
     return phrase if titles.named(phrase) is not None else None
+
+
+_TRAILING_FILLER = re.compile(
+    r"(?:\s+(?:please|pls|thanks|films?|movies?|ones?|again|anymore|for now))+\s*[.!]*$", re.IGNORECASE
+)
+
+
+def _not_a_title_name(text: str, vocab: Vocabulary) -> str | None:
+    """The title a negated clause may name, as written without trailing filler ("Star Wars" of "Star Wars movies
+    please"); ``None`` when it is a genre, a person, an era or a common word, or one word without a capital ("no
+    violence": no one types a film's name so)."""
+    said = _TRAILING_FILLER.sub("", text.strip())
+    said = said.strip(" .!\"'“”")
+    phrase = _strip_article(_norm(said))
+    if not phrase or len(phrase.split()) > 8 or phrase in _GENERIC or set(phrase.split()) & _NEGATIONS:
+        return None
+    if vocab.genre(phrase) or vocab.person(phrase) or _era(phrase):
+        return None
+    if len(phrase.split()) == 1 and not said[:1].isupper():
+        return None
+    return said
 
 
 def _mention_words(clause: str, vocab: Vocabulary) -> set[str]:
@@ -673,6 +723,13 @@ def extract_rules(
     if d.like_item is None and d.liked and _LIKE_THAT.search(text):
         d.like_item = d.liked[-1]  # "I enjoyed Contact; more like that"
         rest = _LIKE_THAT.sub(" ", rest)
+    # "not Star Wars", "no Harry Potter movies": those titles are left out (not the genre War, not a keyword)
+    for clause in _CLAUSE_SPLIT.split(rest):
+        m = _NOT_TITLE.match(clause)
+        said = _not_a_title_name(m.group("x"), vocab) if m else None
+        if said is not None and titles.named(_strip_article(_norm(said))) is not None:
+            _add(d.exclude_titles, said)
+            rest = rest.replace(clause, " ", 1)
     if d.modifier is None:
         mm = _MODIFIER.search(rest)
         if mm:
@@ -708,7 +765,9 @@ def extract_rules(
             return w not in compound and (w in _GENERIC or w in _NEGATIONS or w in _QUERY_FILLER)
 
         content = [w for w in words if not filler(w) and not w.isdigit() and not vocab.genre(w)]
-        if content and not re.fullmatch(r"\d+s?", " ".join(content)):
+        first = next((n for n, w in enumerate(words) if w in content), len(words))
+        negated = bool(set(words[:first]) & _NEGATIONS)  # "no subtitles please": nothing to search for
+        if content and not negated and not re.fullmatch(r"\d+s?", " ".join(content)):
             while words and filler(words[0]):
                 words.pop(0)
             while words and filler(words[-1]):
@@ -742,7 +801,7 @@ def _unparsed(text: str, vocab: Vocabulary, titles: TitleResolver, d: ProfileDel
     ids = [*d.liked, *d.disliked, *([d.like_item] if d.like_item else [])]
     if ids:
         used |= {w for title in titles.titles(ids).values() for w in _norm(_YEAR_SUFFIX.sub("", title)).split()}
-    for free in (d.query, d.modifier):
+    for free in (d.query, d.modifier, *d.exclude_titles):
         used |= set(_norm(free or "").split())
     out = []
     for w in _norm(text).split():
@@ -802,8 +861,18 @@ def apply_delta(profile: ChatProfile, d: ProfileDelta) -> ChatProfile:
         exclude_genres=upd(profile.exclude_genres, d.exclude_genres, d.include_genres),
         include_people=upd(profile.include_people, d.include_people, d.exclude_people),
         exclude_people=upd(profile.exclude_people, d.exclude_people, d.include_people),
+        exclude_titles=tuple(
+            t
+            for t in upd(profile.exclude_titles, d.exclude_titles, ())
+            if not (d.query_is_title and d.query and _strip_article(_norm(t)) == d.query)  # asked for by name again
+        ),
         era=d.era if d.era is not None else profile.era,
         like_item=d.like_item if d.like_item is not None else profile.like_item,
         modifier=d.modifier if d.modifier is not None else (None if d.like_item else profile.modifier),
-        query=d.query if d.query is not None else profile.query,
+        query=d.query if d.query is not None else (None if _query_turned_down(profile.query, d) else profile.query),
     )
+
+
+def _query_turned_down(query: str | None, d: ProfileDelta) -> bool:
+    """The wish kept from earlier is a title the message now turns down ("Star Wars", then "not Star Wars")."""
+    return query is not None and any(_strip_article(_norm(t)) == _strip_article(_norm(query)) for t in d.exclude_titles)
