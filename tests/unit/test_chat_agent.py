@@ -778,6 +778,9 @@ def test_a_title_turned_down_by_name_is_left_out_and_a_wish_that_says_no_is_no_k
     assert profile.exclude_titles == ("Star Wars",) and profile.query is None
     profile = apply_delta(profile, extract_rules("Star Wars", vocab, resolver))
     assert profile.exclude_titles == () and profile.query == "star wars"
+    # another film to anchor on ends the old wish (its words would pull the list back to Star Wars)
+    profile = apply_delta(profile, extract_rules("I loved Amelie, anything similar?", vocab, resolver))
+    assert profile.like_item == "5" and profile.query is None
 
 
 def test_not_a_franchise_keeps_every_film_of_it_out_of_later_answers(rec: Recommender):

@@ -869,10 +869,17 @@ def apply_delta(profile: ChatProfile, d: ProfileDelta) -> ChatProfile:
         era=d.era if d.era is not None else profile.era,
         like_item=d.like_item if d.like_item is not None else profile.like_item,
         modifier=d.modifier if d.modifier is not None else (None if d.like_item else profile.modifier),
-        query=d.query if d.query is not None else (None if _query_turned_down(profile.query, d) else profile.query),
+        query=d.query if d.query is not None else (None if _query_dropped(profile, d) else profile.query),
     )
 
 
-def _query_turned_down(query: str | None, d: ProfileDelta) -> bool:
-    """The wish kept from earlier is a title the message now turns down ("Star Wars", then "not Star Wars")."""
-    return query is not None and any(_strip_article(_norm(t)) == _strip_article(_norm(query)) for t in d.exclude_titles)
+def _query_dropped(profile: ChatProfile, d: ProfileDelta) -> bool:
+    """The wish kept from earlier ends: the message anchors on another film ("Star Wars", then "I loved Amelie,
+    anything similar?": its words would pull the list back to the old wish), or turns that title down ("Star Wars",
+    then "not Star Wars")."""
+    query = profile.query
+    if query is None:
+        return False
+    if d.like_item is not None and d.like_item != profile.like_item:
+        return True
+    return any(_strip_article(_norm(t)) == _strip_article(_norm(query)) for t in d.exclude_titles)
