@@ -19,7 +19,15 @@ from knowrec.errors import LLMError
 from knowrec.prompts import load_prompt
 from knowrec.types import DATASET_SOURCE, Fact, KGPath, Reason, display_title
 
-__all__ = ["ExplainInput", "LLMExplainer", "dismissive", "is_grounded", "relation_phrase", "template_reasons"]
+__all__ = [
+    "ExplainInput",
+    "LLMExplainer",
+    "dismissive",
+    "is_grounded",
+    "other_label",
+    "relation_phrase",
+    "template_reasons",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,7 @@ _DISMISSIVE = re.compile(
     r"|boring|predictable|predictible|over-?rated|worst|awful|terrible|stupid(?! is as)|dumb|disappoint\w*|weak"
     r"|clich[eé]d?|cheesy|waste of|meh|mediocre|pointless|unfunny|annoying|forgettable|bland|lame|pretentious"
     r"|horrible|ridiculous|confusing|plot ?holes?|overlong|tedious|nonsense|dull|not funny|too (?:long|many|much|slow)"
-    r"|slow[ -]paced|slow action)\b",
+    r"|slow[ -]paced|slow action|fail(?:ed|s)?)\b",
     re.IGNORECASE,
 )
 
@@ -66,8 +74,8 @@ def dismissive(relation: str, label: str) -> bool:
     Example:
         >>> dismissive("tag", "bad dialogue"), dismissive("tag", "badass"), dismissive("tag", "dark comedy")
         (True, False, False)
-        >>> dismissive("tag", "Plot holes"), dismissive("director", "Terrible Films Inc.")
-        (True, False)
+        >>> dismissive("tag", "Plot holes"), dismissive("tag", "Bechdel Test:Fail"), dismissive("director", "Terrible")
+        (True, True, False)
     """
     return relation == "tag" and _DISMISSIVE.search(label) is not None
 
@@ -96,7 +104,8 @@ def relation_phrase(relation: str, entity_label: str) -> str:
     return _PHRASES.get(relation, "{r}: {e}").format(e=entity_label, r=relation)
 
 
-def _other_label(fact: Fact, item_id: str) -> str:
+def other_label(fact: Fact, item_id: str) -> str:
+    """The label of what a fact ties ``item_id`` to (its tail, or its head when the item is the tail)."""
     return (fact.tail_label or fact.tail) if fact.head == item_id else (fact.head_label or fact.head)
 
 
@@ -155,12 +164,12 @@ def template_reasons(
                 context_fact_ids=tuple(dict.fromkeys(p.source_fact for p in paths[:2])),
             )
         )
-    own = [f for f in inp.own_facts if not dismissive(f.relation, _other_label(f, inp.item_id))]
+    own = [f for f in inp.own_facts if not dismissive(f.relation, other_label(f, inp.item_id))]
     if not reasons and own:
         # the two most telling of the item's facts (a director before a tag), rarest first within a relation
         order = sorted(range(len(own)), key=lambda n: (rank.get(own[n].relation, len(rank)), n))
         facts = [own[n] for n in order[:2]]
-        text = _sentence([relation_phrase(f.relation, _other_label(f, inp.item_id)) for f in facts])
+        text = _sentence([relation_phrase(f.relation, other_label(f, inp.item_id)) for f in facts])
         if any(f.source != DATASET_SOURCE for f in facts):
             text = f"{text[:-1]} {FROM_TEXT}."
         reasons.append(Reason(text=text, fact_ids=tuple(f.id for f in facts)))
@@ -201,11 +210,11 @@ class LLMExplainer:
         for n, it in enumerate(items):
             facts = []
             for f in it.own_facts:
-                if dismissive(f.relation, _other_label(f, it.item_id)):
+                if dismissive(f.relation, other_label(f, it.item_id)):
                     continue
                 alias = f"f{len(alias_to_fact) + 1}"
                 alias_to_fact[alias] = f.id
-                facts.append({"alias": alias, "text": relation_phrase(f.relation, _other_label(f, it.item_id))})
+                facts.append({"alias": alias, "text": relation_phrase(f.relation, other_label(f, it.item_id))})
             prompt_items.append({"label": LABELS[n], "title": it.title, "facts": facts})
         labels = list(LABELS[: len(items)])
         schema = {

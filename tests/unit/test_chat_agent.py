@@ -197,9 +197,15 @@ def test_lookup_returns_facts(rec: Recommender):
     turn = rec.chat(sid, "who directed Heat?")
     assert turn.action == "lookup"
     assert [f.tail_label for f in turn.facts] == ["Michael Mann"]
-    assert f"[{turn.facts[0].id}]" in turn.text
+    assert f"- Directed by Michael Mann [{turn.facts[0].id}]" in turn.text  # as a person writes it, not a row
     person = rec.chat(sid, "tell me about Ridley Scott")
     assert {f.head for f in person.facts} == {"5", "6", "12"}
+    assert "- Alien (1979): directed by Ridley Scott [" in person.text and "—director→" not in person.text
+    about = rec.chat(sid, "tell me about Heat")
+    lines = [line for line in about.text.splitlines() if line.startswith("- ")]
+    # the most telling first: the director before the actors, the genres after them, the year last
+    assert lines[0].startswith("- Directed by Michael Mann") and lines[-1].startswith("- Released in 1995"), lines
+    assert lines[1].startswith("- Stars ") and lines[3].startswith("- A crime film"), lines
     missing = rec.chat(sid, "tell me about Zorblax Returns")
     assert missing.action == "answer" and "could not find" in missing.text
 

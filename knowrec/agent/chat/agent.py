@@ -22,6 +22,7 @@ from knowrec.agent.chat.rules import (
 )
 from knowrec.agent.chat.sessions import SessionInfo, SessionStore
 from knowrec.agent.chat.vocabulary import Vocabulary
+from knowrec.agent.explain import SPECIFICITY, dismissive, other_label, relation_phrase
 from knowrec.agent.llm.base import LLMClient
 from knowrec.config import ChatConfig
 from knowrec.errors import InvalidInput, KnowrecError, NotFound
@@ -53,6 +54,15 @@ class RecommendFn(Protocol):
         mode: RankMode | None = None,
         on_retrieved: Callable[[Recommendation], None] | None = None,
     ) -> Recommendation: ...
+
+
+def _telling_first(facts: Sequence[Fact], item_id: str) -> list[Fact]:
+    """An item's facts, the most telling relation first (a director before a tag before the year), a tag that runs
+    the item down last."""
+    rank = {r: n for n, r in enumerate(SPECIFICITY)}
+    return sorted(
+        facts, key=lambda f: (dismissive(f.relation, other_label(f, item_id)), rank.get(f.relation, len(rank)))
+    )
 
 
 class ChatAgent:
@@ -246,11 +256,11 @@ class ChatAgent:
             name = display_title(item.title) if item else what
             if relation:
                 facts = [f for f in facts if f.relation == relation] or facts
-            facts = facts[:10]
+            facts = _telling_first(facts, what)[:10]
             if not facts:
                 text = f"I have no facts about {name}."
-            else:
-                lines = [f"- {f.text()} [{f.id}]" for f in facts]
+            else:  # "Directed by Joel Coen", "A crime film": as the reasons put it, each with its citation
+                lines = [f"- {relation_phrase(f.relation, other_label(f, what))} [{f.id}]" for f in facts]
                 text = f"Here is what I know about {name}:\n" + "\n".join(lines)
             return self._turn(sid, "lookup", text, profile, facts=tuple(facts))
         vocab = self.vocab()
@@ -264,7 +274,11 @@ class ChatAgent:
         found = found[:10]
         if not found:
             return self._turn(sid, "lookup", f"I have no facts about {what}.", profile)
-        lines = [f"- {f.text()} [{f.id}]" for f in found]
+        lines = []
+        for f in found:  # "Forrest Gump (1994): stars Tom Hanks"
+            item_id, film = (f.head, f.head_label) if f.head not in ids else (f.tail, f.tail_label)
+            phrase = relation_phrase(f.relation, other_label(f, item_id))
+            lines.append(f"- {display_title(film or item_id)}: {phrase[:1].lower()}{phrase[1:]} [{f.id}]")
         return self._turn(sid, "lookup", f"{what} in my catalogue:\n" + "\n".join(lines), profile, facts=tuple(found))
 
     def _why(self, sid: str, item_id: str, profile: ChatProfile, turns: Sequence[ChatTurn]) -> ChatTurn:
