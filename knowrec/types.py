@@ -331,6 +331,8 @@ class ChatProfile(_Frozen):
     or more), is recommended in the session."""
     era: tuple[int | None, int | None] | None = None
     """``(from_year, to_year)``, either end open."""
+    exclude_eras: tuple[tuple[int | None, int | None], ...] = ()
+    """Eras turned down ("not from the 80s", "nothing before 2000"): no item of those years is recommended."""
     like_item: str | None = None
     """"More like X": the item id of X."""
     modifier: str | None = None

@@ -798,3 +798,26 @@ def test_not_a_franchise_keeps_every_film_of_it_out_of_later_answers(rec: Recomm
     assert turn.items and not {"1", "2"} & set(turn.items) and "no Toy Story" in turn.text
     later = rec.chat(sid, "more", k=3)
     assert not {"1", "2"} & set(later.items)
+
+
+def test_an_era_turned_down_is_left_out_not_asked_for(rec: Recommender):
+    """"not from the 80s" was read as the 80s."""
+    for text, excluded, era in [
+        ("not from the 80s", (1980, 1989), None),
+        ("nothing before 2000", (None, 1999), None),
+        ("nothing older than 1990", (None, 1989), None),
+        ("a thriller, not from the nineties", (1990, 1999), None),
+        ("no comedies from the 80s", None, (1980, 1989)),  # the negation is the genre's
+    ]:
+        d = rules(rec, text)
+        assert (d.exclude_era, d.era) == (excluded, era) and not d.unparsed, (text, d)
+    sid = rec.new_session()
+    first = rec.chat(sid, "a drama", k=4)
+    assert "7" in first.items  # Big (1988)
+    turn = rec.chat(sid, "not from the 80s", k=4)
+    assert turn.profile is not None and turn.profile.exclude_eras == ((1980, 1989),) and "not 1980–1989" in turn.text
+    shown = [*turn.items, *rec.chat(sid, "more", k=4).items]
+    assert shown and not {"6", "7"} & set(shown)  # Blade Runner (1982), Big (1988)
+    # asking for the era again lifts the exclusion
+    again = rec.chat(sid, "something from the 80s", k=2)
+    assert again.profile is not None and again.profile.exclude_eras == () and again.profile.era == (1980, 1989)

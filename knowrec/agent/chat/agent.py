@@ -326,6 +326,8 @@ class ChatAgent:
             lo_, hi_ = lo if lo is not None else -10_000, hi if hi is not None else 10_000
             all_ids = {i for ids in vocab.entity_items.values() for i in ids} | set(vocab.years)
             banned |= {i for i in all_ids if not (lo_ <= vocab.years.get(i, -100_000) <= hi_)}
+        for lo, hi in profile.exclude_eras:  # an item of unknown year is not known to be of that era
+            banned |= {i for i, y in vocab.years.items() if (lo is None or y >= lo) and (hi is None or y <= hi)}
         return banned
 
     def _recommend_turn(

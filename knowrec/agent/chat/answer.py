@@ -28,6 +28,8 @@ def _describe(profile: ChatProfile, titles: TitleResolver) -> str:
     if profile.era:
         lo, hi = profile.era
         parts.append(f"{lo or '…'}–{hi or '…'}")
+    for lo, hi in profile.exclude_eras:
+        parts.append(f"not {lo or '…'}–{hi or '…'}")
     if profile.query:
         parts.append(f"“{profile.query}”")
     if profile.liked:

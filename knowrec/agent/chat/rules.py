@@ -48,6 +48,8 @@ class ProfileDelta:
     exclude_titles: list[str] = field(default_factory=list)
     """Titles turned down by name ("not Star Wars"), as written."""
     era: tuple[int | None, int | None] | None = None
+    exclude_era: tuple[int | None, int | None] | None = None
+    """An era turned down ("not from the 80s")."""
     like_item: str | None = None
     modifier: str | None = None
     query: str | None = None
@@ -144,6 +146,13 @@ _LIKE_THAT = re.compile(
 _NOT_TITLE = re.compile(
     r"^\s*(?:(?:and|so|please|just|also|oh)\s+)*(?:not|no more|no|without|except(?: for)?|nothing like|skip|avoid"
     r"|exclude|excluding|minus)\s+(?:the\s+)?(?P<x>.+?)\s*$",
+    re.I,
+)
+# the words right before an era that turn it down: "not from the 80s", "no 90s movies", "nothing older than 1990"
+# ("no comedies from the 80s" asks for the 80s: the negation is the genre's)
+_NOT_ERA = re.compile(
+    r"\b(?:not|no|nothing|never|except|excluding|without)\s+(?:(?:anything|something|movies|films)\s+)?"
+    r"(?:(?:from|in|of|made in|set in)\s+)?(?:the\s+)?$",
     re.I,
 )
 _PREPOSITION_LIKE = re.compile(r"\b(?:more|something|anything|stuff|films?|movies?|ones?)\s+(?:just\s+)?$", re.I)
@@ -735,7 +744,10 @@ def extract_rules(
         if mm:
             d.modifier = mm.group("m").lower()
     era = _era(rest)
-    if era is not None:
+    if era is not None and _NOT_ERA.search(rest[: era[1]]):  # "not from the 80s", "nothing before 2000"
+        d.exclude_era = era[0]
+        rest = _without_era(rest, era[1], era[2])
+    elif era is not None:
         d.era = era[0]
         rest = _without_era(rest, era[1], era[2])
     elif vocab.years and (m := _RECENT.search(rest)):  # the catalogue's last five years
@@ -803,6 +815,8 @@ def _unparsed(text: str, vocab: Vocabulary, titles: TitleResolver, d: ProfileDel
         used |= {w for title in titles.titles(ids).values() for w in _norm(_YEAR_SUFFIX.sub("", title)).split()}
     for free in (d.query, d.modifier, *d.exclude_titles):
         used |= set(_norm(free or "").split())
+    if d.era is not None or d.exclude_era is not None:  # the words of "older than 1990", "between 1990 and 1995"
+        used |= {"before", "after", "since", "older", "newer", "than", "between", "pre", "post", "and", "to"}
     out = []
     for w in _norm(text).split():
         if w in used or w in _GENERIC or w in _NEGATIONS or w in _FUNCTION_WORDS or w in _DECADE_WORDS:
@@ -866,7 +880,12 @@ def apply_delta(profile: ChatProfile, d: ProfileDelta) -> ChatProfile:
             for t in upd(profile.exclude_titles, d.exclude_titles, ())
             if not (d.query_is_title and d.query and _strip_article(_norm(t)) == d.query)  # asked for by name again
         ),
-        era=d.era if d.era is not None else profile.era,
+        era=(d.era if d.era is not None else profile.era) if d.exclude_era != (d.era or profile.era) else None,
+        exclude_eras=tuple(
+            e
+            for e in dict.fromkeys([*profile.exclude_eras, *([d.exclude_era] if d.exclude_era else [])])
+            if e != d.era  # asked for again
+        ),
         like_item=d.like_item if d.like_item is not None else profile.like_item,
         modifier=d.modifier if d.modifier is not None else (None if d.like_item else profile.modifier),
         query=d.query if d.query is not None else (None if _query_dropped(profile, d) else profile.query),
