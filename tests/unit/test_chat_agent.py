@@ -801,7 +801,7 @@ def test_not_a_franchise_keeps_every_film_of_it_out_of_later_answers(rec: Recomm
 
 
 def test_an_era_turned_down_is_left_out_not_asked_for(rec: Recommender):
-    """"not from the 80s" was read as the 80s."""
+    """ "not from the 80s" was read as the 80s."""
     for text, excluded, era in [
         ("not from the 80s", (1980, 1989), None),
         ("nothing before 2000", (None, 1999), None),
