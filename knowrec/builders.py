@@ -50,14 +50,18 @@ def build_store(settings: Settings) -> GraphStore:
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    """The sentence embedder (``embedder_model``, or the bundled all-MiniLM-L6-v2), reading the bundled demo's item
-    documents from the vectors shipped with it when it is the model that made them."""
+    """The sentence embedder (``embedder_model``, or the bundled all-MiniLM-L6-v2). The bundled model reads the demo's
+    item documents from the vectors shipped with it (after checking it is the model that made them); another model
+    is not given them, so its folder is never hashed for nothing."""
     from knowrec.datasets import demo_embeddings_path
     from knowrec.kg_store.embedder import SentenceTransformerEmbedder, bundled_embedder_path
 
-    path = settings.embedder_model or bundled_embedder_path()
+    if settings.embedder_model is not None:
+        return SentenceTransformerEmbedder(settings.embedder_model, batch_size=settings.embed_batch_size)
     shipped = [demo_embeddings_path()] if demo_embeddings_path().is_file() else []
-    return SentenceTransformerEmbedder(path, batch_size=settings.embed_batch_size, precomputed=shipped)
+    return SentenceTransformerEmbedder(
+        bundled_embedder_path(), batch_size=settings.embed_batch_size, precomputed=shipped
+    )
 
 
 def build_index(settings: Settings, embedder: Embedder) -> ItemIndex:

@@ -811,6 +811,9 @@ def test_an_era_turned_down_is_left_out_not_asked_for(rec: Recommender):
     ]:
         d = rules(rec, text)
         assert (d.exclude_era, d.era) == (excluded, era) and not d.unparsed, (text, d)
+    profile = apply_delta(ChatProfile(), rules(rec, "something from the 80s"))
+    profile = apply_delta(profile, rules(rec, "not from the 80s"))  # the era asked for, then turned down
+    assert profile.era is None and profile.exclude_eras == ((1980, 1989),)
     sid = rec.new_session()
     first = rec.chat(sid, "a drama", k=4)
     assert "7" in first.items  # Big (1988)

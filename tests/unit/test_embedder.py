@@ -93,3 +93,20 @@ def test_a_table_made_by_another_model_is_not_used(model_dir: Path, tmp_path: Pa
     emb = ScriptedEmbedder(model_dir, precomputed=[tmp_path / "theirs.npz"])
     out = emb.embed(["known one"])
     assert emb.tables() == [] and emb.encoded == ["known one"] and out[0].argmax() == len("known one") % 8
+
+
+def test_only_the_bundled_model_is_given_the_demo_vectors(model_dir: Path, monkeypatch):
+    """A user's own embedder never reads (nor hashes its folder for) the bundled model's demo vectors."""
+    from knowrec import Settings
+    from knowrec.builders import build_embedder
+    from knowrec.kg_store import embedder as embedder_module
+
+    def no_hashing(path: Path) -> str:
+        raise AssertionError(f"hashed {path}")
+
+    monkeypatch.setattr(embedder_module, "model_fingerprint", no_hashing)
+    own = build_embedder(Settings(embedder_model=model_dir))
+    assert own.tables() == []  # type: ignore[attr-defined]
+    bundled = build_embedder(Settings())
+    with pytest.raises(AssertionError, match="hashed"):  # the bundled one checks the shipped table's model
+        bundled.tables()  # type: ignore[attr-defined]

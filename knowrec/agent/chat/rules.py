@@ -868,6 +868,9 @@ def apply_delta(profile: ChatProfile, d: ProfileDelta) -> ChatProfile:
                 out.append(x)
         return tuple(out)
 
+    era = d.era if d.era is not None else profile.era
+    if d.exclude_era is not None and d.exclude_era == era:  # "the 80s", then "not from the 80s"
+        era = None
     return ChatProfile(
         liked=upd(profile.liked, d.liked, d.disliked),
         disliked=upd(profile.disliked, d.disliked, d.liked),
@@ -880,7 +883,7 @@ def apply_delta(profile: ChatProfile, d: ProfileDelta) -> ChatProfile:
             for t in upd(profile.exclude_titles, d.exclude_titles, ())
             if not (d.query_is_title and d.query and _strip_article(_norm(t)) == d.query)  # asked for by name again
         ),
-        era=(d.era if d.era is not None else profile.era) if d.exclude_era != (d.era or profile.era) else None,
+        era=era,
         exclude_eras=tuple(
             e
             for e in dict.fromkeys([*profile.exclude_eras, *([d.exclude_era] if d.exclude_era else [])])
