@@ -24,7 +24,9 @@ __all__ = [
     "LLMExplainer",
     "dismissive",
     "is_grounded",
+    "not_a_reason",
     "other_label",
+    "personal",
     "relation_phrase",
     "template_reasons",
 ]
@@ -78,6 +80,36 @@ def dismissive(relation: str, label: str) -> bool:
         (True, True, False)
     """
     return relation == "tag" and _DISMISSIVE.search(label) is not None
+
+
+# a user's tag about their own viewing, not about the film: "in netflix queue" (131 films of the demo, one user),
+# "seen at the cinema", "not available from netflix", "my dvds"; or a bare user name ("ummarti2006")
+_PERSONAL = re.compile(
+    r"\b(?:(?:in|on) (?:my |the |netflix )?(?:queue|watch ?list|wish ?list)|netflix|(?:not |un)?seen\b(?! it all)"
+    r"|(?:to|want to|must) (?:see|watch)\b|(?:re)?watched|my (?:dvds?|blu-?rays?|collection|library|list)"
+    r"|owned|(?:on|no|have (?:it )?on) (?:dvd|blu-?ray|vhs))"
+    r"|^[a-z]+[a-z._-]*\d{3,}$",
+    re.IGNORECASE,
+)
+
+
+def personal(relation: str, label: str) -> bool:
+    """Whether a fact is a tag about its tagger's own viewing rather than the item (a queue, a copy, "seen"), or a
+    user name: true as a record, never a reason.
+
+    Example:
+        >>> personal("tag", "In Netflix queue"), personal("tag", "seen at the cinema"), personal("tag", "ummarti2006")
+        (True, True, True)
+        >>> personal("tag", "queue jumping"), personal("tag", "2001-like"), personal("tag", "1970s")
+        (False, False, False)
+    """
+    return relation == "tag" and _PERSONAL.search(label) is not None
+
+
+def not_a_reason(relation: str, label: str) -> bool:
+    """A fact no reason may rest on, however rare: a tag that runs the item down (:func:`dismissive`) or one about
+    its tagger (:func:`personal`)."""
+    return dismissive(relation, label) or personal(relation, label)
 
 
 def _article(word: str) -> str:
@@ -141,7 +173,7 @@ def template_reasons(
     reasons: list[Reason] = []
     by_entity: dict[str, list[KGPath]] = {}
     for p in sorted(inp.paths, key=lambda p: -p.weight):
-        if (shares or {}).get(p.entity, 0.0) > max_share or dismissive(p.target_relation, p.entity_label or ""):
+        if (shares or {}).get(p.entity, 0.0) > max_share or not_a_reason(p.target_relation, p.entity_label or ""):
             continue
         by_entity.setdefault(p.entity, []).append(p)
     rank = {r: n for n, r in enumerate(SPECIFICITY)}
@@ -164,7 +196,7 @@ def template_reasons(
                 context_fact_ids=tuple(dict.fromkeys(p.source_fact for p in paths[:2])),
             )
         )
-    own = [f for f in inp.own_facts if not dismissive(f.relation, other_label(f, inp.item_id))]
+    own = [f for f in inp.own_facts if not not_a_reason(f.relation, other_label(f, inp.item_id))]
     if not reasons and own:
         # the two most telling of the item's facts (a director before a tag), rarest first within a relation
         order = sorted(range(len(own)), key=lambda n: (rank.get(own[n].relation, len(rank)), n))
@@ -210,7 +242,7 @@ class LLMExplainer:
         for n, it in enumerate(items):
             facts = []
             for f in it.own_facts:
-                if dismissive(f.relation, other_label(f, it.item_id)):
+                if not_a_reason(f.relation, other_label(f, it.item_id)):
                     continue
                 alias = f"f{len(alias_to_fact) + 1}"
                 alias_to_fact[alias] = f.id

@@ -116,6 +116,33 @@ def test_a_tag_that_runs_the_film_down_is_never_a_reason():
     assert "black hole" in prompt and "bad dialogue" not in prompt and "Plot holes" not in prompt
 
 
+def test_a_tag_about_its_tagger_is_never_a_reason():
+    # one demo user tagged 131 films "In Netflix queue": rare enough to pass the share cut, and about the user
+    queue = _path("tag:in netflix queue", "In Netflix queue", "tag", 9.0)
+    heist = _path("tag:heist", "heist", "tag", 1.0)
+    got = [r.text for r in template_reasons(ExplainInput("et", "E.T.", (queue, heist), ()), {"jaws": "Jaws"})]
+    assert got == ["Tagged “heist”, like Jaws, which you liked."]
+    seen = Fact(head="et", relation="tag", tail="tag:seen at the cinema", tail_label="seen at the cinema")
+    handle = Fact(head="et", relation="tag", tail="tag:ummarti2006", tail_label="ummarti2006")
+    [reason] = template_reasons(ExplainInput("et", "E.T.", (), (seen, handle, GENRE_ET)), {})
+    assert reason.text == "A sci-fi film." and reason.fact_ids == (GENRE_ET.id,)
+
+
+def test_the_demo_tags_taken_for_personal_are_the_personal_ones():
+    import csv
+    import gzip
+
+    from knowrec.agent.explain import personal
+    from knowrec.datasets import demo_path
+
+    with gzip.open(demo_path() / "tags.csv.gz", "rt", encoding="utf-8") as fh:
+        tags = {" ".join(row["tag"].lower().split()) for row in csv.DictReader(fh)}
+    assert sorted(t for t in tags if personal("tag", t)) == [
+        "in netflix queue", "no dvd at netflix", "not available from netflix", "not seen", "seen at the cinema",
+        "seen more than once", "ummarti2006",
+    ]  # fmt: skip
+
+
 def test_a_recommended_item_carries_its_display_title_through_json():
     item = RecommendedItem(item_id="9", title="Matrix, The (1999)", rank=1, score=1.0, retrieval_score=1.0)
     assert item.display_title == "The Matrix (1999)"

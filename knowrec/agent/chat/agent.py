@@ -22,7 +22,7 @@ from knowrec.agent.chat.rules import (
 )
 from knowrec.agent.chat.sessions import SessionInfo, SessionStore
 from knowrec.agent.chat.vocabulary import Vocabulary
-from knowrec.agent.explain import SPECIFICITY, dismissive, other_label, relation_phrase
+from knowrec.agent.explain import SPECIFICITY, not_a_reason, other_label, relation_phrase
 from knowrec.agent.llm.base import LLMClient
 from knowrec.config import ChatConfig
 from knowrec.errors import InvalidInput, KnowrecError, NotFound
@@ -58,10 +58,10 @@ class RecommendFn(Protocol):
 
 def _telling_first(facts: Sequence[Fact], item_id: str) -> list[Fact]:
     """An item's facts, the most telling relation first (a director before a tag before the year), a tag that runs
-    the item down last."""
+    the item down or speaks of its tagger ("in netflix queue") last."""
     rank = {r: n for n, r in enumerate(SPECIFICITY)}
     return sorted(
-        facts, key=lambda f: (dismissive(f.relation, other_label(f, item_id)), rank.get(f.relation, len(rank)))
+        facts, key=lambda f: (not_a_reason(f.relation, other_label(f, item_id)), rank.get(f.relation, len(rank)))
     )
 
 
