@@ -134,6 +134,9 @@ def demo(
                 f"ingested {s.items} items, {s.facts} facts, {s.entities} entities, {s.users} users, "
                 f"{s.interactions} interactions in {s.seconds:.1f} s"
             )
+        with out.status("[dim]loading the models (the LLM's, the first time ever: about 20 s)…[/]"):
+            warmed = rec.warm_up()
+        log.debug("warmed up in %s s", warmed)
         for user in [u.strip() for u in users.split(",") if u.strip()]:
             _print_recommendation(rec.recommend(user, k=k))
         rec.close()

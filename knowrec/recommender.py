@@ -339,9 +339,10 @@ class Recommender:
 
     def warm_up(self, mode: str | None = None) -> dict[str, float]:
         """Load now what the first recommendations would otherwise load: the fitted models and the pipeline, the
-        in-process LLM when the ranking ``mode`` uses one (on first use ever that converts the bundled GGUF for the
-        torch engine, about 40 s on 2 cores; then about 1 s), the graph store's in-memory item–entity links, and every
-        item vector (when they fit the index's cache).
+        in-process LLM when the ranking ``mode`` uses one (in a new process on 2 cores about 19 s the first time ever,
+        while the torch engine converts the bundled GGUF and keeps the dequantised weights; then about 9 s, mostly
+        imports), the graph store's in-memory item–entity links, and every item vector (when they fit the index's
+        cache).
 
         A long-lived process calls it once at start (``knowrec serve`` does, and ``knowrec chat`` while you type); a
         one-off command need not. Returns the seconds each part took (a part the configured stores, LLM backend or

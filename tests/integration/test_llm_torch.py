@@ -4,7 +4,9 @@ generates under a JSON schema (xgrammar)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,9 +31,41 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("llm-cache")
 
 
+GGUF_PARSES: list[str] = []
+"""The GGUF files parsed while the module's torch client loaded (from the GGUF: its cache folder starts empty)."""
+
+
 @pytest.fixture(scope="module")
-def torch_llm(cache_dir: Path) -> TorchClient:
-    return TorchClient(bundled_llm_path(), n_threads=2, cache_dir=cache_dir)
+def torch_llm(cache_dir: Path) -> Iterator[TorchClient]:
+    import gguf
+
+    reader_cls = gguf.GGUFReader
+
+    class CountingReader(reader_cls):  # type: ignore[misc,valid-type]
+        def __init__(self, path: Any, *args: Any, **kwargs: Any) -> None:
+            GGUF_PARSES.append(str(path))
+            super().__init__(path, *args, **kwargs)
+
+    gguf.GGUFReader = CountingReader
+    try:
+        llm = TorchClient(bundled_llm_path(), n_threads=2, cache_dir=cache_dir)
+        llm.verify()
+        restored = gguf.GGUFReader is CountingReader
+    finally:
+        gguf.GGUFReader = reader_cls
+    assert restored, "the load left its memoising GGUF reader in the gguf module"
+    # the load hides transformers' own progress bars, and shows them again after
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    yield llm
+
+
+def test_the_gguf_is_parsed_once_when_torch_reads_it(torch_llm: TorchClient):
+    # transformers reads it for the tokenizer, the config and the weights: one parse serves the three
+    # (docs/benchmarks/llm-load.md)
+    parsed = list(GGUF_PARSES)
+    assert parsed == [str(bundled_llm_path())]
 
 
 @pytest.fixture(scope="module")

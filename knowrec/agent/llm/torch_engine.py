@@ -16,14 +16,16 @@ longest common prefix it finds there.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,65 @@ log = logging.getLogger(__name__)
 
 _MIN_REUSE = 8
 """A cached prefix shorter than this many tokens is not worth copying."""
+
+_GGUF_PATCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _gguf_read_once() -> Iterator[None]:
+    """While loading one GGUF with ``transformers``: parse the file once, and build gguf's tensor name map once.
+
+    ``transformers`` (5.x) reads a GGUF three times (tokenizer, config, weights), each time with a new
+    ``gguf.GGUFReader`` that parses the 49k-token vocabulary again, and rebuilds ``gguf.get_tensor_name_map`` for
+    every one of the model's ~400 modules: a first load of the bundled SmolLM2-135M took 36 s on 2 cores, 19 s with
+    both memoised, the same weights (``docs/benchmarks/llm-load.md``). It imports both from the ``gguf`` module at
+    call time, so they are swapped there for the duration of the load and put back after. The readers only read;
+    the cache dies with the block.
+    """
+    try:
+        import gguf
+    except ImportError:  # pragma: no cover - depends on the install; the load itself then names the package
+        yield
+        return
+    module: Any = gguf  # its attributes are swapped for callables of the same signature
+    with _GGUF_PATCH_LOCK:
+        reader_cls, name_map = module.GGUFReader, module.get_tensor_name_map
+        readers: dict[tuple[str, str], Any] = {}
+
+        def reader(path: Any, mode: Any = "r") -> Any:
+            key = (os.path.abspath(os.fspath(path)), str(mode))
+            if key not in readers:
+                readers[key] = reader_cls(path, mode)
+            return readers[key]
+
+        module.GGUFReader = reader
+        module.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+        try:
+            yield
+        finally:
+            module.GGUFReader, module.get_tensor_name_map = reader_cls, name_map
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bars of transformers' own while it converts a GGUF: they would print over ``knowrec chat``'s
+    prompt (the model loads in the background while the person types) and around the CLI's own status line."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Loading weights"
+    # the GGUF conversion's bar is plain tqdm, imported into its module
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = lambda iterable=None, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def generation_engine(choice: str) -> str:
@@ -142,8 +203,9 @@ class TorchClient:
                     import gguf  # noqa: F401
                 except ImportError as exc:  # pragma: no cover - depends on the install
                     raise ConfigError("reading a GGUF with torch needs the gguf package: pip install gguf") from exc
-                tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-                model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+                with _gguf_read_once(), _quiet_transformers():
+                    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+                    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
                 if cached is not None:
                     self._save_dequantised(model, tok, cached)
             else:
