@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from knowrec._hf import quiet_transformers
 from knowrec.errors import ConfigError
 
 __all__ = ["PrecomputedVectors", "SentenceTransformerEmbedder", "bundled_embedder_path", "model_fingerprint"]
@@ -179,7 +180,8 @@ class SentenceTransformerEmbedder:
 
                 log.debug("loading embedder from %s", self.model_path)
                 try:
-                    self._model = SentenceTransformer(str(self.model_path), device=self.device)
+                    with quiet_transformers():
+                        self._model = SentenceTransformer(str(self.model_path), device=self.device)
                 except (OSError, ValueError, RuntimeError) as exc:  # a folder that holds no usable model
                     raise ConfigError(f"cannot load the embedding model in {self.model_path}: {exc}") from exc
             return self._model

@@ -30,6 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from knowrec._hf import quiet_transformers
 from knowrec.agent.llm.base import LLMClient, LLMReply, Message, adapter_name, parse_json_answer
 from knowrec.errors import ConfigError, LLMError
 
@@ -76,28 +77,6 @@ def _gguf_read_once() -> Iterator[None]:
             yield
         finally:
             module.GGUFReader, module.get_tensor_name_map = reader_cls, name_map
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No progress bars of transformers' own while it converts a GGUF: they would print over ``knowrec chat``'s
-    prompt (the model loads in the background while the person types) and around the CLI's own status line."""
-    import transformers.modeling_gguf_pytorch_utils as gguf_utils
-    from transformers.utils import logging as hf_logging
-
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Loading weights"
-    # the GGUF conversion's bar is plain tqdm, imported into its module
-    bar = getattr(gguf_utils, "tqdm", None)
-    if bar is not None:
-        gguf_utils.tqdm = lambda iterable=None, *args, **kwargs: iterable
-    try:
-        yield
-    finally:
-        if bar is not None:
-            gguf_utils.tqdm = bar
-        if shown:
-            hf_logging.enable_progress_bar()
 
 
 def generation_engine(choice: str) -> str:
@@ -195,22 +174,25 @@ class TorchClient:
             raise ConfigError(f"LLM model file not found: {path}")
         cached = self._dequantised_dir()
         try:
-            if cached is not None and (cached / "config.json").is_file():
-                tok = AutoTokenizer.from_pretrained(cached)
-                model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
-            elif path.is_file():
-                try:
-                    import gguf  # noqa: F401
-                except ImportError as exc:  # pragma: no cover - depends on the install
-                    raise ConfigError("reading a GGUF with torch needs the gguf package: pip install gguf") from exc
-                with _gguf_read_once(), _quiet_transformers():
-                    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-                    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-                if cached is not None:
-                    self._save_dequantised(model, tok, cached)
-            else:
-                tok = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            with quiet_transformers():
+                if cached is not None and (cached / "config.json").is_file():
+                    tok = AutoTokenizer.from_pretrained(cached)
+                    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+                elif path.is_file():
+                    try:
+                        import gguf  # noqa: F401
+                    except ImportError as exc:  # pragma: no cover - depends on the install
+                        raise ConfigError("reading a GGUF with torch needs the gguf package: pip install gguf") from exc
+                    with _gguf_read_once():
+                        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+                        model = AutoModelForCausalLM.from_pretrained(
+                            path.parent, gguf_file=path.name, dtype=torch.float32
+                        )
+                    if cached is not None:
+                        self._save_dequantised(model, tok, cached)
+                else:
+                    tok = AutoTokenizer.from_pretrained(path)
+                    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ConfigError(f"cannot load LLM model {path} with transformers: {exc}") from exc
         if self.adapter is not None:
