@@ -138,6 +138,9 @@ def rules(rec: Recommender, text: str, last: tuple[str, ...] = ()) -> ProfileDel
         ("anything after 2000", "era", (2001, None)),
         ("before 1980 please", "era", (None, 1979)),
         ("a heist movie with a twist", "query", "heist movie with a twist"),
+        ("I'm in the mood for something light", "include_genres", ["Comedy"]),  # was the keyword "light"
+        ("something lighthearted from the 90s", "include_genres", ["Comedy"]),
+        ("why not something funnier?", "lookup", None),  # a wish, not a question about a pick
     ],
 )
 def test_rules_extract(rec: Recommender, text: str, field: str, value: object):
@@ -153,12 +156,19 @@ def test_rules_feedback_refers_to_the_last_answer(rec: Recommender):
     assert rules(rec, "liked them all", last).liked == ["4", "6", "12"]
     assert not rules(rec, "not that funny though", last).feedback
     assert not rules(rec, "loved it", ()).feedback  # nothing recommended yet: nothing to refer to
+    # a pick named by its place: like it (was a search for the words "third one"), or why it was picked
+    assert rules(rec, "more like the third one", last).like_item == "12"
+    d = rules(rec, "something like the first one but funnier", last)
+    assert (d.like_item, d.modifier, d.query) == ("4", "funnier", None)
+    assert rules(rec, "why the second one?", last).lookup == ("item", "6", "why")  # was a search for "why the second"
+    assert rules(rec, "and why #3", last).lookup == ("item", "12", "why")
 
 
 def test_rules_lookup_and_reset(rec: Recommender):
     assert rules(rec, "who directed Heat?").lookup == ("item", "3", "director")
     assert rules(rec, "tell me about Ridley Scott").lookup == ("entity", "Ridley Scott", "")
     assert rules(rec, "what is the second one about?", ("4", "6")).lookup == ("item", "6", "")
+    assert rules(rec, "why Heat?").lookup == ("item", "3", "why")  # a whole title (was the keyword "why Heat")
     assert rules(rec, "tell me about Zorblax Returns").lookup_failed == "Zorblax Returns"
     assert rules(rec, "reset").reset
 

@@ -108,6 +108,8 @@ _REF = (
     r"(?P<ref>the (?:first|top|second|third|fourth|fifth|last)(?: one)?|#\s*\d+|number \d+|no\.? ?\d+"
     r"|all of them|them all|them|that one|this one|that|this|it)\b"
 )
+_PLACE = re.compile(r"\b(?:first|top|second|third|fourth|fifth|last)\b|\d", re.I)
+"""A reference that names a place in the last answer (not "it", "that", "them")."""
 _POS_FEEDBACK = re.compile(
     r"\b(?:i )?(?:really |totally )?(?:loved?|liked?|enjoyed|enjoy|adored?|want|take)\s+" + _REF, re.IGNORECASE
 )
@@ -179,6 +181,15 @@ _LOOKUPS: list[tuple[re.Pattern[str], str]] = [
         "",
     ),
 ]
+# "why the second one?", "and why #3", "why that one": a pick of the last answer named by its place ("why X?" with a
+# title, and "why not something funnier?", are read as usual)
+_WHY_REF = re.compile(
+    r"^\s*(?:(?:and|so|but|ok|okay)[,\s]+)?why\s+(?:(?:is|was|did you pick|did you choose)\s+)?"
+    + _REF.replace("|that|this|it)", ")")
+    + r"(?:\s+(?:on (?:the|my|this) list|there|here|then))?\s*[?!.]*\s*$",
+    re.I,
+)
+_WHY_TITLE = re.compile(r"^\s*(?:(?:and|so|but|ok|okay)[,\s]+)?why\s+(?P<x>[^?!.,;]+?)\s*[?!.]*\s*$", re.I)
 _LIKE_X = re.compile(
     r"\b(?:more|something|anything|stuff|films?|movies?|ones?|others?|things?)\s+(?:just |a bit |kind of )?"
     r"(?:like|similar to)\s+(?P<x>[^,.;!?]+?)(?:\s+but\s+(?P<mod>[^,.;!?]+))?\s*(?=[,.;!?]|$)"
@@ -637,6 +648,18 @@ def extract_rules(
         n = (more.group("n") or "").lower()
         d.more = int(n) if n.isdigit() else _NUMBER_WORDS.get(n, 0)
         return d
+    m = _WHY_REF.match(text)
+    if m and last_items:  # "why the second one?", "why that one?": the reasons for a pick of the last answer
+        idx = _ref_indices(m.group("ref"), len(last_items))
+        if idx:
+            d.lookup = ("item", last_items[idx[0]], "why")
+            return d
+    m = _WHY_TITLE.match(text)
+    said = m.group("x").strip() if m else ""
+    why_item = titles.resolve(said) if said and _norm(said).split()[0] not in _NEGATIONS else None
+    if why_item is not None and _strip_article(_core_title(why_item.title)) == _strip_article(_norm(said)):
+        d.lookup = ("item", why_item.id, "why")  # "why Heat?": a title, said whole
+        return d
     for pattern, relation in _LOOKUPS:
         m = pattern.search(text)
         if not m:
@@ -692,7 +715,10 @@ def extract_rules(
     elif m:
         x = (m.group("x") or m.group("x2") or "").strip()
         mod = (m.group("mod") or m.group("mod2") or "").strip()
-        item = titles.resolve(x)
+        ref = re.fullmatch(_REF, x, re.I) if last_items else None
+        place = _ref_indices(ref.group("ref"), len(last_items)) if ref and _PLACE.search(x) else []
+        # "more like the third one", "something like #2": a pick of the last answer, not a title search
+        item = titles.resolve(x) if not place else None
         parts = [p for p in re.split(r"\s+and\s+|\s*&\s*|\s+or\s+", x) if p.strip()]
         if item is not None and len(parts) > 1 and _strip_article(_norm(x)) not in _title_keys(item.title):
             # "movies like Inception and Interstellar": the first anchors, the others count as liked
@@ -701,6 +727,9 @@ def extract_rules(
                 for other in found[1:]:
                     if other is not None and other.id != item.id:
                         _add(d.liked, other.id)
+        if place:
+            d.like_item = last_items[place[0]]
+            rest = rest[: m.start()] + (" but " + mod if mod else " ") + rest[m.end() :]
         if item is not None:
             d.like_item = item.id
             if mod and not _mentions(mod, vocab) and not (set(_norm(mod).split()) & _NEGATIONS):

@@ -40,6 +40,9 @@ _NON_PERSON_RELATIONS = {"genre", "year", "tag"}
 _GENRE_SYNONYMS = {
     "comedies": "comedy",
     "funny": "comedy",
+    "light": "comedy",  # "something light", "in the mood for something light"
+    "lighthearted": "comedy",
+    "light hearted": "comedy",
     "romantic": "romance",
     "romcom": "romance",
     "romcoms": "romance",
