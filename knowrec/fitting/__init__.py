@@ -43,7 +43,7 @@ from knowrec.agent.fusion import FEATURES, ItemStats, LearnedFusion, build_candi
 from knowrec.config import FitConfig, RetrievalConfig
 from knowrec.errors import ConfigError
 from knowrec.kg_store.base import GraphStore
-from knowrec.types import DATASET_SOURCE, RecQuery
+from knowrec.types import RecQuery
 
 if TYPE_CHECKING:
     from knowrec.agent.pipeline import Pipeline
@@ -55,6 +55,7 @@ __all__ = [
     "FitData",
     "FittedModels",
     "Holdout",
+    "facts_fingerprint",
     "fit_models",
     "fusion_examples",
     "holdout_split",
@@ -164,16 +165,15 @@ def read_fit_data(store: GraphStore) -> FitData:
     return FitData(items, sequences, genres)
 
 
-def derived_facts_fingerprint(store: GraphStore, items: Sequence[str]) -> str:
-    """SHA-1 (16 hex digits) over the ids of the facts retrieval sees that did not come with the data (``knowrec kg
-    extract``); ``""`` when there are none, so that fingerprints of stores without them are what they always were."""
-    ids: list[str] = []
+def facts_fingerprint(store: GraphStore, items: Sequence[str]) -> str:
+    """SHA-1 (16 hex digits) over the ids of the facts retrieval sees (the store's ``fact_sources``): the KG
+    generator's candidates and the fusion's KG features come from them, so a fusion trained over other facts (a
+    dataset whose triples changed, facts read from text by ``knowrec kg extract``) is not reused."""
+    ids: set[str] = set()
     for start in range(0, len(items), 2000):
         for facts in store.facts(items[start : start + 2000]).values():
-            ids.extend(f.id for f in facts if f.source != DATASET_SOURCE)
-    if not ids:
-        return ""
-    return hashlib.sha1("\x1e".join(sorted(set(ids))).encode()).hexdigest()[:16]
+            ids.update(f.id for f in facts)
+    return hashlib.sha1("\x1e".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -640,8 +640,7 @@ def fit_models(
         list(FEATURES),
         sequence_len,
     ]
-    if extracted := derived_facts_fingerprint(store, data.items):
-        probe_parts.append(extracted)  # facts read from text change the KG features the fusion was trained on
+    probe_parts.append(facts_fingerprint(store, data.items))  # the KG features the fusion is trained on
     probe_fp = _hash(*probe_parts)
     constrained_fp = _hash(
         CONSTRAINED_VERSION, probe_fp, cfg.fusion.model_dump(mode="json", include=set(_CONSTRAINED_FIELDS))

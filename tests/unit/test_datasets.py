@@ -448,11 +448,74 @@ def test_movielens_bad_kg_row(tmp_path: Path) -> None:
     assert_error(info.value, kg, line=2)
 
 
+@pytest.mark.parametrize(
+    ("title", "uri_name", "label", "same"),
+    [
+        # the DBpedia film is another one: the same name and another year, or a name that merely contains the title
+        ("Top Gun (1986)", "Top_Gun_(1955_film)", "Top Gun", False),
+        ("Godfather, The (1972)", "Godfather_(1991_film)", "Godfather", False),
+        ("Terminator, The (1984)", "Terminator_Salvation", "Terminator Salvation", False),
+        ("Shining, The (1980)", "Shining_Through", "Shining Through", False),
+        ("Lion King, The (1994)", "Leo_the_Lion:_King_of_the_Jungle", "Leo the Lion: King of the Jungle", False),
+        ("Tron (1982)", "Tron:_Legacy", "Tron: Legacy", False),
+        ("Game, The (1997)", "Death_Proof", "Death Proof", False),
+        # the same film under the names DBpedia gives it
+        ("Heat (1995)", "Heat_(1995_film)", "Heat", True),
+        ("Matrix, The (1999)", "The_Matrix", "The Matrix", True),
+        (
+            "Star Wars: Episode V - The Empire Strikes Back (1980)",
+            "The_Empire_Strikes_Back",
+            "The Empire Strikes Back",
+            True,
+        ),
+        ("Star Wars: Episode IV - A New Hope (1977)", "Star_Wars_(film)", "Star Wars", True),
+        (
+            "Dr. Strangelove or: How I Learned to Stop Worrying and Love the Bomb (1964)",
+            "Dr._Strangelove",
+            "Dr. Strangelove",
+            True,
+        ),
+        ("Fireworks (Hana-bi) (1997)", "Hana-bi", "Hana-bi", True),
+        ("Tales from the Crypt Presents: Demon Knight (1995)", "Demon_Knight", "Demon Knight", True),
+        ("Lesson Faust (1994)", "Faust_(1994_film)", "Faust", True),
+        ("Pet Sematary II (1992)", "Pet_Sematary_Two", "Pet Sematary Two", True),
+        (
+            "Children of the Corn III (1994)",
+            "Children_of_the_Corn_III:_Urban_Harvest",
+            "Children of the Corn III: Urban Harvest",
+            True,
+        ),
+        ("Liar Liar (1997)", "Liar_Liar", "Liar Liar", True),
+    ],
+)
+def test_a_dbpedia_film_is_the_movie_only_by_its_name_and_year(title: str, uri_name: str, label: str, same: bool):
+    from knowrec.datasets.movielens import dbpedia_is_the_film
+
+    assert dbpedia_is_the_film(title, "http://dbpedia.org/resource/" + uri_name, label) is same
+
+
+def test_the_triples_of_a_movie_tied_to_another_film_are_left_out(tmp_path: Path) -> None:
+    ml = make_movielens(tmp_path)
+    write(
+        ml / "kg_triples.tsv.gz",
+        "head_ml1m_movie_id\thead_uri\trelation\ttail_uri\thead_label\ttail_label\n"
+        "1\thttp://dbpedia.org/resource/Toy_Story\tdbo:director\thttp://dbpedia.org/resource/John_Lasseter"
+        "\tToy Story\tJohn Lasseter\n"
+        "2\thttp://dbpedia.org/resource/The_American_President_(1925_film)\tdbo:director"
+        "\thttp://dbpedia.org/resource/Someone_Else\tThe American President\tSomeone Else\n",
+    )
+    directors = {f.head: f.tail_label for f in load_movielens(ml).facts if f.relation == "director"}
+    assert directors == {"1": "John Lasseter"}  # the 1925 film's director is not the 1995 film's
+    kept = {f.head: f.tail_label for f in load_movielens(ml, check_kg_films=False).facts if f.relation == "director"}
+    assert kept == {"1": "John Lasseter", "2": "Someone Else"}
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Bundled demo
 
-DEMO_DBPEDIA_FACTS = 30175
-"""DBpedia triples of ml-latest-small movies: 30,177 in kg_triples.tsv.gz minus 2 whose tail is not a DBpedia URI."""
+DEMO_DBPEDIA_FACTS = 28548
+"""DBpedia triples of ml-latest-small movies: 30,177 in kg_triples.tsv.gz, minus the 1,627 of 159 movies that DBpedia
+ties to another film ("Top Gun (1986)" to the 1955 film), minus 2 whose tail is not a DBpedia URI."""
 
 
 def test_demo_files_present() -> None:
@@ -470,8 +533,9 @@ def test_load_demo_counts() -> None:
     assert len(ds.user_ids) == 610
     dbpedia = [f for f in ds.facts if f.tail.startswith("dbr:")]
     assert len(dbpedia) == DEMO_DBPEDIA_FACTS
-    assert len({f.head for f in dbpedia}) == 2574
-    assert len(ds.facts) == 65528
+    assert len({f.head for f in dbpedia}) == 2415  # 2,574 films in the file
+    assert not any(f.head == "1101" and f.relation == "director" for f in dbpedia)  # Top Gun's is the 1955 film's
+    assert len(ds.facts) == 63901
     ds.validate()
     toy = ds.items[0]
     assert toy.title == "Toy Story (1995)"

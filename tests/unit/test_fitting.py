@@ -318,6 +318,20 @@ def test_changing_the_constrained_settings_refits_that_model_alone(fitted: Recom
     rec.close()
 
 
+def test_a_fusion_fitted_over_other_facts_is_not_reused(fitted: Recommender, tmp_path: Path, backend: str):
+    """The same interactions and settings, one triple more: the fusion is trained again (its KG features changed),
+    the probe sequential model, fitted on the interactions alone, is reused."""
+    rec = make(tmp_path, chains(), ingest_fit=False, backend=backend)
+    rec.store.write(GraphBatch(facts=[Fact(head="0", relation="director", tail="p:someone")]))
+    manifest = rec.fit(reuse=[fitted.settings.models_path])
+    before = json.loads((fitted.settings.models_path / "manifest.json").read_text())
+    assert manifest["sequential_fingerprint"] == before["sequential_fingerprint"]
+    assert manifest["probe_fingerprint"] != before["probe_fingerprint"]
+    assert "reused_from" not in manifest["fusion"] and "fusion" in manifest["timings_s"]
+    assert "reused_from" in manifest["sequential"]
+    rec.close()
+
+
 def test_scoring_threads_restore_the_torch_thread_count():
     """One history is scored on one torch thread; concurrent scorers must leave the process-wide count as it was."""
     import random
@@ -349,10 +363,11 @@ def test_scoring_threads_restore_the_torch_thread_count():
         torch.set_num_threads(before)
 
 
-def test_facts_read_from_text_enter_the_probe_fingerprint_only_when_there_are_some(tmp_path: Path, backend: str):
-    """The last check opens the graph again reading the dataset's facts only: a second in-memory store on the same
-    graph (``memory``), the SQLite file opened again (``disk``)."""
-    from knowrec.fitting import derived_facts_fingerprint
+def test_the_facts_retrieval_sees_enter_the_probe_fingerprint(tmp_path: Path, backend: str):
+    """A fusion trained over other facts is not reused: a triple of the data changed, or facts read from text. The last
+    check opens the graph again reading the dataset's facts only: a second in-memory store on the same graph
+    (``memory``), the SQLite file opened again (``disk``)."""
+    from knowrec.fitting import facts_fingerprint
     from knowrec.kg_store.sqlite import SQLiteGraphStore
 
     path = tmp_path / "g.sqlite"
@@ -360,18 +375,20 @@ def test_facts_read_from_text_enter_the_probe_fingerprint_only_when_there_are_so
     store: GraphStore = memory if backend == "memory" else SQLiteGraphStore(path)
     items = [Item(id="1", title="A"), Item(id="2", title="B")]
     store.write(GraphBatch(items=items, facts=[Fact(head="1", relation="director", tail="p:x")]))
-    assert derived_facts_fingerprint(store, ["1", "2"]) == ""  # stores without them keep their fingerprints
+    data_only = facts_fingerprint(store, ["1", "2"])
+    assert len(data_only) == 16 and facts_fingerprint(store, ["2", "1"]) == data_only
+    store.write(GraphBatch(facts=[Fact(head="2", relation="director", tail="p:z")]))  # the data's triples changed
+    more = facts_fingerprint(store, ["1", "2"])
+    assert more != data_only
     store.write(GraphBatch(facts=[Fact(head="2", relation="director", tail="p:x", source="llm")]))
-    first = derived_facts_fingerprint(store, ["1", "2"])
-    assert len(first) == 16
-    store.write(GraphBatch(facts=[Fact(head="1", relation="writer", tail="p:y", source="llm")]))
-    assert derived_facts_fingerprint(store, ["1", "2"]) not in ("", first)
+    with_text = facts_fingerprint(store, ["1", "2"])
+    assert with_text not in (data_only, more)
     store.close()
     if backend == "memory":
         dataset_only: GraphStore = InMemoryGraphStore(fact_sources={"dataset"}, same_graph_as=memory)
     else:
         dataset_only = SQLiteGraphStore(path, fact_sources={"dataset"})
-    assert derived_facts_fingerprint(dataset_only, ["1", "2"]) == ""
+    assert facts_fingerprint(dataset_only, ["1", "2"]) == more  # what retrieval sees: the text's facts left out
 
 
 def test_the_shipped_demo_models_match_the_code():
