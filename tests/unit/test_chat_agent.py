@@ -169,6 +169,7 @@ def test_rules_lookup_and_reset(rec: Recommender):
     assert rules(rec, "tell me about Ridley Scott").lookup == ("entity", "Ridley Scott", "")
     assert rules(rec, "what is the second one about?", ("4", "6")).lookup == ("item", "6", "")
     assert rules(rec, "why Heat?").lookup == ("item", "3", "why")  # a whole title (was the keyword "why Heat")
+    assert rules(rec, "why - ?").lookup is None  # nothing but punctuation after "why": no title, no crash
     assert rules(rec, "tell me about Zorblax Returns").lookup_failed == "Zorblax Returns"
     assert rules(rec, "reset").reset
 
