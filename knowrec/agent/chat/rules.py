@@ -655,9 +655,9 @@ def extract_rules(
             d.lookup = ("item", last_items[idx[0]], "why")
             return d
     m = _WHY_TITLE.match(text)
-    said = _norm(m.group("x")) if m else ""  # "" for words that are all punctuation ("why -")
-    why_item = titles.resolve(said) if said and said.split()[0] not in _NEGATIONS else None
-    if why_item is not None and _strip_article(_core_title(why_item.title)) == _strip_article(said):
+    why_words = _norm(m.group("x")) if m else ""  # "" for words that are all punctuation ("why -")
+    why_item = titles.resolve(why_words) if why_words and why_words.split()[0] not in _NEGATIONS else None
+    if why_item is not None and _strip_article(_core_title(why_item.title)) == _strip_article(why_words):
         d.lookup = ("item", why_item.id, "why")  # "why Heat?": a title, said whole
         return d
     for pattern, relation in _LOOKUPS:
