@@ -113,6 +113,13 @@ def _print_recommendation(rec: Recommendation) -> None:
     out.print(f"[dim]{line}[/]{flag}")
 
 
+def _loading_message(settings: Settings) -> str:
+    """What the demo says while ``warm_up`` runs: the LLM is named only when one loads in this process."""
+    if settings.ranker.mode != "none" and settings.llm.backend == "llama_cpp":
+        return "loading the models (the LLM's, the first time ever: about 20 s)…"
+    return "loading the fitted models…"
+
+
 @app.command()
 def demo(
     users: Annotated[str, typer.Option(help="Comma-separated user ids to recommend for.")] = "1,42,314",
@@ -134,7 +141,7 @@ def demo(
                 f"ingested {s.items} items, {s.facts} facts, {s.entities} entities, {s.users} users, "
                 f"{s.interactions} interactions in {s.seconds:.1f} s"
             )
-        with out.status("[dim]loading the models (the LLM's, the first time ever: about 20 s)…[/]"):
+        with out.status(f"[dim]{_loading_message(rec.settings)}[/]"):
             warmed = rec.warm_up()
         log.debug("warmed up in %s s", warmed)
         for user in [u.strip() for u in users.split(",") if u.strip()]:

@@ -76,3 +76,12 @@ def test_the_terminal_chat_warms_up_while_you_type_and_a_failure_stays_quiet():
     assert failed is not None
     failed.join(10)  # the error is logged, not printed as a thread traceback, and the chat goes on
     assert cli._warm_up_in_background(SimpleNamespace()) is None  # type: ignore[arg-type]  # a remote API
+
+
+def test_the_demo_names_the_llm_while_loading_only_when_one_loads():
+    from knowrec.config import Settings
+
+    assert "LLM" in cli._loading_message(Settings(ranker={"mode": "verbalizer"}))
+    assert "LLM" not in cli._loading_message(Settings(ranker={"mode": "none"}))
+    # a server behind llm.base_url loads its own model: nothing to wait for here
+    assert "LLM" not in cli._loading_message(Settings(llm={"backend": "http", "base_url": "http://x:1/v1"}))
