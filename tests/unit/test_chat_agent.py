@@ -6,6 +6,7 @@ The graph and the vectors are :mod:`knowrec.testing`'s in-memory stores and the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -835,3 +836,48 @@ def test_an_era_turned_down_is_left_out_not_asked_for(rec: Recommender):
     # asking for the era again lifts the exclusion
     again = rec.chat(sid, "something from the 80s", k=2)
     assert again.profile is not None and again.profile.exclude_eras == () and again.profile.era == (1980, 1989)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "crime films instead",
+        "Something completely different: a crime film",
+        "change of plan, crime films please",
+        "Let's try crime films",
+        "on a different note, any crime films?",
+    ],
+)
+def test_a_change_of_subject_replaces_what_was_asked_for(rec: Recommender, text: str):
+    """Tried in the demo chat: "Denzel Washington movies", then "classic film noir instead" still asked for Denzel
+    Washington (and the era and wish of before): the words that change the subject were read as nothing, or as a
+    keyword. Exclusions and likes are the person's, and stay."""
+    sid = rec.new_session()
+    rec.chat(sid, "no horror, something with Tom Hanks from the 90s", k=3)
+    turn = rec.chat(sid, text, k=2)  # the crime films not shown yet (nothing is shown twice in a session)
+    assert turn.profile is not None
+    assert turn.profile.include_genres == ("Crime",) and turn.profile.include_people == (), turn.profile
+    assert turn.profile.era is None and turn.profile.query is None, turn.profile
+    assert turn.profile.exclude_genres == ("Horror",)  # exclusions stay
+    assert turn.items and all("Crime" in genres_of(rec, i) for i in turn.items), turn.text
+
+
+def test_without_a_change_of_subject_what_was_said_adds_up(rec: Recommender):
+    """What P4's simulated users rely on: a genre, then a person, narrow the same search."""
+    sid = rec.new_session()
+    rec.chat(sid, "something with Al Pacino", k=3)
+    turn = rec.chat(sid, "crime films", k=3)
+    assert turn.profile is not None
+    assert turn.profile.include_genres == ("Crime",) and turn.profile.include_people == ("Al Pacino",)
+
+
+def test_instead_of_turns_down_what_follows_it(rec: Recommender):
+    d = rules(rec, "dramas instead of comedies")
+    assert d.switch and d.include_genres == ["Drama"] and d.exclude_genres == ["Comedy"], d
+    assert d.query is None and not d.unparsed, d
+    d = rules(rec, "instead")  # the marker alone: the subject changes to nothing yet
+    assert d.switch and dataclasses.replace(d, switch=False).is_empty(), d
+    store = catalogue({"1": "Monty Python's And Now for Something Completely Different (1971)", "2": "Heat (1995)"})
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+    d = extract_rules("something like Monty Python's And Now for Something Completely Different", vocab, resolver)
+    assert not d.switch and d.like_item == "1", d  # the words belong to a title

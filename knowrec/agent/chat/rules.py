@@ -71,6 +71,10 @@ class ProfileDelta:
     """The whole message is a stored title's name ("Star Wars"), kept as the query: read completely, no LLM call."""
     rejected: bool = False
     """The message turns down the last answer ("none of these", "not those", "no."), and may go on to say more."""
+    switch: bool = False
+    """The message changes the subject ("classic film noir instead", "something completely different: a western",
+    "change of plan, …"): what the session asked for so far (genres, people, era, anchor film, wish) gives way to
+    what this message asks for; exclusions, likes and dislikes stay."""
 
     def is_empty(self) -> bool:
         return self == ProfileDelta()
@@ -158,6 +162,15 @@ _NOT_ERA = re.compile(
     re.I,
 )
 _PREPOSITION_LIKE = re.compile(r"\b(?:more|something|anything|stuff|films?|movies?|ones?)\s+(?:just\s+)?$", re.I)
+# words that change the subject: what was asked for before gives way ("Denzel Washington films", then "classic film
+# noir instead"); without one, what a session said adds up (a simulated user reveals its target a piece at a time)
+_SWITCH = re.compile(
+    r"\binstead(?P<of> of)?\b|\bsomething (?:completely|totally|entirely|quite|very) different\b"
+    r"|\b(?:on a |a )?(?:different|new) (?:topic|subject|note|search|request|question)\b"
+    r"|\bchange (?:of )?(?:the )?(?:topic|subject|plans?|gears)\b|\bswitch(?:ing)? (?:topics?|subjects?|gears)\b"
+    r"|\blet'?s (?:try|switch to)\b|\bswitch(?:ing)? to\b",
+    re.I,
+)
 _RESET = re.compile(r"^\s*(?:reset|start over|start again|forget (?:everything|it all|all that)|clear)\b", re.I)
 _LOOKUPS: list[tuple[re.Pattern[str], str]] = [
     (
@@ -504,6 +517,23 @@ _RECENT = re.compile(r"\b(?:recent|latest|newest|the newest|new releases?)\b", r
 _PERSON_CUES = {"by", "with", "starring", "featuring"}
 
 
+def _inside_title(text: str, m: re.Match[str], titles: TitleResolver) -> bool:
+    """Whether the words ``m`` found belong to a title the message names ("something like And Now for Something
+    Completely Different"): the match with up to six words before it and two after names a stored title that holds
+    those words."""
+    before, after = _norm(text[: m.start()]).split()[-6:], _norm(text[m.end() :]).split()[:2]
+    marker = _norm(m.group(0)).split()
+    for b in range(len(before) + 1):
+        for a in range(len(after) + 1):
+            words = before[b:] + marker + after[:a]
+            if len(words) == len(marker):
+                continue
+            item = titles.resolve(" ".join(words))
+            if item is not None and f" {' '.join(words)} " in f" {_norm(item.title)} ":
+                return True
+    return False
+
+
 def _title_at(rest: str, start: int, titles: TitleResolver) -> tuple[Item, int] | None:
     """A title that starts at ``rest[start:]`` and runs past a comma or full stop of its own ("Monsters, Inc. (2001)",
     "Mr. & Mrs. Smith", "G.I. Jane"), named exactly: the item and where its words end. The patterns that find a title
@@ -641,6 +671,12 @@ def extract_rules(
     if m:  # "None of these. Something darker": the last answer is turned down; what follows is read as usual
         d.rejected = True
         text = text[m.end() :].strip()
+        if not text:
+            return d
+    m = _SWITCH.search(text)
+    if m and not _inside_title(text, m, titles):  # the marker's words are no wish: "film noir instead"
+        d.switch = True  # "dramas instead of comedies": what follows "instead of" is turned down
+        text = (text[: m.start()] + (" not " if m.group("of") else " ") + text[m.end() :]).strip(" ,;:-–—")
         if not text:
             return d
     more = _MORE.fullmatch(text)
@@ -897,6 +933,17 @@ def apply_delta(profile: ChatProfile, d: ProfileDelta) -> ChatProfile:
                 out.append(x)
         return tuple(out)
 
+    if d.switch:  # a change of subject: what was asked for gives way; exclusions, likes and dislikes stay
+        profile = profile.model_copy(
+            update={
+                "include_genres": (),
+                "include_people": (),
+                "era": None,
+                "like_item": None,
+                "modifier": None,
+                "query": None,
+            }
+        )
     era = d.era if d.era is not None else profile.era
     if d.exclude_era is not None and d.exclude_era == era:  # "the 80s", then "not from the 80s"
         era = None
