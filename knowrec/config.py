@@ -414,7 +414,7 @@ class ChatConfig(_Stage):
     like_neighbours: int = Field(default=100, ge=5)
     """"More like X": the candidates are X's this many closest knowledge-graph neighbours (the rarer the entities
     they share with X, the closer), so a popular film sharing only a common tag with X does not win."""
-    max_seed_candidates: int = Field(default=2000, ge=10)
+    max_seed_candidates: int = Field(default=2000, ge=1)
     """"More like X" / included genres: at most this many candidate ids handed to the pipeline."""
 
 

@@ -78,6 +78,7 @@ def make(
     extract_with_llm: bool = False,
     mode: str = "none",
     sessions_file: Path | str = ":memory:",
+    **chat: object,
 ) -> Recommender:
     """A recommender on the world's stores (its own connection to the graph, as a second process would have)."""
     settings = Settings(
@@ -86,7 +87,7 @@ def make(
         retrieval={"ease_min_count": 1, "n_candidates": 12},
         ranker={"mode": mode},
         llm={"backend": "none"} if llm is None else {},
-        chat={"extract_with_llm": extract_with_llm, "k": 3, "sessions_file": sessions_file},
+        chat={"extract_with_llm": extract_with_llm, "k": 3, "sessions_file": sessions_file, **chat},
     )
     store = InMemoryGraphStore(same_graph_as=world.graph)
     return Recommender(settings, store=store, index=world.index, embedder=HashEmbedder(), llm=llm)
@@ -881,3 +882,23 @@ def test_instead_of_turns_down_what_follows_it(rec: Recommender):
     vocab, resolver = Vocabulary.build(store), StoreTitles(store)
     d = extract_rules("something like Monty Python's And Now for Something Completely Different", vocab, resolver)
     assert not d.switch and d.like_item == "1", d  # the words belong to a title
+
+
+def test_several_genres_ask_for_films_of_all_of_them_while_enough_exist(world: World):
+    """Tried in the demo chat: "a romantic comedy from the 90s", then "no Meg Ryan", showed Pulp Fiction and Toy
+    Story: a film of either genre could fill the list. A film of every genre asked for now comes first while
+    enough of them are left; "romcom" and "dramedy" name two genres."""
+    # the demo's genres have thousands of films (over chat.max_seed_candidates): here, over 3; and no more fetched
+    # than shown, so that only the candidates decide
+    rec = make(world, max_seed_candidates=3, overfetch=1)
+    assert sorted(rules(rec, "any dramedies?").include_genres) == ["Comedy", "Drama"]
+    facts = [Fact(head="1", relation="genre", tail=f"genre:{g}", tail_label=g) for g in ("Romance", "Comedy")]
+    store = catalogue({"1": "Notting Hill (1999)"}, facts)
+    d = extract_rules("a rom-com from the 90s", Vocabulary.build(store), StoreTitles(store))
+    assert sorted(d.include_genres) == ["Comedy", "Romance"] and d.query is None and not d.unparsed, d
+    sid = rec.new_session()
+    turn = rec.chat(sid, "a drama comedy", k=1)
+    assert turn.items == ("7",), turn.text  # Big: the one Comedy and Drama
+    turn = rec.chat(sid, "a crime thriller instead", k=1)
+    assert turn.items == ("4",), turn.text  # Collateral
+    rec.close()

@@ -404,6 +404,10 @@ class ChatAgent:
         required: set[str] | None = None
         if profile.include_genres:
             required = vocab.items_of(profile.include_genres) - banned
+            if len(profile.include_genres) > 1:  # "a romantic comedy": the items of every genre, while k of them fit
+                every = set.intersection(*(vocab.items_of([g]) for g in profile.include_genres)) - banned
+                if len(every) >= k:
+                    required = every
         if profile.include_people:
             people = vocab.items_of(profile.include_people) - banned
             required = people if required is None else (required & people) or people

@@ -636,6 +636,11 @@ def _mentions(clause: str, vocab: Vocabulary) -> list[tuple[int, str, str, int]]
             if any(j in taken for j in range(i, i + size)):
                 continue
             phrase = " ".join(words[i : i + size])
+            pair = [g for g in (vocab.genre(x) for x in _GENRE_PAIRS.get(phrase, ())) if g]
+            if len(pair) == 2:  # "a romcom": Romance and Comedy
+                out += [(i, "genre", pair[0], size), (i, "genre", pair[1], size)]
+                taken.update(range(i, i + size))
+                continue
             genre = vocab.genre(phrase) if size <= 3 else None
             # one short word is a person only after "by"/"with"/"starring" ("a film by McG"): "Ben" alone is no one
             named = size > 1 or len(phrase) >= 5 or (i > 0 and words[i - 1] in _PERSON_CUES)
@@ -649,6 +654,17 @@ def _mentions(clause: str, vocab: Vocabulary) -> list[tuple[int, str, str, int]]
             out.append((i, "genre" if genre else "person", genre or person or "", size))
             taken.update(range(i, i + size))
     return sorted(out)
+
+
+# one word for two genres
+_GENRE_PAIRS = {
+    "romcom": ("romance", "comedy"),
+    "romcoms": ("romance", "comedy"),
+    "rom com": ("romance", "comedy"),
+    "rom coms": ("romance", "comedy"),
+    "dramedy": ("comedy", "drama"),
+    "dramedies": ("comedy", "drama"),
+}
 
 
 def _add(seq: list[str], value: str) -> None:

@@ -44,8 +44,6 @@ _GENRE_SYNONYMS = {
     "lighthearted": "comedy",
     "light hearted": "comedy",
     "romantic": "romance",
-    "romcom": "romance",
-    "romcoms": "romance",
     "scifi": "sci fi",
     "science fiction": "sci fi",
     "animated": "animation",
