@@ -902,3 +902,23 @@ def test_several_genres_ask_for_films_of_all_of_them_while_enough_exist(world: W
     turn = rec.chat(sid, "a crime thriller instead", k=1)
     assert turn.items == ("4",), turn.text  # Collateral
     rec.close()
+
+
+def test_a_negated_wish_popularity_and_feel_good_typed_into_the_demo_chat():
+    """More requests typed into the demo chat (2026-12-07): "a scary movie but not too gory" searched for the
+    words "but not too gory" (the films most about gore); "superhero movies but not Marvel" for "marvel" too;
+    "surprise me" for "surprise", "what's popular right now?" for all four words, "the highest rated sci-fi" left
+    "highest rated" to the LLM; "a feel good sports movie" (no hyphen) lost "feel good"."""
+    facts = [Fact(head="1", relation="genre", tail="genre:Horror", tail_label="Horror")]
+    store = catalogue({"1": "Alien (1979)"}, facts)
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+
+    d = extract_rules("I want a scary movie but not too gory", vocab, resolver)
+    assert d.include_genres == ["Horror"] and d.query is None and d.unparsed == ["gory"], d  # the LLM may read it
+    d = extract_rules("superhero movies but not Marvel", vocab, resolver)
+    assert d.query == "superhero", d
+    assert extract_rules("a heist movie with a twist", vocab, resolver).query == "heist movie with a twist"
+    for text in ["surprise me", "what's popular right now?", "the highest rated horror"]:
+        d = extract_rules(text, vocab, resolver)
+        assert d.query is None and not d.unparsed and not rules_left_something(d), (text, d)
+    assert extract_rules("a feel good sports movie", vocab, resolver).query == "feel good sports"

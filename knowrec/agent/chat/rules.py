@@ -849,25 +849,37 @@ def extract_rules(
     if candidate is None and dataclasses.replace(d, rejected=False).is_empty() and not _GREETING.match(text):
         candidate = rest
     if candidate:
-        mention_words = _mention_words(candidate, vocab)
-        words = [w for w in _norm(candidate).split() if w not in mention_words]
-        # a hyphenated word is content as a whole ("feel-good"), whatever its parts are alone
-        compound = {w for c in re.findall(r"\w+(?:-\w+)+", candidate) for w in _norm(c).split()}
-
-        def filler(w: str) -> bool:
-            return w not in compound and (w in _GENERIC or w in _NEGATIONS or w in _QUERY_FILLER)
-
-        content = [w for w in words if not filler(w) and not w.isdigit() and not vocab.genre(w)]
-        first = next((n for n, w in enumerate(words) if w in content), len(words))
-        negated = bool(set(words[:first]) & _NEGATIONS)  # "no subtitles please": nothing to search for
-        if content and not negated and not re.fullmatch(r"\d+s?", " ".join(content)):
-            while words and filler(words[0]):
-                words.pop(0)
-            while words and filler(words[-1]):
-                words.pop()
-            d.query = " ".join(words) or None
+        # clause by clause: "a scary movie but not too gory" wishes for nothing gory ("gory" is no keyword to search)
+        wishes = [_wish(clause, vocab) for clause in _CLAUSE_SPLIT.split(_FEEL_GOOD.sub("feel-good", candidate))]
+        d.query = " ".join(w for w in wishes if w) or None
     d.unparsed = _unparsed(text, vocab, titles, d)
     return d
+
+
+_FEEL_GOOD = re.compile(r"\bfeel[\s-]+good\b", re.I)  # "a feel good movie" is "a feel-good movie", not "feel"
+
+
+def _wish(clause: str, vocab: Vocabulary) -> str | None:
+    """The free-text wish of one clause: its words less the genres and people it names and the words of asking,
+    trimmed at both ends; nothing when it is negated ("no subtitles please", "not too gory") or only a number."""
+    mention_words = _mention_words(clause, vocab)
+    words = [w for w in _norm(clause).split() if w not in mention_words]
+    # a hyphenated word is content as a whole ("feel-good"), whatever its parts are alone
+    compound = {w for c in re.findall(r"\w+(?:-\w+)+", clause) for w in _norm(c).split()}
+
+    def filler(w: str) -> bool:
+        return w not in compound and (w in _GENERIC or w in _NEGATIONS or w in _QUERY_FILLER)
+
+    content = [w for w in words if not filler(w) and not w.isdigit() and not vocab.genre(w)]
+    first = next((n for n, w in enumerate(words) if w in content), len(words))
+    negated = bool(set(words[:first]) & _NEGATIONS)  # "no subtitles please": nothing to search for
+    if not content or negated or re.fullmatch(r"\d+s?", " ".join(content)):
+        return None
+    while words and filler(words[0]):
+        words.pop(0)
+    while words and filler(words[-1]):
+        words.pop()
+    return " ".join(words) or None
 
 
 _FUNCTION_WORDS = {
@@ -876,7 +888,9 @@ _FUNCTION_WORDS = {
     "thank", "ok", "okay", "yes", "loved", "love", "liked", "enjoyed", "recommend", "suggest", "show", "give", "find",
     "need", "looking", "first", "second", "third", "last", "another", "hmm", "id", "im", "see", "prefer", "should",
     "feel", "watching", "directed", "starring", "director", "similar", "enjoy", "none", "get", "set", "about", "top",
-    "someone", "somebody", "else", "recent", "latest", "newest", "releases", "release", "list", "name",
+    "someone", "somebody", "else", "recent", "latest", "newest", "releases", "release", "list", "name", "surprise",
+    "popular", "trending", "right", "now", "whats", "highest", "rated", "highly", "acclaimed", "famous", "currently",
+    "days",
 }  # fmt: skip
 
 
@@ -884,7 +898,8 @@ _FUNCTION_WORDS = {
 _QUERY_FILLER = {
     "from", "should", "feel", "watching", "recommend", "suggest", "show", "give", "find", "need", "looking", "see",
     "prefer", "get", "set", "maybe", "really", "just", "too", "very", "also", "again", "mood", "id", "im", "hmm", "by",
-    "is", "are", "was", "be", "my", "tonight", "today",
+    "is", "are", "was", "be", "my", "tonight", "today", "surprise", "popular", "trending", "right", "now", "whats",
+    "highest", "rated", "highly", "acclaimed", "famous", "currently", "days", "but", "too",
 }  # fmt: skip
 
 
