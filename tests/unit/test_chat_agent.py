@@ -922,3 +922,30 @@ def test_a_negated_wish_popularity_and_feel_good_typed_into_the_demo_chat():
         d = extract_rules(text, vocab, resolver)
         assert d.query is None and not d.unparsed and not rules_left_something(d), (text, d)
     assert extract_rules("a feel good sports movie", vocab, resolver).query == "feel good sports"
+
+
+def test_a_list_of_liked_films_a_full_name_and_a_negated_mood():
+    """Typed into the demo chat (2026-12-07): "I liked Heat, Collateral and Thief" liked Heat alone and left the
+    others to the LLM; "James Bond" was Edward Bond (a last name alone, "James" dropped); "not in the mood for
+    anything violent" searched for "violent"; "I'd love a space opera" for "love a space opera"."""
+    titles = {"1": "Heat (1995)", "2": "Collateral (2004)", "3": "Thief (1981)", "4": "Monsters, Inc. (2001)"}
+    facts = [
+        Fact(head="1", relation="writer", tail="dbr:Edward_Bond", tail_label="Edward Bond"),
+        Fact(head="2", relation="writer", tail="dbr:Edward_Bond", tail_label="Edward Bond"),
+    ]
+    store = catalogue(titles, facts)
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+
+    d = extract_rules("I liked Heat, Collateral and Thief", vocab, resolver)
+    assert d.liked == ["1", "2", "3"] and not d.unparsed, d
+    d = extract_rules("I liked Heat, but no dramas", vocab, resolver)
+    assert d.liked == ["1"], d
+    assert extract_rules("I loved Monsters, Inc.", vocab, resolver).liked == ["4"]  # the title's own comma
+
+    assert extract_rules("a film by Bond", vocab, resolver).include_people == ["Edward Bond"]
+    d = extract_rules("James Bond", vocab, resolver)
+    assert d.include_people == [] and d.query == "james bond", d
+
+    d = extract_rules("not in the mood for anything violent", vocab, resolver)
+    assert d.query is None, d
+    assert extract_rules("I'd love a space opera", vocab, resolver).query == "space opera"

@@ -238,6 +238,7 @@ _DECADE_WORDS = {
 }
 _QUERY_CUE = re.compile(
     r"\b(?:about|featuring|involving|set in|i want|i'?m looking for|looking for|in the mood for|recommend(?: me)?|"
+    r"i'?d love|i would love|"
     r"suggest|show me|give me|find me|i need)\s+(?P<q>[^,.;!?]+)",
     re.I,
 )
@@ -534,6 +535,23 @@ def _inside_title(text: str, m: re.Match[str], titles: TitleResolver) -> bool:
     return False
 
 
+def _title_list(rest: str, start: int, titles: TitleResolver) -> tuple[list[Item], int] | None:
+    """Titles listed from ``rest[start:]`` to the clause's end, split at commas and "and" ("Heat, Collateral and
+    Thief"), when every one names a stored title exactly: the items and where the list ends. Anything else in the
+    clause ("Heat, but no dramas") or a title's own comma ("Monsters, Inc.") leaves it to the other readings."""
+    stop = re.search(r"[.;!?]", rest[start:])
+    end = start + stop.start() if stop else len(rest)
+    if "," not in rest[start:end]:
+        return None
+    found: list[Item] = []
+    for part in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+|\s*&\s*", rest[start:end]):
+        item = titles.resolve(part) if part.strip() else None
+        if item is None or _strip_article(_norm(part)) not in _title_keys(item.title):
+            return None
+        found.append(item)
+    return (found, end) if len(found) > 1 else None
+
+
 def _title_at(rest: str, start: int, titles: TitleResolver) -> tuple[Item, int] | None:
     """A title that starts at ``rest[start:]`` and runs past a comma or full stop of its own ("Monsters, Inc. (2001)",
     "Mr. & Mrs. Smith", "G.I. Jane"), named exactly: the item and where its words end. The patterns that find a title
@@ -623,6 +641,10 @@ def _last_name_at(clause: str, words: list[str], i: int) -> bool:
         return False
     if i == 0 and len(words) > 1:
         return False
+    prev = words[i - 1] if i > 0 else ""
+    if prev.isalpha() and not (prev in _GENERIC or prev in _FUNCTION_WORDS or prev in _REQUEST_START):
+        if re.search(rf"\b{re.escape(prev[0].upper() + prev[1:])}\b", clause):  # "James Bond": a full name
+            return False  # that names no one stored, not Edward Bond
     return re.search(rf"\b{re.escape(w[0].upper() + w[1:])}\b", clause) is not None
 
 
@@ -795,6 +817,12 @@ def extract_rules(
             x = m.group("x")
             if not _norm(x) or _norm(x).split()[0] in ("it", "that", "this", "them"):
                 continue
+            listed = _title_list(rest, m.start("x"), titles)
+            if listed:  # "I liked Heat, Collateral and Thief"
+                for it in listed[0]:
+                    _add(target, it.id)
+                rest = rest[: m.start()] + " " + rest[listed[1] :]
+                break
             wide = _title_at(rest, m.start("x"), titles)
             if wide:  # "I enjoyed G.I. Jane (1997)": the title runs past its full stop
                 _add(target, wide[0].id)
@@ -846,6 +874,8 @@ def extract_rules(
     # free-text wish
     m = _QUERY_CUE.search(rest)
     candidate = m.group("q") if m else None
+    if m and set(_norm(_CLAUSE_SPLIT.split(rest[: m.start()])[-1]).split()[-3:]) & _NEGATIONS:
+        candidate = "not " + (candidate or "")  # "not in the mood for anything violent", "I don't want…"
     if candidate is None and dataclasses.replace(d, rejected=False).is_empty() and not _GREETING.match(text):
         candidate = rest
     if candidate:
