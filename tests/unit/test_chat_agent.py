@@ -949,3 +949,20 @@ def test_a_list_of_liked_films_a_full_name_and_a_negated_mood():
     d = extract_rules("not in the mood for anything violent", vocab, resolver)
     assert d.query is None, d
     assert extract_rules("I'd love a space opera", vocab, resolver).query == "space opera"
+
+
+def test_newer_and_older_are_eras_relative_to_what_was_shown_or_named(rec: Recommender):
+    """Typed into the demo chat (2026-12-07): "something newer" after an answer of 1968–1995 films searched for the
+    word "newer" and showed obscure films of 1980 and 1981."""
+    d = rules(rec, "something newer", last=("5", "3", "11"))  # 1979, 1995, 1972: the middle year is 1979
+    assert d.era == (1980, None) and d.modifier is None and d.query is None, d
+    d = rules(rec, "something like Heat but a bit older")
+    assert d.like_item == "3" and d.era == (None, 1994) and d.modifier is None and not d.unparsed, d
+    d = rules(rec, "something more recent from the 90s", last=("5",))  # the era said wins
+    assert d.era == (1990, 1999) and d.modifier is None, d
+    sid = rec.new_session()
+    first = rec.chat(sid, "something with Ridley Scott", k=2)
+    years = sorted(int(rec.item(i).item.title[-5:-1]) for i in first.items)
+    newer = rec.chat(sid, "something newer", k=2)
+    assert newer.profile is not None and newer.profile.era == (years[len(years) // 2] + 1, None)
+    assert all(int(rec.item(i).item.title[-5:-1]) > years[len(years) // 2] for i in newer.items), newer.text

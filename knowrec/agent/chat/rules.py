@@ -222,6 +222,14 @@ _COMPARATIVES = (
     "weirder|gentler|calmer|cheerier|grittier|simpler|lighter hearted|more (?!like\\b|of\\b|than\\b|movies\\b|films\\b"
     "|please\\b|recommendations\\b|options\\b|ideas\\b)\\w+|less \\w+"
 )
+# comparatives that ask for an era relative to what was shown or named
+_RELATIVE_ERA = {
+    "newer": "newer",
+    "more recent": "newer",
+    "more modern": "newer",
+    "older": "older",
+    "less recent": "older",
+}
 _MODIFIER = re.compile(
     r"\b(?:but|something|maybe|make it|a bit|bit|slightly|much|a little)\s+(?P<m>" + _COMPARATIVES + ")\\b", re.I
 )
@@ -862,6 +870,14 @@ def extract_rules(
     elif vocab.years and (m := _RECENT.search(rest)):  # the catalogue's last five years
         d.era = (max(vocab.years.values()) - 4, None)
         rest = rest[: m.start()] + " " + rest[m.end() :]
+    relative = _RELATIVE_ERA.get(re.sub(r"^(?:a bit|a little|a lot|slightly|somewhat|much)\s+", "", (d.modifier or "").lower()))
+    if relative is not None:  # "something newer", "like Inception but older": an era, never a keyword
+        refs = [d.like_item] if d.like_item else list(last_items)
+        years = sorted(vocab.years[i] for i in refs if i in vocab.years)
+        if years and era is None:  # than the anchor film, or than the middle of the last answer
+            ref = years[len(years) // 2]
+            d.era = (ref + 1, None) if relative == "newer" else (None, ref - 1)
+        d.modifier = None
     # genres and people, negated or not, clause by clause
     for clause in _CLAUSE_SPLIT.split(rest):
         words = _norm(clause).split()
@@ -920,7 +936,7 @@ _FUNCTION_WORDS = {
     "feel", "watching", "directed", "starring", "director", "similar", "enjoy", "none", "get", "set", "about", "top",
     "someone", "somebody", "else", "recent", "latest", "newest", "releases", "release", "list", "name", "surprise",
     "popular", "trending", "right", "now", "whats", "highest", "rated", "highly", "acclaimed", "famous", "currently",
-    "days",
+    "days", "bit", "slightly", "little", "much",
 }  # fmt: skip
 
 
