@@ -870,7 +870,9 @@ def extract_rules(
     elif vocab.years and (m := _RECENT.search(rest)):  # the catalogue's last five years
         d.era = (max(vocab.years.values()) - 4, None)
         rest = rest[: m.start()] + " " + rest[m.end() :]
-    relative = _RELATIVE_ERA.get(re.sub(r"^(?:a bit|a little|a lot|slightly|somewhat|much)\s+", "", (d.modifier or "").lower()))
+    relative = _RELATIVE_ERA.get(
+        re.sub(r"^(?:a bit|a little|a lot|slightly|somewhat|much)\s+", "", (d.modifier or "").lower())
+    )
     if relative is not None:  # "something newer", "like Inception but older": an era, never a keyword
         refs = [d.like_item] if d.like_item else list(last_items)
         years = sorted(vocab.years[i] for i in refs if i in vocab.years)
