@@ -650,9 +650,10 @@ def _last_name_at(clause: str, words: list[str], i: int) -> bool:
     if i == 0 and len(words) > 1:
         return False
     prev = words[i - 1] if i > 0 else ""
-    if prev.isalpha() and not (prev in _GENERIC or prev in _FUNCTION_WORDS or prev in _REQUEST_START):
-        if re.search(rf"\b{re.escape(prev[0].upper() + prev[1:])}\b", clause):  # "James Bond": a full name
-            return False  # that names no one stored, not Edward Bond
+    common = prev in _GENERIC or prev in _FUNCTION_WORDS or prev in _REQUEST_START
+    # "James Bond": a full name that names no one stored, not Edward Bond
+    if prev.isalpha() and not common and re.search(rf"\b{re.escape(prev[0].upper() + prev[1:])}\b", clause):
+        return False
     return re.search(rf"\b{re.escape(w[0].upper() + w[1:])}\b", clause) is not None
 
 
@@ -947,7 +948,7 @@ _QUERY_FILLER = {
     "from", "should", "feel", "watching", "recommend", "suggest", "show", "give", "find", "need", "looking", "see",
     "prefer", "get", "set", "maybe", "really", "just", "too", "very", "also", "again", "mood", "id", "im", "hmm", "by",
     "is", "are", "was", "be", "my", "tonight", "today", "surprise", "popular", "trending", "right", "now", "whats",
-    "highest", "rated", "highly", "acclaimed", "famous", "currently", "days", "but", "too",
+    "highest", "rated", "highly", "acclaimed", "famous", "currently", "days", "but",
 }  # fmt: skip
 
 
