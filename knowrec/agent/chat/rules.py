@@ -878,8 +878,8 @@ def extract_rules(
         refs = [d.like_item] if d.like_item else list(last_items)
         years = sorted(vocab.years[i] for i in refs if i in vocab.years)
         if years and era is None:  # than the anchor film, or than the middle of the last answer
-            ref = years[len(years) // 2]
-            d.era = (ref + 1, None) if relative == "newer" else (None, ref - 1)
+            middle = years[len(years) // 2]
+            d.era = (middle + 1, None) if relative == "newer" else (None, middle - 1)
         d.modifier = None
     # genres and people, negated or not, clause by clause
     for clause in _CLAUSE_SPLIT.split(rest):
