@@ -221,6 +221,11 @@ def test_lookup_returns_facts(rec: Recommender):
     assert lines[1].startswith("- Stars ") and lines[3].startswith("- A crime film"), lines
     missing = rec.chat(sid, "tell me about Zorblax Returns")
     assert missing.action == "answer" and "could not find" in missing.text
+    # no writer is stored: said first (it listed the other facts as if they answered), then what is known
+    unknown = rec.chat(sid, "who wrote Heat?")
+    assert unknown.text.startswith("I do not know the writer of Heat (1995). Here is what I know"), unknown.text
+    assert "- Directed by Michael Mann" in unknown.text
+    assert "I do not know" not in turn.text
 
 
 def test_exclusions_and_era_are_enforced_in_every_later_answer(rec: Recommender):

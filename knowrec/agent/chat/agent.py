@@ -65,6 +65,10 @@ def _telling_first(facts: Sequence[Fact], item_id: str) -> list[Fact]:
     )
 
 
+# the relation a lookup asks for, as a person names it ("who directed X?": the director)
+_ASKED = {"director": "director", "starring": "cast", "writer": "writer"}
+
+
 class ChatAgent:
     """Runs conversations: extracts the profile, decides what to do, and answers with a :class:`ChatTurn`.
 
@@ -254,14 +258,16 @@ class ChatAgent:
             item = self.store.items([what]).get(what)
             facts = self.store.facts([what]).get(what, [])
             name = display_title(item.title) if item else what
-            if relation:
-                facts = [f for f in facts if f.relation == relation] or facts
-            facts = _telling_first(facts, what)[:10]
+            asked = [f for f in facts if f.relation == relation] if relation else facts
+            facts = _telling_first(asked or facts, what)[:10]
             if not facts:
                 text = f"I have no facts about {name}."
             else:  # "Directed by Joel Coen", "A crime film": as the reasons put it, each with its citation
                 lines = [f"- {relation_phrase(f.relation, other_label(f, what))} [{f.id}]" for f in facts]
-                text = f"Here is what I know about {name}:\n" + "\n".join(lines)
+                intro = f"Here is what I know about {name}:"
+                if not asked:  # "who directed X?" and no director is stored: say so before the rest
+                    intro = f"I do not know the {_ASKED.get(relation, relation)} of {name}. " + intro
+                text = intro + "\n" + "\n".join(lines)
             return self._turn(sid, "lookup", text, profile, facts=tuple(facts))
         vocab = self.vocab()
         ids = sorted(vocab.ids_of([what]))
