@@ -971,3 +971,23 @@ def test_newer_and_older_are_eras_relative_to_what_was_shown_or_named(rec: Recom
     newer = rec.chat(sid, "something newer", k=2)
     assert newer.profile is not None and newer.profile.era == (years[len(years) // 2] + 1, None)
     assert all(int(rec.item(i).item.title[-5:-1]) > years[len(years) // 2] for i in newer.items), newer.text
+
+
+def test_replies_to_an_answer_typed_into_the_demo_chat(rec: Recommender):
+    """Replies to an answer typed into the demo chat (2026-12-07): "the second one sounds good" searched for
+    "second one sounds"; "I've seen the first two" and "seen them all" for those words; "I've seen Heat already"
+    was the person "The Reverend Horton Heat"; "those are too old" searched for "old"; "just one please" was a
+    title search; "maybe a comedy this time" and "not a fan of musicals" called the LLM for "time" and "fan"."""
+    last = ("1", "3", "5")
+    d = rules(rec, "the second one sounds good", last)
+    assert d.liked == ["3"] and d.feedback and d.query is None and not d.unparsed, d
+    for text in ["I've seen the first two", "seen them all", "I have already seen the last one"]:
+        d = rules(rec, text, last)
+        assert d.rejected and d.query is None, (text, d)
+    d = rules(rec, "I've seen Heat already", last)
+    assert d.exclude_titles == ["Heat"] and d.include_people == [] and not d.unparsed, d
+    d = rules(rec, "those are too old", last)  # 1995, 1995, 1979: the middle year is 1995
+    assert d.era == (1996, None) and d.query is None and not d.unparsed, d
+    assert rules(rec, "just one please").count == 1
+    assert not rules(rec, "maybe a comedy this time").unparsed
+    assert not rules(rec, "not a fan of horror").unparsed

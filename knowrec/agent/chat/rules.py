@@ -117,6 +117,12 @@ _PLACE = re.compile(r"\b(?:first|top|second|third|fourth|fifth|last)\b|\d", re.I
 _POS_FEEDBACK = re.compile(
     r"\b(?:i )?(?:really |totally )?(?:loved?|liked?|enjoyed|enjoy|adored?|want|take)\s+" + _REF, re.IGNORECASE
 )
+# "the second one sounds good", "that one looks great": a pick of the last answer, liked
+_POS_AFTER = re.compile(
+    _REF + r"\s+(?:sounds|looks|seems)\s+(?:really |very |pretty |so )?(?:good|great|interesting|fun|nice|perfect"
+    r"|amazing|cool|promising|awesome)\b",
+    re.IGNORECASE,
+)
 _NEG_FEEDBACK = re.compile(
     r"\b(?:(?:i )?(?:hated?|disliked?|didn'?t (?:like|enjoy)|don'?t (?:like|want)|can'?t stand)\s+|not\s+|no to\s+)"
     + _REF,
@@ -138,8 +144,9 @@ _MORE = re.compile(
 _REJECT = re.compile(
     r"^\s*(?:hmm+[\s,.]*)?(?:(?:no|nope|nah)\s*(?:[.!,;]|$)|none of (?:these|those|them)\b|not (?:these|those)\b"
     r"|neither\b|i don'?t like (?:any of )?(?:these|those)\b"
-    r"|i(?:'?ve| have)? (?:already |just )?(?:saw|seen|watched) "
-    r"(?:that|it|them|those|these|all of (?:them|those|these))"
+    r"|(?:i(?:'?ve| have)? )?(?:already |just )?(?:saw|seen|watched) "
+    r"(?:that|it|them(?: all)?|those|these|both|all of (?:them|those|these)"
+    r"|the (?:first|last|top) (?:one|two|three|four|five|few)|the (?:first|second|third|fourth|fifth|last) one)"
     r"(?: ones?)?(?: already)?\b)[\s.!,;]*",
     re.IGNORECASE,
 )
@@ -149,6 +156,10 @@ _LIKE_THAT = re.compile(
     re.I,
 )
 # a clause that turns a title down by name: "not Star Wars", "no Harry Potter movies please", "nothing like Cats"
+_SEEN_TITLE = re.compile(
+    r"\b(?:i(?:'?ve| have) )?(?:already |just )?(?:seen|watched|saw)\s+(?P<x>[^,.;!?]+?)(?:\s+already)?\s*(?=[,.;!?]|$)",
+    re.I,
+)
 _NOT_TITLE = re.compile(
     r"^\s*(?:(?:and|so|please|just|also|oh)\s+)*(?:not|no more|no|without|except(?: for)?|nothing like|skip|avoid"
     r"|exclude|excluding|minus)\s+(?:the\s+)?(?P<x>.+?)\s*$",
@@ -222,6 +233,7 @@ _COMPARATIVES = (
     "weirder|gentler|calmer|cheerier|grittier|simpler|lighter hearted|more (?!like\\b|of\\b|than\\b|movies\\b|films\\b"
     "|please\\b|recommendations\\b|options\\b|ideas\\b)\\w+|less \\w+"
 )
+_TOO_OLD = re.compile(r"\b(?:too|so|rather) (old|dated|new|recent|modern)\b", re.I)
 # comparatives that ask for an era relative to what was shown or named
 _RELATIVE_ERA = {
     "newer": "newer",
@@ -518,6 +530,7 @@ _COUNTS = [
     re.compile(p, re.I)
     for p in (
         rf"^\s*{_NUM}\s+(?=[a-z])",  # "five comedies from the 90s"
+        r"^\s*(?:just|only)\s+(?P<n>one|\d{1,2}|two|three|four|five|six|seven|eight|nine|ten)\b",  # "just one please"
         rf"\b(?:give|show|recommend|suggest|list|find|name|need|want|top|best|get)(?: me| us)?\s+(?:the\s+)?{_NUM}\b",
         rf"\b{_NUM}\s+(?:[\w'-]+\s+){{0,3}}?(?:movies|films|picks|titles|suggestions|recommendations)\b",
     )
@@ -585,7 +598,8 @@ def _title_at(rest: str, start: int, titles: TitleResolver) -> tuple[Item, int] 
 _REQUEST_START = {
     "something", "anything", "i", "id", "im", "ive", "can", "could", "would", "any", "more", "show", "give",
     "recommend", "suggest", "what", "who", "why", "how", "tell", "please", "it", "its", "hmm", "ok", "okay", "yes",
-    "find", "get", "looking", "like", "similar", "maybe", "movies", "films", "movie", "film", "next", "other",
+    "find", "get", "looking", "like", "similar", "maybe", "movies", "films", "movie", "film", "next", "other", "just",
+    "only",
 }  # fmt: skip
 
 
@@ -778,7 +792,7 @@ def extract_rules(
             rest = rest[: m.start("n")] + " " + rest[m.end("n") :]
     # feedback on the last answer ("loved it", "not that one", "hated the second one")
     if last_items:
-        for pattern, target in ((_NEG_FEEDBACK, d.disliked), (_POS_FEEDBACK, d.liked)):
+        for pattern, target in ((_NEG_FEEDBACK, d.disliked), (_POS_FEEDBACK, d.liked), (_POS_AFTER, d.liked)):
             for m in pattern.finditer(rest):
                 after = rest[m.end() :].lstrip()
                 if m.group("ref").lower() in ("it", "that", "this") and after[:1].isalnum():
@@ -850,6 +864,12 @@ def extract_rules(
     if d.like_item is None and d.liked and _LIKE_THAT.search(text):
         d.like_item = d.liked[-1]  # "I enjoyed Contact; more like that"
         rest = _LIKE_THAT.sub(" ", rest)
+    # "I've seen Heat already": that film is left out (not the person whose last name is Heat)
+    m = _SEEN_TITLE.search(rest)
+    seen = titles.resolve(m.group("x")) if m else None
+    if m and seen is not None and _strip_article(_norm(m.group("x"))) in _title_keys(seen.title):
+        _add(d.exclude_titles, m.group("x").strip())
+        rest = rest[: m.start()] + " " + rest[m.end() :]
     # "not Star Wars", "no Harry Potter movies": those titles are left out (not the genre War, not a keyword)
     for clause in _CLAUSE_SPLIT.split(rest):
         m = _NOT_TITLE.match(clause)
@@ -870,6 +890,10 @@ def extract_rules(
         rest = _without_era(rest, era[1], era[2])
     elif vocab.years and (m := _RECENT.search(rest)):  # the catalogue's last five years
         d.era = (max(vocab.years.values()) - 4, None)
+        rest = rest[: m.start()] + " " + rest[m.end() :]
+    m = _TOO_OLD.search(rest)
+    if m and d.modifier is None:  # "those are too old": newer than the last answer
+        d.modifier = "newer" if m.group(1).lower() in ("old", "dated") else "older"
         rest = rest[: m.start()] + " " + rest[m.end() :]
     relative = _RELATIVE_ERA.get(
         re.sub(r"^(?:a bit|a little|a lot|slightly|somewhat|much)\s+", "", (d.modifier or "").lower())
@@ -939,7 +963,8 @@ _FUNCTION_WORDS = {
     "feel", "watching", "directed", "starring", "director", "similar", "enjoy", "none", "get", "set", "about", "top",
     "someone", "somebody", "else", "recent", "latest", "newest", "releases", "release", "list", "name", "surprise",
     "popular", "trending", "right", "now", "whats", "highest", "rated", "highly", "acclaimed", "famous", "currently",
-    "days", "bit", "slightly", "little", "much",
+    "days", "bit", "slightly", "little", "much", "time", "fan", "fans", "sounds", "looks", "seems", "seen", "watched",
+    "saw", "already", "ive", "old", "dated",
 }  # fmt: skip
 
 
