@@ -155,11 +155,13 @@ _LIKE_THAT = re.compile(
     r"(?:like\s+(?:that|this|it)|similar(?:\s+to\s+(?:that|this|it))?)|similar\s+(?:ones|films|movies|titles))\b",
     re.I,
 )
-# a clause that turns a title down by name: "not Star Wars", "no Harry Potter movies please", "nothing like Cats"
+# a film already seen, by name: "I've seen Heat already"
 _SEEN_TITLE = re.compile(
-    r"\b(?:i(?:'?ve| have) )?(?:already |just )?(?:seen|watched|saw)\s+(?P<x>[^,.;!?]+?)(?:\s+already)?\s*(?=[,.;!?]|$)",
+    r"\b(?:i(?:'?ve| have) )?(?:already |just )?(?:seen|watched|saw)\s+(?P<x>[^,.;!?]+?)(?:\s+already)?"
+    r"\s*(?=[,.;!?]|$)",
     re.I,
 )
+# a clause that turns a title down by name: "not Star Wars", "no Harry Potter movies please", "nothing like Cats"
 _NOT_TITLE = re.compile(
     r"^\s*(?:(?:and|so|please|just|also|oh)\s+)*(?:not|no more|no|without|except(?: for)?|nothing like|skip|avoid"
     r"|exclude|excluding|minus)\s+(?:the\s+)?(?P<x>.+?)\s*$",
