@@ -16,7 +16,8 @@ Reported per phase, on all users: NDCG@10 and Recall@10 of
 and how well known the top 10 are (the median of their interaction counts). Choose λ on ``val``; read ``test``.
 
 Usage:
-    python bench/short_history.py --config bench/eval-kg-clean.toml --phase val --n 3 --out docs/benchmarks/short-history
+    python bench/short_history.py [--config bench/eval-kg-clean.toml] --phase val --n 3 \
+        --out docs/benchmarks/short-history
 """
 
 from __future__ import annotations
