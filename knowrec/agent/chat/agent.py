@@ -65,8 +65,8 @@ def _telling_first(facts: Sequence[Fact], item_id: str) -> list[Fact]:
     )
 
 
-# the relation a lookup asks for, as a person names it ("who directed X?": the director)
-_ASKED = {"director": "director", "starring": "cast", "writer": "writer"}
+# the relation a lookup asks for, as a person names it where the two differ ("who stars in X?": the cast)
+_ASKED = {"starring": "cast"}
 
 
 class ChatAgent:
