@@ -937,6 +937,8 @@ def test_a_list_of_liked_films_a_full_name_and_a_negated_mood():
     facts = [
         Fact(head="1", relation="writer", tail="dbr:Edward_Bond", tail_label="Edward Bond"),
         Fact(head="2", relation="writer", tail="dbr:Edward_Bond", tail_label="Edward Bond"),
+        Fact(head="1", relation="starring", tail="dbr:Robert_De_Niro", tail_label="Robert De Niro"),
+        Fact(head="3", relation="starring", tail="dbr:Robert_De_Niro", tail_label="Robert De Niro"),
     ]
     store = catalogue(titles, facts)
     vocab, resolver = Vocabulary.build(store), StoreTitles(store)
@@ -950,6 +952,8 @@ def test_a_list_of_liked_films_a_full_name_and_a_negated_mood():
     assert extract_rules("a film by Bond", vocab, resolver).include_people == ["Edward Bond"]
     d = extract_rules("James Bond", vocab, resolver)
     assert d.include_people == [] and d.query == "james bond", d
+    d = extract_rules("films starring both De Niro and Bond", vocab, resolver)  # a particle is no first name
+    assert d.include_people == ["Robert De Niro", "Edward Bond"] and not d.unparsed, d
 
     d = extract_rules("not in the mood for anything violent", vocab, resolver)
     assert d.query is None, d

@@ -656,6 +656,10 @@ def _mention_words(clause: str, vocab: Vocabulary) -> set[str]:
     }
 
 
+# the first word of a last name of two ("De Niro", "Van Damme", "del Toro"): no first name
+_NAME_PARTICLES = {"de", "del", "della", "di", "da", "van", "von", "der", "den", "la", "le", "du", "st", "mac", "mc"}
+
+
 def _last_name_at(clause: str, words: list[str], i: int) -> bool:
     """Whether ``words[i]`` may be a last name on its own: four letters or more, not a common word, written with a
     capital, and not the first word of the clause unless it is the whole clause ("Spielberg") — a capital there says
@@ -666,7 +670,7 @@ def _last_name_at(clause: str, words: list[str], i: int) -> bool:
     if i == 0 and len(words) > 1:
         return False
     prev = words[i - 1] if i > 0 else ""
-    common = prev in _GENERIC or prev in _FUNCTION_WORDS or prev in _REQUEST_START
+    common = prev in _GENERIC or prev in _FUNCTION_WORDS or prev in _REQUEST_START or prev in _NAME_PARTICLES
     # "James Bond": a full name that names no one stored, not Edward Bond
     if prev.isalpha() and not common and re.search(rf"\b{re.escape(prev[0].upper() + prev[1:])}\b", clause):
         return False
@@ -966,7 +970,7 @@ _FUNCTION_WORDS = {
     "someone", "somebody", "else", "recent", "latest", "newest", "releases", "release", "list", "name", "surprise",
     "popular", "trending", "right", "now", "whats", "highest", "rated", "highly", "acclaimed", "famous", "currently",
     "days", "bit", "slightly", "little", "much", "time", "fan", "fans", "sounds", "looks", "seems", "seen", "watched",
-    "saw", "already", "ive", "old", "dated",
+    "saw", "already", "ive", "old", "dated", "both",
 }  # fmt: skip
 
 
