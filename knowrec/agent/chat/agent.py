@@ -409,11 +409,10 @@ class ChatAgent:
         cap = self.config.max_seed_candidates
         required: set[str] | None = None
         if profile.include_genres:
-            required = vocab.items_of(profile.include_genres) - banned
-            if len(profile.include_genres) > 1:  # "a romantic comedy": the items of every genre, while k of them fit
-                every = set.intersection(*(vocab.items_of([g]) for g in profile.include_genres)) - banned
-                if len(every) >= k:
-                    required = every
+            per_genre = [vocab.items_of([g]) for g in profile.include_genres]
+            # "a romantic comedy": the items of every genre while k of them fit, else of any
+            every = set.intersection(*per_genre) - banned
+            required = every if len(every) >= k else set().union(*per_genre) - banned
         if profile.include_people:
             people = vocab.items_of(profile.include_people) - banned
             required = people if required is None else (required & people) or people
