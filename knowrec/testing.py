@@ -158,13 +158,8 @@ class _Derived:
         with self._lock:
             if self._links is None:
                 degrees = sorted(self.degree.items())
-                pairs: list[tuple[str, str]] = []
-                for f in self.facts:  # one link per fact, as the SQLite store reads them
-                    if f.tail in self.degree:
-                        pairs.append((f.head, f.tail))
-                    if f.head in self.degree:
-                        pairs.append((f.tail, f.head))
-                self._links = LinkIndex(sorted(self.state.items), degrees, pairs)
+                facts = [(f.head, f.tail) for f in self.facts]  # the scores only: this store reads its own paths
+                self._links = LinkIndex(sorted(self.state.items), degrees, facts)
             return self._links
 
     def df(self, node: str) -> int:

@@ -210,6 +210,27 @@ def test_second_connection_sees_writes(tmp_path: Path, tiny_kg: GraphBatch) -> N
     writer.close()
 
 
+def test_paths_follow_another_connections_writes(tmp_path: Path, tiny_kg: GraphBatch) -> None:
+    """Paths and KG candidates come from an in-memory copy of the links: a fact another connection writes, and the
+    label it gives an entity, show in the next answer."""
+    path = tmp_path / "kg.sqlite"
+    reader = SQLiteGraphStore(path)
+    writer = SQLiteGraphStore(path)
+    writer.write(tiny_kg)
+    assert [p.entity for p in reader.paths(["m3"], "m6")] == ["p:w1"]  # builds the copy
+    writer.write(GraphBatch(facts=[Fact(head="m6", relation="director", tail="p:d2", tail_label="Dir Two, renamed")]))
+    paths = reader.paths(["m3"], "m6")
+    # p:w1 links 2 items, p:d2 now 3: the rarer first
+    assert [(p.entity, p.entity_label, p.target_relation) for p in paths] == [
+        ("p:w1", "Writer W", "wrote"),
+        ("p:d2", "Dir Two, renamed", "director"),
+    ]
+    (m6,) = [c for c in reader.kg_candidates({"m3": 1.0}, set(), 10) if c.item_id == "m6"]
+    assert {p.entity for p in m6.paths} == {"p:d2", "p:w1"}
+    reader.close()
+    writer.close()
+
+
 # The schema of version 1, as it was: facts without ``source`` and ``provenance``.
 _V1_SCHEMA = (
     """CREATE TABLE items (
