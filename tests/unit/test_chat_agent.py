@@ -995,3 +995,30 @@ def test_replies_to_an_answer_typed_into_the_demo_chat(rec: Recommender):
     assert rules(rec, "just one please").count == 1
     assert not rules(rec, "maybe a comedy this time").unparsed
     assert not rules(rec, "not a fan of horror").unparsed
+
+
+def test_one_name_over_several_entities_of_that_name():
+    """P4 (user 219, target The Fugitive): "anything from the director Andrew Davis?" found Under Siege only: DBpedia
+    has "Andrew Davis (director)" (The Fugitive, Chain Reaction) and "Andrew Davis (filmmaker)" (Under Siege), and
+    the bare name stood for whichever came first. 111 names of the demo's graph are split so ("Jack Black" and "Jack
+    Black (actor)", "Jan De Bont" and "Jan de Bont")."""
+    titles = {"1": "The Fugitive (1993)", "2": "Chain Reaction (1996)", "3": "Under Siege (1992)", "4": "Heat (1995)"}
+    facts = [
+        Fact(head="1", relation="director", tail="dbr:Andrew_Davis_(director)", tail_label="Andrew Davis (director)"),
+        Fact(head="2", relation="director", tail="dbr:Andrew_Davis_(director)", tail_label="Andrew Davis (director)"),
+        Fact(head="3", relation="director", tail="dbr:Andrew_Davis_(filmmaker)", tail_label="Andrew Davis (filmmaker)"),
+        Fact(head="4", relation="starring", tail="dbr:Jan_De_Bont", tail_label="Jan De Bont"),
+        Fact(head="3", relation="cinematography", tail="dbr:Jan_de_Bont", tail_label="Jan de Bont"),
+    ]
+    store = catalogue(titles, facts)
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+
+    d = extract_rules("Anything from the director Andrew Davis?", vocab, resolver)
+    assert d.include_people == ["Andrew Davis"], d
+    assert vocab.items_of(d.include_people) == {"1", "2", "3"}
+    d = extract_rules("no Andrew Davis films, please", vocab, resolver)
+    assert vocab.ids_of(d.exclude_people) == {"dbr:Andrew_Davis_(director)", "dbr:Andrew_Davis_(filmmaker)"}, d
+    d = extract_rules("something by Andrew Davis (filmmaker)", vocab, resolver)  # the full label: that one only
+    assert vocab.items_of(d.include_people) == {"3"}, d
+    assert vocab.items_of([vocab.resolve_person("jan de bont")]) == {"3", "4"}  # the same name in another case
+    assert vocab.items_of([vocab.resolve_person("Davis")]) == {"1", "2", "3"}  # a last name finds the merged one

@@ -139,6 +139,7 @@ class Vocabulary:
                         if len(bare) >= 3:
                             v.people.setdefault(bare, label)
                         v.max_words = max(v.max_words, min(len(key.split()), 6))
+        v._merge_same_names()
         # a tag that is a person's name ("christopher nolan") stands for that person too: MovieLens users tag the
         # films of directors whose DBpedia facts are missing
         for key, label in v.people.items():
@@ -149,6 +150,28 @@ class Vocabulary:
             if len(words) > 1 and len(words[-1]) >= 4:
                 v.last_word.setdefault(words[-1], set()).add(label)
         return v
+
+    def _merge_same_names(self) -> None:
+        """One name for the labels that differ only by a qualifier or by case: "Andrew Davis (director)" (The
+        Fugitive) and "Andrew Davis (filmmaker)" (Under Siege), "Jack Black" and "Jack Black (actor)", "Jan De Bont"
+        and "Jan de Bont" are one person with two DBpedia entities. The bare name ("andrew davis") then stands for
+        all of them, under the label without the qualifier ("Andrew Davis"); a qualified label typed in full still
+        names its own entity only."""
+        by_bare: dict[str, list[str]] = {}
+        for label in self.label_ids:
+            if not any(self.kind.get(e) == "person" for e in self.label_ids[label]):
+                continue
+            bare = _norm(re.sub(r"\s*\(.*?\)", "", label))
+            if len(bare) >= 3:
+                by_bare.setdefault(bare, []).append(label)
+        for bare, labels in by_bare.items():
+            if len(labels) < 2:
+                continue
+            plain = sorted(lab for lab in labels if "(" not in lab)
+            name = plain[0] if plain else re.sub(r"\s*\(.*?\)", "", sorted(labels)[0]).strip()
+            ids = set().union(*(self.label_ids[lab] for lab in labels))
+            self.label_ids[name] = self.label_ids.get(name, set()) | ids
+            self.people[bare] = name
 
     def genre(self, phrase: str) -> str | None:
         """The stored genre label a normalised phrase names ("comedies" → "Comedy"), if any."""
