@@ -1000,10 +1000,19 @@ def test_replies_to_an_answer_typed_into_the_demo_chat(rec: Recommender):
 def test_one_name_over_several_entities_of_that_name():
     """P4 (user 219, target The Fugitive): "anything from the director Andrew Davis?" found Under Siege only: DBpedia
     has "Andrew Davis (director)" (The Fugitive, Chain Reaction) and "Andrew Davis (filmmaker)" (Under Siege), and
-    the bare name stood for whichever came first. 111 names of the demo's graph are split so ("Jack Black" and "Jack
-    Black (actor)", "Jan De Bont" and "Jan de Bont")."""
-    titles = {"1": "The Fugitive (1993)", "2": "Chain Reaction (1996)", "3": "Under Siege (1992)", "4": "Heat (1995)"}
+    the bare name stood for whichever came first. Names spelled the same but for case ("Jan De Bont", "Jan de Bont")
+    are one too; "John Williams" (the composer) stays apart from "John Williams (actor)"."""
+    titles = {
+        "1": "The Fugitive (1993)",
+        "2": "Chain Reaction (1996)",
+        "3": "Under Siege (1992)",
+        "4": "Heat (1995)",
+        "5": "Jaws (1975)",
+        "6": "Dial M for Murder (1954)",
+    }
     facts = [
+        Fact(head="5", relation="musicComposer", tail="dbr:John_Williams", tail_label="John Williams"),
+        Fact(head="6", relation="starring", tail="dbr:John_Williams_(actor)", tail_label="John Williams (actor)"),
         Fact(head="1", relation="director", tail="dbr:Andrew_Davis_(director)", tail_label="Andrew Davis (director)"),
         Fact(head="2", relation="director", tail="dbr:Andrew_Davis_(director)", tail_label="Andrew Davis (director)"),
         Fact(head="3", relation="director", tail="dbr:Andrew_Davis_(filmmaker)", tail_label="Andrew Davis (filmmaker)"),
@@ -1022,3 +1031,6 @@ def test_one_name_over_several_entities_of_that_name():
     assert vocab.items_of(d.include_people) == {"3"}, d
     assert vocab.items_of([vocab.resolve_person("jan de bont")]) == {"3", "4"}  # the same name in another case
     assert vocab.items_of([vocab.resolve_person("Davis")]) == {"1", "2", "3"}  # a last name finds the merged one
+    # a label without a qualifier is DBpedia's best-known bearer of the name: the bare name stays that one
+    assert vocab.items_of([vocab.resolve_person("John Williams")]) == {"5"}
+    assert vocab.items_of([vocab.resolve_person("John Williams (actor)")]) == {"6"}

@@ -152,11 +152,13 @@ class Vocabulary:
         return v
 
     def _merge_same_names(self) -> None:
-        """One name for the labels that differ only by a qualifier or by case: "Andrew Davis (director)" (The
-        Fugitive) and "Andrew Davis (filmmaker)" (Under Siege), "Jack Black" and "Jack Black (actor)", "Jan De Bont"
-        and "Jan de Bont" are one person with two DBpedia entities. The bare name ("andrew davis") then stands for
-        all of them, under the label without the qualifier ("Andrew Davis"); a qualified label typed in full still
-        names its own entity only."""
+        """One name for the labels that differ only by a qualifier or by case. "Andrew Davis (director)" (The
+        Fugitive) and "Andrew Davis (filmmaker)" (Under Siege) are one person with two DBpedia entities: with no
+        label lacking the qualifier, the bare name ("andrew davis") stands for all of them, under the label
+        "Andrew Davis" (before, for whichever came first). Where a label without one exists ("John Williams" the
+        composer beside "John Williams (actor)"), DBpedia gave the bare name to the best-known bearer, and the bare
+        name stays that label, with the labels spelled the same but for case ("Jan De Bont", "Jan de Bont"). A
+        qualified label typed in full names its own entity only."""
         by_bare: dict[str, list[str]] = {}
         for label in self.label_ids:
             if not any(self.kind.get(e) == "person" for e in self.label_ids[label]):
@@ -165,11 +167,12 @@ class Vocabulary:
             if len(bare) >= 3:
                 by_bare.setdefault(bare, []).append(label)
         for bare, labels in by_bare.items():
-            if len(labels) < 2:
-                continue
             plain = sorted(lab for lab in labels if "(" not in lab)
+            group = plain or labels
+            if len(group) < 2:
+                continue
             name = plain[0] if plain else re.sub(r"\s*\(.*?\)", "", sorted(labels)[0]).strip()
-            ids = set().union(*(self.label_ids[lab] for lab in labels))
+            ids = set().union(*(self.label_ids[lab] for lab in group))
             self.label_ids[name] = self.label_ids.get(name, set()) | ids
             self.people[bare] = name
 
