@@ -1034,3 +1034,25 @@ def test_one_name_over_several_entities_of_that_name():
     # a label without a qualifier is DBpedia's best-known bearer of the name: the bare name stays that one
     assert vocab.items_of([vocab.resolve_person("John Williams")]) == {"5"}
     assert vocab.items_of([vocab.resolve_person("John Williams (actor)")]) == {"6"}
+
+
+def test_a_pick_for_a_person_asked_for_says_so_first(rec: Recommender):
+    """ "Anything from the director Andrew Davis?" showed The Fugitive with "Music by James Newton Howard, like The
+    Devil's Advocate, which you liked" and no word of Andrew Davis: the reasons explained the pick by the history,
+    not by what was asked. Now the fact tying it to the person comes first, cited and grounded."""
+    sid = rec.new_session("u1")
+    turn = rec.chat(sid, "films with Tom Hanks")
+    assert turn.recommendation is not None and turn.recommendation.items
+    hanks = {it.item_id for it in turn.recommendation.items if "Tom Hanks" in MOVIES[it.item_id][3]}
+    assert hanks, turn.text
+    for it in turn.recommendation.items:
+        if it.item_id not in hanks:
+            continue
+        first = it.reasons[0]
+        cited = {f.id: f for f in it.facts}
+        assert first.fact_ids and all(f in cited for f in first.fact_ids), it
+        assert any(cited[f].tail == "dbr:Tom_Hanks" and cited[f].head == it.item_id for f in first.fact_ids), it
+        assert "Tom Hanks" in first.text and f"{it.display_title} — {first.text}" in turn.text
+    # the pipeline's own reason follows (Toy Story 2: its director and its other star)
+    (ts2,) = [it for it in turn.recommendation.items if it.item_id == "2"]
+    assert [r.text for r in ts2.reasons] == ["Stars Tom Hanks.", "Directed by John Lasseter; stars Tim Allen."]

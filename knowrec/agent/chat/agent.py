@@ -22,12 +22,22 @@ from knowrec.agent.chat.rules import (
 )
 from knowrec.agent.chat.sessions import SessionInfo, SessionStore
 from knowrec.agent.chat.vocabulary import Vocabulary
-from knowrec.agent.explain import SPECIFICITY, not_a_reason, other_label, relation_phrase
+from knowrec.agent.explain import FROM_TEXT, SPECIFICITY, not_a_reason, other_label, relation_phrase
 from knowrec.agent.llm.base import LLMClient
 from knowrec.config import ChatConfig
 from knowrec.errors import InvalidInput, KnowrecError, NotFound
 from knowrec.kg_store.base import GraphBatch, GraphStore
-from knowrec.types import ChatProfile, ChatProgress, ChatTurn, Fact, Interaction, Recommendation, display_title
+from knowrec.types import (
+    DATASET_SOURCE,
+    ChatProfile,
+    ChatProgress,
+    ChatTurn,
+    Fact,
+    Interaction,
+    Reason,
+    Recommendation,
+    display_title,
+)
 
 __all__ = ["DISLIKED_RATING", "LIKED_RATING", "ChatAgent", "RecommendFn"]
 
@@ -382,6 +392,7 @@ class ChatAgent:
                 if len(items) >= k:
                     break
         items = [it.model_copy(update={"rank": r}) for r, it in enumerate(items[:k], start=1)]
+        items = self._asked_for_first(items, profile, vocab)
         rec = rec.model_copy(update={"items": tuple(items), "user_id": user_id})
         text, facts = answer_text(rec, profile, head, self.titles, announced=bool(announced), relaxed=relaxed)
         return self._turn(
@@ -453,6 +464,31 @@ class ChatAgent:
             **kw,
         )
         return rec, self._enforce(rec, profile, banned, vocab, required, k)
+
+    def _asked_for_first(self, items: list[Any], profile: ChatProfile, vocab: Vocabulary) -> list[Any]:
+        """Each pick's first reason is the fact that ties it to a person asked for ("films by Andrew Davis": "Directed
+        by Andrew Davis."), when its reasons do not cite one already: the pipeline's reasons explain the pick by the
+        user's history ("Music by James Newton Howard, like The Devil's Advocate"), not by what was just asked."""
+        wanted = vocab.ids_of(profile.include_people)
+        if not wanted or not items:
+            return items
+        rank = {r: n for n, r in enumerate(SPECIFICITY)}
+        own = self.store.facts([it.item_id for it in items])
+        out = []
+        for it in items:
+            ties = [f for f in own.get(it.item_id, []) if ({f.head, f.tail} - {it.item_id}) & wanted]
+            cited = {fid for r in it.reasons for fid in r.fact_ids}
+            if not ties or cited & {f.id for f in ties}:
+                out.append(it)
+                continue
+            fact = min(ties, key=lambda f: (rank.get(f.relation, len(rank)), f.id))  # a director before a writer
+            text = relation_phrase(fact.relation, other_label(fact, it.item_id))
+            text += f" {FROM_TEXT}." if fact.source != DATASET_SOURCE else "."
+            reason = Reason(text=text, fact_ids=(fact.id,))
+            known = {f.id for f in it.facts}
+            facts = (fact, *it.facts) if fact.id not in known else it.facts
+            out.append(it.model_copy(update={"reasons": (reason, *it.reasons), "facts": facts}))
+        return out
 
     def _alike(self, item_id: str, vocab: Vocabulary, banned: set[str]) -> list[str]:
         """Items sharing at least half of ``item_id``'s genres (two at least), most shared first: "like X" still
