@@ -255,7 +255,8 @@ class LLMConfig(_Stage):
     extra), else ``torch`` with xgrammar (the ``local-torch`` extra, which compiles nothing). Measured on the demo
     (``docs/benchmarks/llm-generation.md``): llama.cpp decodes faster per token, so the chat's profile extraction (a
     long JSON answer) takes 5.4 s there and 10.8 s on torch (p50); listwise ranking (a long prompt, a short answer)
-    is faster on torch (3.9 s vs 7.2 s)."""
+    is faster on torch (3.9 s vs 7.2 s) on that Intel host, slower on a 2-core AMD EPYC (5.0 s vs 4.1 s;
+    ``docs/benchmarks/llm-generation-avx2.md``)."""
     prefix_cache: int = Field(default=4, ge=0, le=64)
     """``torch`` engine: evaluated prompt states kept for reuse of shared prefixes (system text and history)."""
     cache_dir: Path | None = None
