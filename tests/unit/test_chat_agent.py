@@ -1056,3 +1056,77 @@ def test_a_pick_for_a_person_asked_for_says_so_first(rec: Recommender):
     # the pipeline's own reason follows (Toy Story 2: its director and its other star)
     (ts2,) = [it for it in turn.recommendation.items if it.item_id == "2"]
     assert [r.text for r in ts2.reasons] == ["Stars Tom Hanks.", "Directed by John Lasseter; stars Tim Allen."]
+
+
+def test_a_first_name_a_watched_film_an_exception_a_genre_word_and_what_the_kids_liked():
+    """Typed into the demo chat (2026-12-08): "something from Christopher Nolan" was Dennis Christopher (no Christopher
+    Nolan is stored; "Christopher" was taken for a last name); "I just watched Inception and loved it" liked the last
+    answer's top pick and left Inception unread; "anything by Quentin Tarantino except Pulp Fiction" kept Pulp
+    Fiction; "but I like romance" liked the film "Romance (1999)"; "my kids loved Frozen, what else would they like?"
+    asked for children's films and left Frozen unread."""
+    titles = {
+        "1": "Inception (2010)",
+        "2": "Pulp Fiction (1994)",
+        "3": "Jackie Brown (1997)",
+        "4": "Romance (1999)",
+        "5": "Frozen (2013)",
+        "6": "Breaking Away (1979)",
+    }
+    facts = [
+        Fact(head="6", relation="starring", tail="dbr:Dennis_Christopher", tail_label="Dennis Christopher"),
+        Fact(head="2", relation="director", tail="dbr:Quentin_Tarantino", tail_label="Quentin Tarantino"),
+        Fact(head="3", relation="director", tail="dbr:Quentin_Tarantino", tail_label="Quentin Tarantino"),
+        Fact(head="4", relation="genre", tail="genre:Romance", tail_label="Romance"),
+        Fact(head="5", relation="genre", tail="genre:Children", tail_label="Children"),
+        Fact(head="4", relation="genre", tail="genre:Musical", tail_label="Musical"),
+    ]
+    store = catalogue(titles, facts)
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+    last = ("3", "6")
+
+    assert extract_rules("a film by Christopher", vocab, resolver).include_people == ["Dennis Christopher"]
+    d = extract_rules("something from Christopher Nolan", vocab, resolver)
+    assert d.include_people == [] and d.query == "christopher nolan", d
+
+    d = extract_rules("I just watched Inception and loved it", vocab, resolver, last)
+    assert d.liked == ["1"] and not d.unparsed, d
+    d = extract_rules("I saw Pulp Fiction and hated it", vocab, resolver, last)
+    assert d.disliked == ["2"] and d.liked == [], d
+    assert extract_rules("loved it", vocab, resolver, last).liked == ["3"]  # the last answer's pick, as before
+
+    d = extract_rules("anything by Quentin Tarantino except Pulp Fiction", vocab, resolver)
+    assert d.include_people == ["Quentin Tarantino"] and d.exclude_titles == ["Pulp Fiction"] and not d.unparsed, d
+
+    d = extract_rules("not a fan of musicals, but I like romance", vocab, resolver)
+    assert d.include_genres == ["Romance"] and d.exclude_genres == ["Musical"] and d.liked == [], d
+    assert extract_rules("I liked Romance (1999)", vocab, resolver).liked == ["4"]  # with its year: the film
+
+    d = extract_rules("my kids loved Frozen, what else would they like?", vocab, resolver)
+    assert d.liked == ["5"] and d.like_item == "5" and d.include_genres == [], d
+
+
+def test_a_wish_that_is_a_tag_asks_for_the_films_tagged_so(tmp_path: Path):
+    """ "I'm in the mood for a heist movie" searched the item vectors for "heist" and showed Inception with "Tagged
+    'dead wife'": the wish is a MovieLens tag, and the films tagged so are what was asked for, each saying so."""
+    movies = {str(n): f"Film {n} ({1990 + n})" for n in range(1, 9)}
+    facts = [Fact(head=i, relation="genre", tail="genre:Crime", tail_label="Crime") for i in movies]
+    facts += [Fact(head=i, relation="tag", tail="tag:heist", tail_label="heist") for i in ("2", "5", "7")]
+    facts += [Fact(head=i, relation="tag", tail="tag:zombies", tail_label="zombies") for i in ("1", "8")]
+    seen = [Interaction(user_id=f"u{n}", item_id=i, rating=4.0, timestamp=n) for n in range(6) for i in ("1", "3", "4")]
+    world = World(tmp_path)
+    r = make(world)
+    r.ingest_dataset(
+        Dataset(name="tags", items=[Item(id=i, title=t) for i, t in movies.items()], facts=facts, interactions=seen)
+    )
+    sid = r.new_session("someone-new")
+    turn = r.chat(sid, "I'm in the mood for a heist movie")
+    assert turn.recommendation is not None
+    picks = [it.item_id for it in turn.recommendation.items]
+    assert set(picks) == {"2", "5", "7"}, turn.text  # k = 3: the three films tagged "heist"
+    for it in turn.recommendation.items:  # the first reason cites the tag
+        cited = {f.id: f for f in it.facts}
+        assert it.reasons[0].text.startswith("Tagged “heist”"), it.reasons
+        assert any(cited[f].tail == "tag:heist" for f in it.reasons[0].fact_ids), it
+    vocab = r._chat_agent.vocab()
+    assert vocab.tagged("a zombie") == set() and vocab.tagged("zombie") == {"1", "8"}  # the tag named whole
+    r.close()

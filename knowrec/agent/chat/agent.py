@@ -427,6 +427,9 @@ class ChatAgent:
         if profile.include_people:
             people = vocab.items_of(profile.include_people) - banned
             required = people if required is None else (required & people) or people
+        tagged = vocab.tagged(profile.query) - banned if profile.query else set()
+        if tagged:  # a wish that is a tag ("a heist movie", "twist ending"): the films tagged so, with the rest asked
+            required = tagged if required is None else (required & tagged) or required
         candidates: list[str] | None = None
         if profile.like_item:
             seeds = self.store.kg_candidates({profile.like_item: 1.0}, banned, cap)
@@ -466,10 +469,11 @@ class ChatAgent:
         return rec, self._enforce(rec, profile, banned, vocab, required, k)
 
     def _asked_for_first(self, items: list[Any], profile: ChatProfile, vocab: Vocabulary) -> list[Any]:
-        """Each pick's first reason is the fact that ties it to a person asked for ("films by Andrew Davis": "Directed
-        by Andrew Davis."), when its reasons do not cite one already: the pipeline's reasons explain the pick by the
-        user's history ("Music by James Newton Howard, like The Devil's Advocate"), not by what was just asked."""
-        wanted = vocab.ids_of(profile.include_people)
+        """Each pick's first reason is the fact that ties it to a person or a tag asked for ("films by Andrew Davis":
+        "Directed by Andrew Davis."; "a heist movie": "Tagged “heist”."), when its reasons do not cite one already:
+        the pipeline's reasons explain the pick by the user's history ("Music by James Newton Howard, like The
+        Devil's Advocate"), not by what was just asked."""
+        wanted = vocab.ids_of(profile.include_people) | (vocab.tag_ids(profile.query) if profile.query else set())
         if not wanted or not items:
             return items
         rank = {r: n for n, r in enumerate(SPECIFICITY)}

@@ -152,7 +152,9 @@ _REJECT = re.compile(
 )
 _LIKE_THAT = re.compile(
     r"\b(?:(?:more|something|anything|stuff|films?|movies?|ones?)\s+(?:just\s+)?"
-    r"(?:like\s+(?:that|this|it)|similar(?:\s+to\s+(?:that|this|it))?)|similar\s+(?:ones|films|movies|titles))\b",
+    r"(?:like\s+(?:that|this|it)|similar(?:\s+to\s+(?:that|this|it))?)|similar\s+(?:ones|films|movies|titles)"
+    r"|what else (?:would|might|could|will|do|does|did) (?:i|we|they|he|she|you think they|my kids) "
+    r"(?:like|enjoy|love))\b",
     re.I,
 )
 # a film already seen, by name: "I've seen Heat already"
@@ -222,9 +224,23 @@ _LIKE_X = re.compile(
     r"|^\s*(?:like|similar to)\s+(?P<x2>[^,.;!?]+?)(?:\s+but\s+(?P<mod2>[^,.;!?]+))?\s*(?=[,.;!?]|$)",
     re.IGNORECASE,
 )
+# who liked it: "I", or "we" and "my kids" (what they liked is the taste to serve too)
+_WHO = r"(?:i|we|my (?:kids|children|son|daughter|wife|husband|partner|family|girlfriend|boyfriend|friends?))"
 _LIKED_TITLE = re.compile(
-    r"\bi (?:really |also |totally )?(?:like|love|liked|loved|enjoyed|enjoy|adore|adored)\s+(?P<x>[^,.;!?]+)",
+    r"\b" + _WHO + r" (?:really |also |totally |all )?(?:like|love|liked|loved|enjoyed|enjoy|adore|adored)\s+"
+    r"(?P<x>[^,.;!?]+)",
     re.I,
+)
+# "I just watched Inception and loved it": the film named, not the last answer's top pick
+_WATCHED_THEN = re.compile(
+    r"\b(?:i |we )?(?:just |recently |finally )?(?:watched|saw|have seen|'ve seen)\s+(?P<x>[^,.;!?]+?)"
+    r"\s*,?\s+and\s+(?:i |we )?(?:really |totally |absolutely )?(?P<v>loved|liked|enjoyed|adored|hated|disliked)"
+    r"\s+(?:it|that one|that)\b",
+    re.I,
+)
+# "anything by Tarantino except Pulp Fiction": that title left out (inside a clause, after what is asked for)
+_EXCEPT_TITLE = re.compile(
+    r"\b(?:except(?: for)?|other than|apart from|excluding)\s+(?:the\s+)?(?P<x>[^,.;!?]+?)\s*$", re.I
 )
 _DISLIKED_TITLE = re.compile(
     r"\bi (?:really )?(?:hated|hate|disliked|dislike|didn'?t like|don'?t like|can'?t stand)\s+(?P<x>[^,.;!?]+)",
@@ -674,6 +690,16 @@ def _last_name_at(clause: str, words: list[str], i: int) -> bool:
     # "James Bond": a full name that names no one stored, not Edward Bond
     if prev.isalpha() and not common and re.search(rf"\b{re.escape(prev[0].upper() + prev[1:])}\b", clause):
         return False
+    # "Christopher Nolan" (not stored as a person): a first name before another capitalised one, not Dennis
+    # Christopher
+    nxt = words[i + 1] if i + 1 < len(words) else ""
+    plain = nxt in _GENERIC or nxt in _FUNCTION_WORDS or nxt in _NEGATIONS
+    if (
+        nxt.isalpha()
+        and not plain
+        and re.search(rf"\b{re.escape(w[0].upper() + w[1:])}\s+{re.escape(nxt[0].upper() + nxt[1:])}\b", clause)
+    ):
+        return False
     return re.search(rf"\b{re.escape(w[0].upper() + w[1:])}\b", clause) is not None
 
 
@@ -796,6 +822,11 @@ def extract_rules(
         if 1 <= count <= 50:
             d.count = count
             rest = rest[: m.start("n")] + " " + rest[m.end("n") :]
+    m = _WATCHED_THEN.search(rest)
+    named = titles.resolve(m.group("x")) if m else None
+    if m and named is not None:  # "I just watched Inception and loved it"
+        _add(d.disliked if m.group("v").lower() in ("hated", "disliked") else d.liked, named.id)
+        rest = rest[: m.start()] + " " + rest[m.end() :]
     # feedback on the last answer ("loved it", "not that one", "hated the second one")
     if last_items:
         for pattern, target in ((_NEG_FEEDBACK, d.disliked), (_POS_FEEDBACK, d.liked), (_POS_AFTER, d.liked)):
@@ -846,6 +877,8 @@ def extract_rules(
             x = m.group("x")
             if not _norm(x) or _norm(x).split()[0] in ("it", "that", "this", "them"):
                 continue
+            if vocab.genre(_norm(re.sub(r"\b(?:movies|films)\b", "", x))) and not re.search(r"\d{4}", x):
+                continue  # "I like romance": the genre, not the film "Romance (1999)"
             listed = _title_list(rest, m.start("x"), titles)
             if listed:  # "I liked Heat, Collateral and Thief"
                 for it in listed[0]:
@@ -883,6 +916,12 @@ def extract_rules(
         if said is not None and titles.named(_strip_article(_norm(said))) is not None:
             _add(d.exclude_titles, said)
             rest = rest.replace(clause, " ", 1)
+            continue
+        m = _EXCEPT_TITLE.search(clause)
+        said = _not_a_title_name(m.group("x"), vocab) if m else None
+        if m and said is not None and titles.named(_strip_article(_norm(said))) is not None:
+            _add(d.exclude_titles, said)
+            rest = rest.replace(clause, clause[: m.start()], 1)
     if d.modifier is None:
         mm = _MODIFIER.search(rest)
         if mm:

@@ -85,6 +85,8 @@ class Vocabulary:
     entity_items: dict[str, set[str]] = field(default_factory=dict)
     years: dict[str, int] = field(default_factory=dict)
     """Item id → year (from the ``year`` attribute or a ``year`` fact)."""
+    tags: dict[str, set[str]] = field(default_factory=dict)
+    """Normalised tag label → tag entity ids ("time travel": ``tag:time travel``, ``tag:time-travel``)."""
     last_word: dict[str, set[str]] = field(default_factory=dict)
     """Normalised last word of a person label → labels (to resolve "Spielberg")."""
     max_words: int = 1
@@ -93,7 +95,7 @@ class Vocabulary:
     @classmethod
     def build(cls, store: GraphStore, batch: int = 500) -> Vocabulary:
         v = cls()
-        tags: dict[str, set[str]] = {}  # normalised tag label → tag entity ids
+        tags = v.tags
         item_ids: set[str] = set()
         batches: list[list[Item]] = []
         for items in store.iter_items(batch):
@@ -210,6 +212,18 @@ class Vocabulary:
             (n1, top), (n2, _) = ranked[0], ranked[1]
             self._by_last[word] = top if n1 >= 2 and n1 >= 2 * n2 else None
         return self._by_last[word]
+
+    def tag_ids(self, phrase: str) -> set[str]:
+        """The tags a wish names whole ("heist", "twist ending"; "zombie" finds "zombies"); empty when none."""
+        key = _norm(phrase)
+        for cand in (key, key + "s", key.removesuffix("s"), re.sub(r"ies$", "y", key)):
+            if len(cand) >= 3 and cand in self.tags:
+                return set(self.tags[cand])
+        return set()
+
+    def tagged(self, phrase: str) -> set[str]:
+        """The items carrying a tag that a wish names whole ("a heist movie" → the films tagged "heist")."""
+        return {i for e in self.tag_ids(phrase) for i in self.entity_items.get(e, set())}
 
     def items_of(self, labels: Iterable[str]) -> set[str]:
         out: set[str] = set()
