@@ -1130,3 +1130,23 @@ def test_a_wish_that_is_a_tag_asks_for_the_films_tagged_so(tmp_path: Path):
     vocab = r._chat_agent.vocab()
     assert vocab.tagged("a zombie") == set() and vocab.tagged("zombie") == {"1", "8"}  # the tag named whole
     r.close()
+
+
+def test_every_film_of_a_name_seen_and_a_place_name_kept_whole():
+    """Typed into the demo chat (2026-12-08): "I've seen all the Star Wars films, what else?" asked for the genre War;
+    "movies set in New York" searched for "york" ("new" is a word of asking elsewhere)."""
+    titles = {
+        "1": "Star Wars: Episode IV - A New Hope (1977)",
+        "2": "Star Wars: Episode V - The Empire Strikes Back (1980)",
+        "3": "Saving Private Ryan (1998)",
+    }
+    facts = [Fact(head="3", relation="genre", tail="genre:War", tail_label="War")]
+    store = catalogue(titles, facts)
+    vocab, resolver = Vocabulary.build(store), StoreTitles(store)
+
+    d = extract_rules("I've seen all the Star Wars films, what else?", vocab, resolver)
+    assert d.exclude_titles == ["Star Wars"] and d.include_genres == [] and not d.unparsed, d
+    d = extract_rules("I have seen all of the Star Wars movies already", vocab, resolver)
+    assert d.exclude_titles == ["Star Wars"], d
+    assert extract_rules("movies set in New York", vocab, resolver).query == "new york"
+    assert extract_rules("show me new movies", vocab, resolver).query is None  # "new" alone is still no wish

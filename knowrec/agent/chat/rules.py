@@ -7,7 +7,7 @@ import copy
 import dataclasses
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -161,6 +161,11 @@ _LIKE_THAT = re.compile(
 _SEEN_TITLE = re.compile(
     r"\b(?:i(?:'?ve| have) )?(?:already |just )?(?:seen|watched|saw)\s+(?P<x>[^,.;!?]+?)(?:\s+already)?"
     r"\s*(?=[,.;!?]|$)",
+    re.I,
+)
+# "all the Star Wars films", "both Toy Story movies", "every Harry Potter film": the films of that name
+_SEEN_EVERY = re.compile(
+    r"(?:all(?: of)?|both|every(?: one of)?|each of)\s+(?:the\s+)?(?P<x>.+?)(?:\s+(?:films|movies|ones|film|movie))?",
     re.I,
 )
 # a clause that turns a title down by name: "not Star Wars", "no Harry Potter movies please", "nothing like Cats"
@@ -906,8 +911,12 @@ def extract_rules(
     # "I've seen Heat already": that film is left out (not the person whose last name is Heat)
     m = _SEEN_TITLE.search(rest)
     seen = titles.resolve(m.group("x")) if m else None
+    every = _SEEN_EVERY.fullmatch(m.group("x").strip()) if m else None
     if m and seen is not None and _strip_article(_norm(m.group("x"))) in _title_keys(seen.title):
         _add(d.exclude_titles, m.group("x").strip())
+        rest = rest[: m.start()] + " " + rest[m.end() :]
+    elif m and every and titles.named(_strip_article(_norm(every.group("x")))) is not None:
+        _add(d.exclude_titles, every.group("x").strip())  # "I've seen all the Star Wars films": every one of them
         rest = rest[: m.start()] + " " + rest[m.end() :]
     # "not Star Wars", "no Harry Potter movies": those titles are left out (not the genre War, not a keyword)
     for clause in _CLAUSE_SPLIT.split(rest):
@@ -968,22 +977,26 @@ def extract_rules(
         candidate = rest
     if candidate:
         # clause by clause: "a scary movie but not too gory" wishes for nothing gory ("gory" is no keyword to search)
-        wishes = [_wish(clause, vocab) for clause in _CLAUSE_SPLIT.split(_FEEL_GOOD.sub("feel-good", candidate))]
+        names = {w for c in _PROPER_NAME.findall(text) for w in _norm(c).split()}  # "set in New York"
+        clauses = _CLAUSE_SPLIT.split(_FEEL_GOOD.sub("feel-good", candidate))
+        wishes = [_wish(clause, vocab, names) for clause in clauses]
         d.query = " ".join(w for w in wishes if w) or None
     d.unparsed = _unparsed(text, vocab, titles, d)
     return d
 
 
+_PROPER_NAME = re.compile(r"(?<=[a-z,] )[A-Z][a-z]+(?: [A-Z][a-z]+)+")  # "New York" after a lowercase word
 _FEEL_GOOD = re.compile(r"\bfeel[\s-]+good\b", re.I)  # "a feel good movie" is "a feel-good movie", not "feel"
 
 
-def _wish(clause: str, vocab: Vocabulary) -> str | None:
+def _wish(clause: str, vocab: Vocabulary, names: Collection[str] = ()) -> str | None:
     """The free-text wish of one clause: its words less the genres and people it names and the words of asking,
     trimmed at both ends; nothing when it is negated ("no subtitles please", "not too gory") or only a number."""
     mention_words = _mention_words(clause, vocab)
     words = [w for w in _norm(clause).split() if w not in mention_words]
-    # a hyphenated word is content as a whole ("feel-good"), whatever its parts are alone
-    compound = {w for c in re.findall(r"\w+(?:-\w+)+", clause) for w in _norm(c).split()}
+    # a hyphenated word is content as a whole ("feel-good"), whatever its parts are alone, and so are the words of
+    # a name of several capitalised words in the message (``names``: "movies set in New York" is not "york")
+    compound = {w for c in re.findall(r"\w+(?:-\w+)+", clause) for w in _norm(c).split()} | set(names)
 
     def filler(w: str) -> bool:
         return w not in compound and (w in _GENERIC or w in _NEGATIONS or w in _QUERY_FILLER)
@@ -1009,7 +1022,7 @@ _FUNCTION_WORDS = {
     "someone", "somebody", "else", "recent", "latest", "newest", "releases", "release", "list", "name", "surprise",
     "popular", "trending", "right", "now", "whats", "highest", "rated", "highly", "acclaimed", "famous", "currently",
     "days", "bit", "slightly", "little", "much", "time", "fan", "fans", "sounds", "looks", "seems", "seen", "watched",
-    "saw", "already", "ive", "old", "dated", "both",
+    "saw", "already", "ive", "old", "dated", "both", "all",
 }  # fmt: skip
 
 
