@@ -1150,3 +1150,16 @@ def test_every_film_of_a_name_seen_and_a_place_name_kept_whole():
     assert d.exclude_titles == ["Star Wars"], d
     assert extract_rules("movies set in New York", vocab, resolver).query == "new york"
     assert extract_rules("show me new movies", vocab, resolver).query is None  # "new" alone is still no wish
+
+
+def test_a_person_with_no_film_of_the_genre_asked_before_says_the_genre_was_relaxed(rec: Recommender):
+    """ "a good sci-fi movie", then "anything with Matt Damon?": once the one film of both was turned down, his films
+    of any genre came under the heading "with Sci-Fi, Matt Damon" and no word that the genre had been left aside."""
+    sid = rec.new_session("u5")
+    rec.chat(sid, "a sci-fi movie")
+    turn = rec.chat(sid, "anything with Tom Hanks?")
+    assert turn.recommendation is not None
+    shown = [it.item_id for it in turn.recommendation.items]
+    assert shown and all("Tom Hanks" in MOVIES[i][3] for i in shown), turn.text
+    assert not any("Sci-Fi" in MOVIES[i][4] for i in shown)
+    assert "I relaxed the genre" in turn.text, turn.text

@@ -380,12 +380,12 @@ class ChatAgent:
 
             extra["on_retrieved"] = retrieved
         who = user_id if positive else None
-        rec, items = self._fetch(who, profile, vocab, never, k, **extra)
-        relaxed: list[str] = []
+        rec, items, dropped = self._fetch(who, profile, vocab, never, k, **extra)
+        relaxed: list[str] = [dropped] if dropped and items else []
         if len(items) < k:
             for label, looser in self._relaxations(profile):
                 taken = never | {it.item_id for it in items}
-                _, more = self._fetch(who, looser, vocab, taken, k - len(items), mode="none")
+                _, more, _ = self._fetch(who, looser, vocab, taken, k - len(items), mode="none")
                 if more:
                     relaxed.append(label)
                     items += more
@@ -414,8 +414,10 @@ class ChatAgent:
         k: int,
         on_retrieved: Callable[[Recommendation, set[str] | None, set[str]], None] | None = None,
         mode: RankMode | None = None,
-    ) -> tuple[Recommendation, list[Any]]:
-        """The pipeline's answer for ``profile`` and the ``k`` items of it that fit (never one of ``never``)."""
+    ) -> tuple[Recommendation, list[Any], str | None]:
+        """The pipeline's answer for ``profile``, the ``k`` items of it that fit (never one of ``never``), and the
+        constraint left aside to find any (``"the genre"``: no film of the people asked for has the genres asked
+        for, so the people's films of any genre are shown; the answer says so)."""
         banned = self._banned(profile, vocab) | never
         cap = self.config.max_seed_candidates
         required: set[str] | None = None
@@ -424,8 +426,11 @@ class ChatAgent:
             # "a romantic comedy": the items of every genre while k of them fit, else of any
             every = set.intersection(*per_genre) - banned
             required = every if len(every) >= k else set().union(*per_genre) - banned
+        dropped: str | None = None
         if profile.include_people:
             people = vocab.items_of(profile.include_people) - banned
+            if required is not None and people and not required & people:
+                dropped = "the genre"  # "sci-fi", then "anything with Matt Damon?": his films, said so
             required = people if required is None else (required & people) or people
         tagged = vocab.tagged(profile.query) - banned if profile.query else set()
         if tagged:  # a wish that is a tag ("a heist movie", "twist ending"): the films tagged so, with the rest asked
@@ -443,11 +448,11 @@ class ChatAgent:
                 close = [i for i in ids if i in required][:near]
                 ids = close if len(close) >= 2 * k or len(required) > cap else sorted(required)
             if not ids:  # nothing like X is left: the caller relaxes (and says so)
-                return Recommendation(user_id=user_id, items=(), ranking_mode="none", model=""), []
+                return Recommendation(user_id=user_id, items=(), ranking_mode="none", model=""), [], None
             candidates = ids
         elif required is not None and len(required) <= cap:
             if not required:  # nothing left fits: the caller relaxes
-                return Recommendation(user_id=user_id, items=(), ranking_mode="none", model=""), []
+                return Recommendation(user_id=user_id, items=(), ranking_mode="none", model=""), [], None
             candidates = sorted(required)
         query = " ".join(
             x for x in (profile.query, profile.modifier, *profile.include_genres, *profile.include_people) if x
@@ -466,7 +471,7 @@ class ChatAgent:
             candidates=candidates,
             **kw,
         )
-        return rec, self._enforce(rec, profile, banned, vocab, required, k)
+        return rec, self._enforce(rec, profile, banned, vocab, required, k), dropped
 
     def _asked_for_first(self, items: list[Any], profile: ChatProfile, vocab: Vocabulary) -> list[Any]:
         """Each pick's first reason is the fact that ties it to a person or a tag asked for ("films by Andrew Davis":
