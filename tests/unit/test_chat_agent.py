@@ -1163,3 +1163,24 @@ def test_a_person_with_no_film_of_the_genre_asked_before_says_the_genre_was_rela
     assert shown and all("Tom Hanks" in MOVIES[i][3] for i in shown), turn.text
     assert not any("Sci-Fi" in MOVIES[i][4] for i in shown)
     assert "I relaxed the genre" in turn.text, turn.text
+
+
+def test_it_and_that_director_refer_to_the_film_just_talked_about(rec: Recommender):
+    """Typed into the demo chat (2026-12-08): "the third one sounds great, who directed it?" answered for the first
+    pick; after "who directed Serpico?", "anything else by that director?" searched for the word "director" and
+    "what year is it from?" for the word "year"."""
+    sid = rec.new_session("u5")
+    listed = rec.chat(sid, "a drama please")
+    assert len(listed.items) >= 2
+    second = listed.items[1]
+    turn = rec.chat(sid, "the second one looks good, who directed it?")
+    assert turn.action == "lookup" and MOVIES[second][2] in turn.text, turn.text
+
+    sid = rec.new_session("u5")
+    turn = rec.chat(sid, "who directed Heat?")
+    assert turn.action == "lookup" and "Michael Mann" in turn.text
+    when = rec.chat(sid, "what year is it from?")
+    assert when.action == "lookup" and "Heat (1995)" in when.text and "1995" in when.text.split(":", 1)[1], when.text
+    more = rec.chat(sid, "anything else by that director?")
+    assert more.profile.include_people == ("Michael Mann",), more.profile
+    assert more.items and more.items[0] == "4", more.text  # Collateral, his other film

@@ -4,6 +4,7 @@ session's profile."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -77,6 +78,31 @@ def _telling_first(facts: Sequence[Fact], item_id: str) -> list[Fact]:
 
 # the relation a lookup asks for, as a person names it where the two differ ("who stars in X?": the cast)
 _ASKED = {"starring": "cast"}
+# "by that director", "with the same actor": a person of the film the conversation is about
+_PERSON_ROLES = {
+    "director": "director",
+    "actor": "starring",
+    "actress": "starring",
+    "star": "starring",
+    "writer": "writer",
+    "composer": "musicComposer",
+}
+_THAT_PERSON = re.compile(
+    r"\b(?:by|from|with|starring|of)\s+(?P<ref>(?:that|the same|this|the)\s+(?P<role>director|actor|actress|star|writer"
+    r"|composer))\b",
+    re.I,
+)
+
+
+def _focus(turns: Sequence[ChatTurn], store: GraphStore) -> str | None:
+    """The film the last answer was about, when it was a lookup of one film ("who directed Serpico?"): the one item
+    every fact it cited touches."""
+    last = next((t for t in reversed(turns) if t.role == "assistant"), None)
+    if last is None or last.action != "lookup" or not last.facts:
+        return None
+    common = set.intersection(*({f.head, f.tail} for f in last.facts))
+    items = store.has_items(sorted(common)) if common else set()
+    return next(iter(items)) if len(items) == 1 else None
 
 
 class ChatAgent:
@@ -202,7 +228,12 @@ class ChatAgent:
         vocab = self.vocab()
         last = next((t for t in reversed(turns) if t.role == "assistant" and t.items), None)
         last_items = list(last.items) if last else []
-        delta = extract_rules(message, vocab, self.titles, last_items)
+        focus = _focus(turns, self.store)
+        named = self._name_the_person(message, focus) if focus is not None else message
+        # "anything else by that director?" after "who directed Serpico?": his films, Serpico left out
+        other_than = {focus} if focus is not None and named != message else set()
+        message = named
+        delta = extract_rules(message, vocab, self.titles, last_items, focus)
         if delta.reset:
             self.sessions.save_profile(sid, ChatProfile())
             return self._turn(sid, "ask", "OK, let's start over. What are you in the mood for?", ChatProfile())
@@ -229,7 +260,7 @@ class ChatAgent:
                 "(e.g. “something like Toy Story but no comedies, from the 90s”).",
                 profile,
             )
-        shown = {i for t in turns if t.role == "assistant" for i in t.items}
+        shown = {i for t in turns if t.role == "assistant" for i in t.items} | other_than
         return self._recommend_turn(
             sid,
             info.user_id,
@@ -256,6 +287,19 @@ class ChatAgent:
         rows = [r for r in rows if self.store.has_items([r.item_id])]
         if rows:
             self.store.write(GraphBatch(interactions=rows))
+
+    def _name_the_person(self, message: str, item_id: str) -> str:
+        """``message`` with "that director" (actor, writer, composer) replaced by the name of the film's own: what the
+        rules read as any name ("anything else by that director?" → "anything else by Sidney Lumet?")."""
+        m = _THAT_PERSON.search(message)
+        if not m:
+            return message
+        relation = _PERSON_ROLES[m.group("role").lower()]
+        facts = [f for f in self.store.facts([item_id]).get(item_id, []) if f.relation == relation]
+        if not facts:
+            return message
+        name = re.sub(r"\s*\([^()]*\)$", "", other_label(facts[0], item_id))  # "Andrew Davis (director)"
+        return message[: m.start("ref")] + name + message[m.end("ref") :]
 
     # lookups ---------------------------------------------------------------------------------------------------
     def _lookup(

@@ -204,6 +204,14 @@ _LOOKUPS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bwho (?:directed|made)\s+(?P<x>.+)", re.I), "director"),
     (re.compile(r"\bwho (?:stars|starred|acts|acted|plays|played|is|was|are|were) in\s+(?P<x>.+)", re.I), "starring"),
     (re.compile(r"\bwho wrote\s+(?P<x>.+)", re.I), "writer"),
+    (
+        re.compile(
+            r"\b(?:what year (?:is|was|did)|when (?:is|was|did))\s+(?P<x>.+?)\s+"
+            r"(?:from|made|released|come out|came out|out)\s*[?!.]*\s*$",
+            re.I,
+        ),
+        "year",
+    ),
     (re.compile(r"\bwhat(?:'s| is| was)\s+(?P<x>.+?)\s+about\b", re.I), ""),
     (
         re.compile(
@@ -755,9 +763,15 @@ def _add(seq: list[str], value: str) -> None:
 
 
 def extract_rules(
-    message: str, vocab: Vocabulary, titles: TitleResolver, last_items: Sequence[str] = ()
+    message: str,
+    vocab: Vocabulary,
+    titles: TitleResolver,
+    last_items: Sequence[str] = (),
+    focus: str | None = None,
 ) -> ProfileDelta:
-    """The profile delta simple rules read from one message (see the module docstring)."""
+    """The profile delta simple rules read from one message (see the module docstring). ``focus`` is the film the
+    conversation is about when the last answer was about one film ("who directed Heat?"): "it" in a question then
+    means that film ("what year is it from?"), not the top pick of the last list."""
     d = ProfileDelta()
     text = message.strip()
     if not text:
@@ -800,6 +814,13 @@ def extract_rules(
             continue
         target = (m.group("x") or m.groupdict().get("x2") or "").strip().strip("?!.\"'“”").strip()
         ref = re.fullmatch(_REF, target, re.I)
+        if ref and ref.group("ref").lower() in ("it", "that", "this"):
+            placed = re.search(_REF, text[: m.start()], re.I)  # "the third one sounds great, who directed it?"
+            if placed and _PLACE.search(placed.group("ref")) and last_items:
+                ref = placed
+            elif focus is not None:  # "who directed Heat?" … "what year is it from?"
+                d.lookup = ("item", focus, relation)
+                return d
         if ref and last_items:
             idx = _ref_indices(ref.group("ref"), len(last_items))
             if idx:
