@@ -1184,3 +1184,21 @@ def test_it_and_that_director_refer_to_the_film_just_talked_about(rec: Recommend
     more = rec.chat(sid, "anything else by that director?")
     assert more.profile.include_people == ("Michael Mann",), more.profile
     assert more.items and more.items[0] == "4", more.text  # Collateral, his other film
+
+
+def test_what_follows_the_film_in_like_x_and_two_decades(rec: Recommender):
+    """Typed into the demo chat (2026-12-08): "something like Goodfellas without Robert De Niro", "like Heat with Al
+    Pacino" and "like Heat from the 90s" anchored on the film and dropped the rest; "from the 80s or 90s" was the
+    80s; "the top rated dramas" searched for "top"."""
+    d = rules(rec, "something like Heat without Robert De Niro")
+    assert d.like_item == "3" and d.exclude_people == ["Robert De Niro"], d
+    d = rules(rec, "something like Heat with Al Pacino")
+    assert d.like_item == "3" and d.include_people == ["Al Pacino"], d
+    d = rules(rec, "something like Heat from the 90s")
+    assert d.like_item == "3" and d.era == (1990, 1999), d
+    assert rules(rec, "something like Toy Story 2").like_item == "2"  # a title said whole is not cut
+    assert rules(rec, "something with Tom Hanks from the 80s or 90s").era == (1980, 1999)
+    assert rules(rec, "films from the 60s to the 80s").era == (1960, 1989)
+    assert rules(rec, "the 90s").era == (1990, 1999)
+    d = rules(rec, "show me the top rated dramas")
+    assert d.include_genres == ["Drama"] and d.query is None, d

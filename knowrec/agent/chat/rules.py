@@ -237,6 +237,10 @@ _LIKE_X = re.compile(
     r"|^\s*(?:like|similar to)\s+(?P<x2>[^,.;!?]+?)(?:\s+but\s+(?P<mod2>[^,.;!?]+))?\s*(?=[,.;!?]|$)",
     re.IGNORECASE,
 )
+# what may follow a title in "like X …" and is not the title's: a person, an exclusion, an era
+_LIKE_TAIL = re.compile(
+    r"\s+(?:without|with no|but not|not|minus|except|with|starring|from|in the|by|directed by|set in)\s+", re.I
+)
 # who liked it: "I", or "we" and "my kids" (what they liked is the taste to serve too)
 _WHO = r"(?:i|we|my (?:kids|children|son|daughter|wife|husband|partner|family|girlfriend|boyfriend|friends?))"
 _LIKED_TITLE = re.compile(
@@ -509,6 +513,15 @@ def _ref_indices(ref: str, n: int) -> list[int]:
     return [0]  # it / that / this (one): the top item of the last answer
 
 
+def _decade_start(word: str) -> int:
+    """``"1980s"``, ``"80s"``, ``"'80s"`` → 1980 (two digits: 1930–2020s, as in :func:`_era`)."""
+    digits = re.sub(r"\D", "", word)
+    if len(digits) == 4:
+        return int(digits)
+    d = int(digits[0])
+    return (1900 if d >= 3 else 2000) + 10 * d
+
+
 def _era(text: str) -> tuple[tuple[int | None, int | None], int, int] | None:
     """The era a text names and where its words are (start, end): "from 1990 to 1995", "after 2010", "the 80s",
     "the nineties", "in 1994", "films of 1994", "1994 films"."""
@@ -530,6 +543,11 @@ def _era(text: str) -> tuple[tuple[int | None, int | None], int, int] | None:
     m = re.search(r"\b(before|older than|pre)\s+(?:the\s+)?(\d{4})s?\b", t, re.I)
     if m:
         return (None, int(m.group(2)) - 1), m.start(), m.end()
+    decade = r"(?<![\w'])(?:(?:1[89]|20)\d0|'?\d0)'?s\b"
+    m = re.search(rf"({decade})\s*(?:or|and|to|through|-|–)\s*(?:the\s+)?({decade})", t, re.I)
+    if m:  # "the 80s or 90s", "from the 60s to the 80s": both decades and those between
+        starts = sorted((_decade_start(m.group(1)), _decade_start(m.group(2))))
+        return (starts[0], starts[1] + 9), m.start(), m.end()
     m = re.search(r"(?<![\w'])(?:(1[89]|20)(\d)0|'?(\d)0)'?s\b", t, re.I)
     if m:
         if m.group(1):
@@ -875,6 +893,14 @@ def extract_rules(
     elif m:
         x = (m.group("x") or m.group("x2") or "").strip()
         mod = (m.group("mod") or m.group("mod2") or "").strip()
+        # "like Heat with Al Pacino", "like Goodfellas without De Niro", "like Heat from the 90s": the title, then
+        # more to read ("Dances with Wolves" said whole stays the title)
+        tail = ""
+        said_whole = titles.resolve(x)
+        if said_whole is None or _strip_article(_norm(x)) not in _title_keys(said_whole.title):
+            cut = _LIKE_TAIL.search(x)
+            if cut and titles.resolve(x[: cut.start()]) is not None:
+                x, tail = x[: cut.start()], x[cut.start() :]
         ref = re.fullmatch(_REF, x, re.I) if last_items else None
         place = _ref_indices(ref.group("ref"), len(last_items)) if ref and _PLACE.search(x) else []
         # "more like the third one", "something like #2": a pick of the last answer, not a title search
@@ -889,14 +915,14 @@ def extract_rules(
                         _add(d.liked, other.id)
         if place:
             d.like_item = last_items[place[0]]
-            rest = rest[: m.start()] + (" but " + mod if mod else " ") + rest[m.end() :]
+            rest = rest[: m.start()] + tail + (" but " + mod if mod else " ") + rest[m.end() :]
         if item is not None:
             d.like_item = item.id
             if mod and not _mentions(mod, vocab) and not (set(_norm(mod).split()) & _NEGATIONS):
                 d.modifier = mod
-                rest = rest[: m.start()] + " " + rest[m.end() :]
+                rest = rest[: m.start()] + tail + " " + rest[m.end() :]
             else:
-                rest = rest[: m.start()] + (" but " + mod if mod else " ") + rest[m.end() :]
+                rest = rest[: m.start()] + tail + (" but " + mod if mod else " ") + rest[m.end() :]
     # "I loved Toy Story" / "I hated Cats"
     for pattern, target in ((_DISLIKED_TITLE, d.disliked), (_LIKED_TITLE, d.liked)):
         for m in pattern.finditer(rest):
@@ -1052,7 +1078,7 @@ _QUERY_FILLER = {
     "from", "should", "feel", "watching", "recommend", "suggest", "show", "give", "find", "need", "looking", "see",
     "prefer", "get", "set", "maybe", "really", "just", "too", "very", "also", "again", "mood", "id", "im", "hmm", "by",
     "is", "are", "was", "be", "my", "tonight", "today", "surprise", "popular", "trending", "right", "now", "whats",
-    "highest", "rated", "highly", "acclaimed", "famous", "currently", "days", "but",
+    "highest", "rated", "highly", "acclaimed", "famous", "currently", "days", "but", "top",
 }  # fmt: skip
 
 
