@@ -86,6 +86,19 @@ def test_cold_start_westerns_from_the_60s_are_well_known(full_demo: Recommender)
     assert turn.recommendation is not None and turn.recommendation.fusion == "learned"
 
 
+def test_cold_start_a_genre_of_thousands_of_films_is_well_known(full_demo: Recommender):
+    """ "a comedy please" from a new user showed "Accepted", "Louis C.K.: Hilarious" and "The King of Comedy": the
+    demo's 3,756 comedies are more than the chat passes as candidates, and the word was matched against the text."""
+    ranks, n_items = popularity_ranks(full_demo)
+    for text, genre in (("a comedy please", "genre:Comedy"), ("a drama please", "genre:Drama")):
+        turn = full_demo.chat(full_demo.new_session(), text)
+        assert turn.action == "recommend" and len(turn.items) == 5, text
+        ents = full_demo.store.item_entities(list(turn.items))
+        assert all(genre in ents[i] for i in turn.items), text
+        top = [ranks.get(i, n_items) for i in turn.items]
+        assert max(top) < n_items / 20, (text, [full_demo.store.items([i])[i].title for i in turn.items])
+
+
 def test_cold_start_query_without_history_prefers_popular_and_well_rated(full_demo: Recommender):
     r = full_demo.recommend(None, k=10, query="a romance", diversity=0.0)
     ranks, n_items = popularity_ranks(full_demo)

@@ -1202,3 +1202,18 @@ def test_what_follows_the_film_in_like_x_and_two_decades(rec: Recommender):
     assert rules(rec, "the 90s").era == (1990, 1999)
     d = rules(rec, "show me the top rated dramas")
     assert d.include_genres == ["Drama"] and d.query is None, d
+
+
+def test_a_genre_larger_than_the_seed_cap_asks_among_its_most_watched(world: World):
+    """ "a comedy please" from a new user on the demo (3,756 comedies, more than `chat.max_seed_candidates`) showed
+    "Accepted", "Louis C.K.: Hilarious" and "The King of Comedy": with too many films to pass as candidates, the
+    words were matched against the films' text. Now the most watched films of the genre are the candidates."""
+    r = make(world, max_seed_candidates=2)
+    try:
+        turn = r.chat(r.new_session("someone-new"), "give me 2 comedies")
+        assert turn.recommendation is not None
+        comedies = {i for i, m in MOVIES.items() if "Comedy" in m[4]}
+        top = [i for i, _ in r.store.popular(100) if i in comedies][:2]  # Toy Story (2 users), then 1 user each
+        assert set(turn.items) == set(top), (turn.text, top)
+    finally:
+        r.close()

@@ -494,10 +494,15 @@ class ChatAgent:
             if not ids:  # nothing like X is left: the caller relaxes (and says so)
                 return Recommendation(user_id=user_id, items=(), ranking_mode="none", model=""), [], None
             candidates = ids
-        elif required is not None and len(required) <= cap:
+        elif required is not None:
             if not required:  # nothing left fits: the caller relaxes
                 return Recommendation(user_id=user_id, items=(), ranking_mode="none", model=""), [], None
-            candidates = sorted(required)
+            if len(required) <= cap:
+                candidates = sorted(required)
+            else:  # "a comedy" in a catalogue of 3,756 comedies: the most watched of them (else, for a new user, the
+                # words "comedy" matched against the films' text chose "The King of Comedy" and a stand-up special)
+                ranked = [i for i, _ in self.store.popular(100_000) if i in required][:cap]
+                candidates = ranked + sorted(required - set(ranked))[: cap - len(ranked)]
         query = " ".join(
             x for x in (profile.query, profile.modifier, *profile.include_genres, *profile.include_people) if x
         )
