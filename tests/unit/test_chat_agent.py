@@ -1112,6 +1112,7 @@ def test_a_wish_that_is_a_tag_asks_for_the_films_tagged_so(tmp_path: Path):
     facts = [Fact(head=i, relation="genre", tail="genre:Crime", tail_label="Crime") for i in movies]
     facts += [Fact(head=i, relation="tag", tail="tag:heist", tail_label="heist") for i in ("2", "5", "7")]
     facts += [Fact(head=i, relation="tag", tail="tag:zombies", tail_label="zombies") for i in ("1", "8")]
+    facts.append(Fact(head="3", relation="tag", tail="tag:hayao miyazaki", tail_label="hayao miyazaki"))
     seen = [Interaction(user_id=f"u{n}", item_id=i, rating=4.0, timestamp=n) for n in range(6) for i in ("1", "3", "4")]
     world = World(tmp_path)
     r = make(world)
@@ -1129,6 +1130,11 @@ def test_a_wish_that_is_a_tag_asks_for_the_films_tagged_so(tmp_path: Path):
         assert any(cited[f].tail == "tag:heist" for f in it.reasons[0].fact_ids), it
     vocab = r._chat_agent.vocab()
     assert vocab.tagged("a zombie") == set() and vocab.tagged("zombie") == {"1", "8"}  # the tag named whole
+    assert vocab.tagged("Miyazaki") == {"3"}  # a name's last word: the one two-word tag ending so
+    # beside a genre or an era, a word left over that names a tag is the wish ("a heist film from the 60s")
+    d = extract_rules("a heist film from the 90s", vocab, r._chat_agent.titles)
+    assert d.era == (1990, 1999) and d.query == "heist", d
+    assert extract_rules("a crime film, nothing too long", vocab, r._chat_agent.titles).query is None
     r.close()
 
 

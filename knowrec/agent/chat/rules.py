@@ -1028,6 +1028,12 @@ def extract_rules(
         clauses = _CLAUSE_SPLIT.split(_FEEL_GOOD.sub("feel-good", candidate))
         wishes = [_wish(clause, vocab, names) for clause in clauses]
         d.query = " ".join(w for w in wishes if w) or None
+    elif not _GREETING.match(text) and not d.feedback:
+        # what is left beside a genre, an era or a person, when it names a tag whole: "a heist film from the 60s"
+        names = {w for c in _PROPER_NAME.findall(text) for w in _norm(c).split()}
+        left = [w for w in (_wish(c, vocab, names) for c in _CLAUSE_SPLIT.split(rest)) if w]
+        if len(left) == 1 and vocab.tag_ids(left[0]):
+            d.query = left[0]
     d.unparsed = _unparsed(text, vocab, titles, d)
     return d
 

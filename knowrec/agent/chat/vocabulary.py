@@ -219,6 +219,10 @@ class Vocabulary:
         for cand in (key, key + "s", key.removesuffix("s"), re.sub(r"ies$", "y", key)):
             if len(cand) >= 3 and cand in self.tags:
                 return set(self.tags[cand])
+        if len(key) >= 5 and " " not in key:  # "Miyazaki": the one two-word tag that ends so ("hayao miyazaki")
+            names = [t for t in self.tags if len(t.split()) == 2 and t.split()[1] == key]
+            if len(names) == 1:
+                return set(self.tags[names[0]])
         return set()
 
     def tagged(self, phrase: str) -> set[str]:
