@@ -88,7 +88,7 @@ _PERSON_ROLES = {
     "composer": "musicComposer",
 }
 _THAT_PERSON = re.compile(
-    r"\b(?:by|from|with|starring|of)\s+(?P<ref>(?:that|the same|this|the)\s+(?P<role>director|actor|actress|star|writer"
+    r"\b(?:by|from|with|starring|of)\s+(?P<ref>(?:that|the same|this)\s+(?P<role>director|actor|actress|star|writer"
     r"|composer))\b",
     re.I,
 )
