@@ -904,7 +904,7 @@ def extract_rules(
         ref = re.fullmatch(_REF, x, re.I) if last_items else None
         place = _ref_indices(ref.group("ref"), len(last_items)) if ref and _PLACE.search(x) else []
         # "more like the third one", "something like #2": a pick of the last answer, not a title search
-        item = titles.resolve(x) if not place else None
+        item = (said_whole if not tail else titles.resolve(x)) if not place else None
         parts = [p for p in re.split(r"\s+and\s+|\s*&\s*|\s+or\s+", x) if p.strip()]
         if item is not None and len(parts) > 1 and _strip_article(_norm(x)) not in _title_keys(item.title):
             # "movies like Inception and Interstellar": the first anchors, the others count as liked
@@ -1022,15 +1022,14 @@ def extract_rules(
         candidate = "not " + (candidate or "")  # "not in the mood for anything violent", "I don't want…"
     if candidate is None and dataclasses.replace(d, rejected=False).is_empty() and not _GREETING.match(text):
         candidate = rest
+    names = {w for c in _PROPER_NAME.findall(text) for w in _norm(c).split()}  # "set in New York"
     if candidate:
         # clause by clause: "a scary movie but not too gory" wishes for nothing gory ("gory" is no keyword to search)
-        names = {w for c in _PROPER_NAME.findall(text) for w in _norm(c).split()}  # "set in New York"
         clauses = _CLAUSE_SPLIT.split(_FEEL_GOOD.sub("feel-good", candidate))
         wishes = [_wish(clause, vocab, names) for clause in clauses]
         d.query = " ".join(w for w in wishes if w) or None
     elif not _GREETING.match(text) and not d.feedback:
         # what is left beside a genre, an era or a person, when it names a tag whole: "a heist film from the 60s"
-        names = {w for c in _PROPER_NAME.findall(text) for w in _norm(c).split()}
         left = [w for w in (_wish(c, vocab, names) for c in _CLAUSE_SPLIT.split(rest)) if w]
         if len(left) == 1 and vocab.tag_ids(left[0]):
             d.query = left[0]
